@@ -1,0 +1,30 @@
+//! tokend: a thread-per-core OAuth 2.0 token service.
+//!
+//! The modules follow the path of a request:
+//!
+//! - [`config`]: TOML file + `TOKEND_*` environment → one checked `Config`.
+//! - [`cores`]: one pinned thread per core, each running a monoio event loop,
+//!   owning its caches and Redis connection; start-up and graceful shutdown.
+//! - [`net`]: the per-core SO_REUSEPORT listener and the per-connection
+//!   read → parse → handle → write loop, with timeouts and the connection cap.
+//! - [`http`]: `&[u8]` → request (never a socket), and responses written into
+//!   the connection's reused output buffer.
+//! - [`router`]: (method, path) → route, no I/O.
+//! - [`handlers`]: one file per endpoint family.
+//! - [`tokens`]: claims, signing keys, verification, the verified-token cache.
+//! - [`revocation`]: the revocation check and the per-core pipelined Redis
+//!   connection.
+//! - [`identity`]: users, clients and passwords; PostgreSQL and argon2, run on
+//!   the blocking pool only.
+//! - [`store`]: the blocking pool, the PostgreSQL pool, the migrations runner.
+
+pub mod config;
+pub mod cores;
+pub mod handlers;
+pub mod http;
+pub mod identity;
+pub mod net;
+pub mod revocation;
+pub mod router;
+pub mod store;
+pub mod tokens;
