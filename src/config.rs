@@ -82,8 +82,7 @@ pub enum Driver {
 }
 
 /// Which cores run a worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cores {
     /// Every core the process may run on.
     All,
@@ -91,6 +90,16 @@ pub enum Cores {
     Count(usize),
     /// These core ids.
     List(Vec<usize>),
+}
+
+impl Serialize for Cores {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Cores::All => s.serialize_str("all"),
+            Cores::Count(n) => s.serialize_u64(*n as u64),
+            Cores::List(l) => l.serialize(s),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Cores {
@@ -102,7 +111,11 @@ impl<'de> Deserialize<'de> for Cores {
             L(Vec<i64>),
             S(String),
         }
-        let bad = || serde::de::Error::custom("expected \"all\", a count like 4, or a list of core ids like [0, 1] or \"0,1\"");
+        let bad = || {
+            serde::de::Error::custom(
+                "expected \"all\", a count like 4, or a list of core ids like [0, 1] or \"0,1\"",
+            )
+        };
         match Raw::deserialize(d)? {
             Raw::N(n) if n > 0 => Ok(Cores::Count(n as usize)),
             Raw::N(_) => Err(bad()),
@@ -116,10 +129,17 @@ impl<'de> Deserialize<'de> for Cores {
                     return Ok(Cores::All);
                 }
                 if let Ok(n) = s.parse::<usize>() {
-                    return if n > 0 { Ok(Cores::Count(n)) } else { Err(bad()) };
+                    return if n > 0 {
+                        Ok(Cores::Count(n))
+                    } else {
+                        Err(bad())
+                    };
                 }
                 let list: Result<Vec<usize>, _> = s.split(',').map(|p| p.trim().parse()).collect();
-                list.ok().filter(|l| !l.is_empty()).map(Cores::List).ok_or_else(bad)
+                list.ok()
+                    .filter(|l| !l.is_empty())
+                    .map(Cores::List)
+                    .ok_or_else(bad)
             }
         }
     }
@@ -423,8 +443,8 @@ impl Config {
             };
             sec.insert(key, env_value(&value));
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::key(&key, e.into_inner().message().to_string())
             })?;
@@ -435,37 +455,66 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         if l.max_head_bytes < 256 {
-            return Err(ConfigError::key("limits.max_head_bytes", "must be at least 256"));
+            return Err(ConfigError::key(
+                "limits.max_head_bytes",
+                "must be at least 256",
+            ));
         }
         if l.max_headers == 0 || l.max_headers > 1024 {
-            return Err(ConfigError::key("limits.max_headers", "must be between 1 and 1024"));
+            return Err(ConfigError::key(
+                "limits.max_headers",
+                "must be between 1 and 1024",
+            ));
         }
         if l.blocking_threads == Some(0) {
-            return Err(ConfigError::key("limits.blocking_threads", "must be at least 1"));
+            return Err(ConfigError::key(
+                "limits.blocking_threads",
+                "must be at least 1",
+            ));
         }
         if l.blocking_queue == 0 {
-            return Err(ConfigError::key("limits.blocking_queue", "must be at least 1"));
+            return Err(ConfigError::key(
+                "limits.blocking_queue",
+                "must be at least 1",
+            ));
         }
         if self.server.max_connections_per_core == 0 {
-            return Err(ConfigError::key("server.max_connections_per_core", "must be at least 1"));
+            return Err(ConfigError::key(
+                "server.max_connections_per_core",
+                "must be at least 1",
+            ));
         }
         if !matches!(self.server.log_format.as_str(), "text" | "json") {
-            return Err(ConfigError::key("server.log_format", "must be \"text\" or \"json\""));
+            return Err(ConfigError::key(
+                "server.log_format",
+                "must be \"text\" or \"json\"",
+            ));
         }
-        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
-            return Err(ConfigError::key("database.url", "must start with postgres:// or postgresql://"));
+        if !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
+            return Err(ConfigError::key(
+                "database.url",
+                "must start with postgres:// or postgresql://",
+            ));
         }
         if !self.redis.url.starts_with("redis://") {
             return Err(ConfigError::key("redis.url", "must start with redis://"));
         }
         if self.redis.timeout.is_zero() {
-            return Err(ConfigError::key("redis.timeout", "must be greater than zero"));
+            return Err(ConfigError::key(
+                "redis.timeout",
+                "must be greater than zero",
+            ));
         }
         if self.tokens.access_ttl.as_secs() == 0 {
             return Err(ConfigError::key("tokens.access_ttl", "must be at least 1s"));
         }
         if self.tokens.refresh_ttl.as_secs() == 0 {
-            return Err(ConfigError::key("tokens.refresh_ttl", "must be at least 1s"));
+            return Err(ConfigError::key(
+                "tokens.refresh_ttl",
+                "must be at least 1s",
+            ));
         }
         let p = &self.passwords;
         if p.memory_kib < 8 * p.parallelism.max(1) || p.iterations == 0 || p.parallelism == 0 {
@@ -480,7 +529,9 @@ impl Config {
     /// Threads of the blocking pool.
     pub fn blocking_threads(&self) -> usize {
         self.limits.blocking_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         })
     }
 
@@ -494,7 +545,10 @@ impl Config {
 
     /// `iss` of issued tokens.
     pub fn issuer(&self) -> String {
-        self.tokens.issuer.clone().unwrap_or_else(|| self.public_url())
+        self.tokens
+            .issuer
+            .clone()
+            .unwrap_or_else(|| self.public_url())
     }
 
     /// The configuration as TOML with every secret replaced by `"<redacted>"`.
@@ -591,9 +645,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = load("[server]\nlisen = \"x\"\n", &[]).unwrap_err().to_string();
+        let e = load("[server]\nlisen = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("server.lisen"), "{e}");
-        let e = load("", &[("TOKEND_SERVER_BOGUS", "1")]).unwrap_err().to_string();
+        let e = load("", &[("TOKEND_SERVER_BOGUS", "1")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("server.bogus"), "{e}");
         let e = load("", &[("TOKEND_NOPE_X", "1")]).unwrap_err().to_string();
         assert!(e.contains("TOKEND_NOPE_X"), "{e}");
@@ -601,13 +659,21 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named() {
-        let e = load("[tokens]\naccess_ttl = \"soon\"\n", &[]).unwrap_err().to_string();
+        let e = load("[tokens]\naccess_ttl = \"soon\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tokens.access_ttl"), "{e}");
-        let e = load("[server]\nlisten = \"nowhere\"\n", &[]).unwrap_err().to_string();
+        let e = load("[server]\nlisten = \"nowhere\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("server.listen"), "{e}");
-        let e = load("[server]\ndriver = \"kqueue\"\n", &[]).unwrap_err().to_string();
+        let e = load("[server]\ndriver = \"kqueue\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("server.driver"), "{e}");
-        let e = load("", &[("TOKEND_LIMITS_BLOCKING_QUEUE", "0")]).unwrap_err().to_string();
+        let e = load("", &[("TOKEND_LIMITS_BLOCKING_QUEUE", "0")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("limits.blocking_queue"), "{e}");
     }
 
@@ -622,6 +688,6 @@ mod tests {
         assert!(!printed.contains("hunter2"));
         assert!(!printed.contains("pw123"));
         assert!(!printed.contains("c2VjcmV0"));
-        assert!(printed.contains("<redacted>"));
+        assert!(printed.contains("<redacted>"), "{printed}");
     }
 }

@@ -1,1 +1,419 @@
-//! (in progress)
+//! Thread-per-core serving: one pinned thread per configured core, each
+//! running its own monoio event loop with its own listener, caches and Redis
+//! connection; the control thread handles signals and shutdown.
+//!
+//! Start-up order: check the configuration, reach PostgreSQL and Redis, bind
+//! every listener (so a port conflict fails before anything runs), start the
+//! blocking pool, start the cores and wait until each reports it is serving.
+//! Only then is the service "ready".
+
+pub mod counters;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+
+use crate::config::{Config, Cores, Driver};
+use crate::http::{DateCache, Limits};
+use crate::revocation::redis::{RedisConn, RedisTarget};
+use crate::store::{self, BlockingPool, PgPool};
+
+pub use counters::{CoreCounters, Counter};
+
+/// Occurs when `tokend serve` cannot start or stops abnormally. Each message
+/// names the part at fault, in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Occurs when `server.cores` names cores this process may not run on.
+    #[error("server.cores: {0}")]
+    Cores(String),
+    /// Occurs when the listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Occurs when PostgreSQL is unreachable at start.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// Occurs when `redis.url` is invalid or Redis does not answer at start.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// Occurs when a core cannot build its runtime (e.g. io_uring refused).
+    #[error("core {core}: {message}")]
+    Core { core: usize, message: String },
+    /// Occurs when signal handlers cannot be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// What every core shares: read-only after start, or published as immutable
+/// snapshots. Nothing here is locked on the hot path.
+pub struct Shared {
+    pub config: Config,
+    pub limits: Limits,
+    pub pool: BlockingPool,
+    pub pg: PgPool,
+    pub redis_target: RedisTarget,
+    /// One set of counters per core; each core writes only its own, the
+    /// metrics scrape sums them.
+    pub counters: Vec<Arc<CoreCounters>>,
+    pub started: Instant,
+}
+
+/// One core's state. Owned by its thread (`Rc`), never shared.
+pub struct Core {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub date: DateCache,
+    pub redis: Rc<RedisConn>,
+    pub counters: Arc<CoreCounters>,
+    /// Open connections on this core; bounded by `server.max_connections_per_core`.
+    open: Cell<usize>,
+    /// Requests being handled now; shutdown waits for this to reach zero.
+    in_flight: Cell<usize>,
+    shutting_down: Cell<bool>,
+}
+
+impl Core {
+    /// Counts a new connection unless the core is at its cap.
+    pub fn try_open_connection(&self) -> bool {
+        let open = self.open.get();
+        if open >= self.shared.config.server.max_connections_per_core {
+            return false;
+        }
+        self.open.set(open + 1);
+        self.counters.open_connections.set(open as u64 + 1);
+        true
+    }
+
+    pub(crate) fn conn_closed(&self) {
+        let open = self.open.get().saturating_sub(1);
+        self.open.set(open);
+        self.counters.open_connections.set(open as u64);
+    }
+
+    pub(crate) fn request_started(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+    }
+
+    pub(crate) fn requests_finished(&self, n: usize) {
+        self.in_flight.set(self.in_flight.get().saturating_sub(n));
+    }
+
+    /// True once SIGTERM/SIGINT arrived: responses carry `Connection: close`.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// The shutdown flag, for responses written after an await.
+    pub fn shutdown_flag(&self) -> &Cell<bool> {
+        &self.shutting_down
+    }
+
+    /// Open connections on this core.
+    pub fn open_connections(&self) -> usize {
+        self.open.get()
+    }
+}
+
+/// The core ids this process runs workers on.
+pub fn resolve_cores(cores: &Cores) -> Result<Vec<Option<core_affinity::CoreId>>, ServeError> {
+    let available = core_affinity::get_core_ids().unwrap_or_default();
+    if available.is_empty() {
+        // Pinning unsupported: run unpinned workers, one per available CPU.
+        let n = match cores {
+            Cores::All => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            Cores::Count(n) => *n,
+            Cores::List(l) => l.len(),
+        };
+        return Ok(vec![None; n]);
+    }
+    match cores {
+        Cores::All => Ok(available.into_iter().map(Some).collect()),
+        Cores::Count(n) if *n <= available.len() => {
+            Ok(available.into_iter().take(*n).map(Some).collect())
+        }
+        Cores::Count(n) => Err(ServeError::Cores(format!(
+            "asked for {n} cores, this process may run on {}",
+            available.len()
+        ))),
+        Cores::List(ids) => ids
+            .iter()
+            .map(|&id| {
+                available
+                    .iter()
+                    .find(|c| c.id == id)
+                    .copied()
+                    .map(Some)
+                    .ok_or_else(|| {
+                        ServeError::Cores(format!(
+                            "core {id} is not available to this process (available: {:?})",
+                            available.iter().map(|c| c.id).collect::<Vec<_>>()
+                        ))
+                    })
+            })
+            .collect(),
+    }
+}
+
+/// A running server: its address, and the handle to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+    pool_threads: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Starts every core and returns once all of them serve.
+    pub fn start(config: Config) -> Result<Server, ServeError> {
+        let cores = resolve_cores(&config.server.cores)?;
+        let redis_target =
+            RedisTarget::parse(&config.redis.url).map_err(|e| ServeError::Redis(e.to_string()))?;
+
+        // The stores must answer before we say we are up.
+        let threads = config.blocking_threads();
+        let pg = store::pg::pool(
+            &config.database,
+            config.database.pool_size.unwrap_or(threads as u32),
+        )?;
+        store::pg::ping(&pg, &config.database.url, config.database.connect_timeout)?;
+        // Redis down at start is not fatal: validation fails closed (503)
+        // until the cores' connections come up by themselves.
+        if let Err(e) = check_redis(
+            &redis_target,
+            config.redis.timeout.max(Duration::from_secs(1)),
+        ) {
+            tracing::warn!(
+                "{e}; starting anyway, requests that need Redis answer 503 until it is back"
+            );
+        }
+
+        let (listeners, addr) = crate::net::bind_listeners(config.server.listen, cores.len())
+            .map_err(|source| ServeError::Bind {
+                addr: config.server.listen,
+                source,
+            })?;
+        let (pool, pool_threads) = BlockingPool::start(threads, config.limits.blocking_queue);
+        let limits = Limits {
+            max_head: config.limits.max_head_bytes,
+            max_body: config.limits.max_body_bytes,
+            max_headers: config.limits.max_headers,
+        };
+        let counters = (0..cores.len())
+            .map(|_| Arc::new(CoreCounters::default()))
+            .collect();
+        let shared = Arc::new(Shared {
+            config,
+            limits,
+            pool,
+            pg,
+            redis_target,
+            counters,
+            started: Instant::now(),
+        });
+
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, ServeError>>();
+        let mut stops = Vec::new();
+        let mut handles = Vec::new();
+        for (index, (core_id, listener)) in cores.into_iter().zip(listeners).enumerate() {
+            let (stop_tx, stop_rx) = oneshot::channel();
+            stops.push(stop_tx);
+            let shared = shared.clone();
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("tokend-core-{index}"))
+                .spawn(move || {
+                    if let Some(id) = core_id {
+                        if !core_affinity::set_for_current(id) {
+                            tracing::warn!(core = index, cpu = id.id, "could not pin core thread");
+                        }
+                    }
+                    run_core(index, shared, listener, stop_rx, ready);
+                })
+                .map_err(|e| ServeError::Core {
+                    core: index,
+                    message: format!("cannot start thread: {e}"),
+                })?;
+            handles.push(handle);
+        }
+        drop(ready_tx);
+        for _ in 0..handles.len() {
+            match ready_rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(ServeError::Core {
+                        core: 0,
+                        message: "a core stopped during start-up".into(),
+                    })
+                }
+            }
+        }
+        Ok(Server {
+            addr,
+            stops,
+            threads: handles,
+            pool_threads,
+            shared,
+        })
+    }
+
+    /// What every core shares.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Graceful shutdown: every core stops accepting, finishes the requests
+    /// in flight (up to `server.shutdown_timeout`), closes idle connections;
+    /// then the blocking pool drains.
+    pub fn shutdown(self) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+        // The blocking threads are not joined: every request that waited on
+        // them has been answered, and a core's tasks may still hold clones
+        // of the pool handle. They end with the process.
+        drop(self.pool_threads);
+    }
+}
+
+fn check_redis(target: &RedisTarget, timeout: Duration) -> Result<(), ServeError> {
+    let mut conn = crate::revocation::blocking::BlockingRedis::connect(target, timeout)
+        .map_err(|e| ServeError::Redis(format!("cannot reach {}: {e}", target.display_addr())))?;
+    conn.query(&redis::cmd("PING"))
+        .map_err(|e| ServeError::Redis(format!("PING to {} failed: {e}", target.display_addr())))?;
+    Ok(())
+}
+
+/// The body of one core thread: build the runtime with the configured driver
+/// and run the core until it is told to stop.
+fn run_core(
+    index: usize,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    stop: oneshot::Receiver<()>,
+    ready: mpsc::Sender<Result<usize, ServeError>>,
+) {
+    let driver = match shared.config.server.driver {
+        Driver::Auto if monoio::utils::detect_uring() => Driver::IoUring,
+        Driver::Auto => Driver::Epoll,
+        d => d,
+    };
+    let fut = core_main(index, shared, listener, stop, ready.clone());
+    let built = match driver {
+        Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(fut)),
+        _ => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(fut)),
+    };
+    if let Err(e) = built {
+        let _ = ready.send(Err(ServeError::Core {
+            core: index,
+            message: format!("cannot start the {driver:?} event loop: {e}"),
+        }));
+    }
+}
+
+async fn core_main(
+    index: usize,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    mut stop: oneshot::Receiver<()>,
+    ready: mpsc::Sender<Result<usize, ServeError>>,
+) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(ServeError::Core {
+                core: index,
+                message: format!("cannot register the listener: {e}"),
+            }));
+            return;
+        }
+    };
+    let redis = RedisConn::new(shared.redis_target.clone(), shared.config.redis.timeout);
+    let core = Rc::new(Core {
+        id: index,
+        counters: shared.counters[index].clone(),
+        shared,
+        date: DateCache::default(),
+        redis,
+        open: Cell::new(0),
+        in_flight: Cell::new(0),
+        shutting_down: Cell::new(false),
+    });
+    monoio::spawn(date_ticker(core.clone()));
+    let _ = ready.send(Ok(index));
+
+    loop {
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if core.try_open_connection() {
+                        monoio::spawn(crate::net::serve_connection(core.clone(), stream, peer));
+                    } else {
+                        // Over the cap: close at once, the others are untouched.
+                        core.counters.refused_connections.inc();
+                        drop(stream);
+                    }
+                }
+                Err(e) => {
+                    // EMFILE and friends: log, back off briefly, keep serving.
+                    core.counters.accept_errors.inc();
+                    tracing::warn!(core = index, "accept failed: {e}");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = &mut stop => break,
+        }
+    }
+
+    // Graceful shutdown: no new connections; finish what is in flight.
+    core.shutting_down.set(true);
+    drop(listener);
+    let deadline = Instant::now() + core.shared.config.server.shutdown_timeout;
+    while core.in_flight.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if core.in_flight.get() > 0 {
+        tracing::warn!(
+            core = index,
+            in_flight = core.in_flight.get(),
+            "shutdown timeout: dropping requests in flight"
+        );
+    }
+    // Returning drops the runtime with every idle connection task: their
+    // sockets are closed.
+}
+
+/// Re-renders the core's `Date` header value once a second.
+async fn date_ticker(core: Rc<Core>) {
+    loop {
+        core.date.refresh();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let to_next = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
+        monoio::time::sleep(to_next + Duration::from_millis(1)).await;
+    }
+}

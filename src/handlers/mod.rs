@@ -1,1 +1,82 @@
-//! (in progress)
+//! Request handlers, one file per endpoint family, and the one dispatcher
+//! that routes a parsed request to them and counts the result.
+//!
+//! Every handler writes its whole response into the connection's output
+//! buffer and returns the status it sent.
+
+pub mod health;
+pub mod oauth;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use crate::cores::Core;
+use crate::http::{response, Method, Request, ResponseCtx};
+use crate::router::{self, Route, Routed};
+
+/// Route slot for metrics of requests that matched no route.
+const OTHER_SLOT: usize = 14;
+
+/// Answers one request into `out`. Returns whether the connection stays open.
+pub async fn handle(
+    core: &Rc<Core>,
+    req: &Request<'_>,
+    peer: SocketAddr,
+    out: &mut Vec<u8>,
+) -> bool {
+    let keep_alive = req.keep_alive && !core.is_shutting_down();
+    let date = core.date.get();
+    let ctx = ResponseCtx {
+        date: &date,
+        keep_alive,
+        head: req.method == Method::Head,
+        closing: Some(core.shutdown_flag()),
+    };
+    let (slot, status) = match router::route(req.method, req.path) {
+        Routed::Found(route, _param) => {
+            let status = match route {
+                Route::Healthz => health::healthz(&ctx, out),
+                Route::Readyz => health::readyz(core, &ctx, out).await,
+                _ => not_found(&ctx, out),
+            };
+            (route as usize, status)
+        }
+        Routed::MethodNotAllowed(allow) => (OTHER_SLOT, method_not_allowed(&ctx, allow, out)),
+        Routed::NotFound => (OTHER_SLOT, not_found(&ctx, out)),
+    };
+    core.counters.count(slot, status);
+    if core.shared.config.server.access_log {
+        access_log(core, req, peer, status);
+    }
+    keep_alive && !core.is_shutting_down()
+}
+
+#[cold]
+fn access_log(core: &Core, req: &Request<'_>, peer: SocketAddr, status: u16) {
+    // The query string may carry scopes but never tokens; the path is logged
+    // without it anyway, and no header value is logged.
+    tracing::info!(core = core.id, peer = %peer, method = ?req.method, path = req.path, status, "request");
+}
+
+#[cold]
+fn not_found(ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
+    response::write(out, ctx, 404, Some(response::TEXT), b"", b"not found\n");
+    404
+}
+
+#[cold]
+fn method_not_allowed(ctx: &ResponseCtx<'_>, allow: &str, out: &mut Vec<u8>) -> u16 {
+    let mut headers = Vec::with_capacity(32);
+    headers.extend_from_slice(b"Allow: ");
+    headers.extend_from_slice(allow.as_bytes());
+    headers.extend_from_slice(b"\r\n");
+    response::write(
+        out,
+        ctx,
+        405,
+        Some(response::TEXT),
+        &headers,
+        b"method not allowed\n",
+    );
+    405
+}

@@ -1,1 +1,539 @@
-//! (in progress)
+//! The revocation check, and the per-core pipelined Redis connection behind it.
+//!
+//! - [`RevocationCheck`]: "is this access token revoked?" — one interface, so
+//!   that a later in-memory mirror fed by a Redis stream (DESIGN §7) can
+//!   replace the Redis lookup without touching the handlers.
+//! - [`RedisRevocations`]: the first implementation, one `MGET` round trip
+//!   per check, pipelined with the other requests of the core; also the
+//!   writes (revoke one token, "not before" mark for a user).
+//! - [`redis`]: the per-core pipelined connection [`RedisConn`].
+//! - [`blocking`]: a synchronous client for the CLI, the control thread and
+//!   tests.
+//!
+//! Key layout (all under the configured prefix, e.g. `tokend:`):
+//!
+//! | key | value | expires |
+//! |---|---|---|
+//! | `{prefix}rev:at:{jti}` | `1` | when the token would have expired |
+//! | `{prefix}nbf:{sub}` | unix seconds, decimal | after the longest token lifetime |
+
+pub mod blocking;
+pub mod redis;
+
+use std::rc::Rc;
+
+pub use self::redis::{
+    CommandWriter, RedisConn, RedisError, RedisStats, RedisTarget, Reply, Script, ServerErrorCode,
+};
+
+/// Key infix of a revoked access token: `{prefix}rev:at:{jti}`.
+pub const ACCESS_KEY_INFIX: &str = "rev:at:";
+/// Key infix of a user's "not before" mark: `{prefix}nbf:{sub}`.
+pub const NOT_BEFORE_KEY_INFIX: &str = "nbf:";
+
+/// Is an access token revoked?
+///
+/// Implementations live on one core (`!Send` is fine: the future is awaited
+/// on the core that owns the checker), hence `async fn` in the trait.
+#[allow(async_fn_in_trait)] // no Send bound wanted: thread-per-core, per-core state.
+pub trait RevocationCheck {
+    /// True when the token `jti` of user `sub`, issued at `iat` (unix
+    /// seconds), was revoked, either by itself or by a "not before" mark on
+    /// its user. An `Err` means "cannot tell": the caller must fail closed
+    /// (503), never accept the token.
+    async fn is_revoked(&self, jti: &str, sub: &str, iat: u64) -> Result<bool, RedisError>;
+}
+
+/// Sets a user's "not before" mark, never lowering a later one.
+///
+/// KEYS[1] = the mark's key; ARGV[1] = the mark (unix seconds); ARGV[2] = TTL
+/// in seconds. A later existing mark is kept (and its TTL only ever
+/// extended), so two racing logouts, or a retried one, can never re-validate
+/// tokens. A value that is not a number is overwritten. Returns the mark in
+/// force.
+const SET_NOT_BEFORE_LUA: &str = r"
+local new = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local cur = tonumber(redis.call('GET', KEYS[1]))
+if cur ~= nil and cur >= new then
+  local left = redis.call('TTL', KEYS[1])
+  if left >= 0 and left < ttl then
+    redis.call('EXPIRE', KEYS[1], ttl)
+  end
+  return cur
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+return new
+";
+
+/// The revocation check and revocation writes, stored in Redis.
+pub struct RedisRevocations {
+    conn: Rc<RedisConn>,
+    /// Prefix of every key (`redis.prefix`), so deployments and test runs can
+    /// share one Redis.
+    prefix: String,
+    set_not_before: Script,
+}
+
+impl RedisRevocations {
+    /// Revocations under `prefix`, on the core's connection.
+    pub fn new(conn: Rc<RedisConn>, prefix: impl Into<String>) -> RedisRevocations {
+        RedisRevocations {
+            conn,
+            prefix: prefix.into(),
+            set_not_before: Script::new(SET_NOT_BEFORE_LUA),
+        }
+    }
+
+    /// The connection this uses.
+    pub fn conn(&self) -> &Rc<RedisConn> {
+        &self.conn
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `{prefix}rev:at:{jti}`. Allocates: for logs, tests and cold paths.
+    pub fn access_key(&self, jti: &str) -> String {
+        [self.prefix.as_str(), ACCESS_KEY_INFIX, jti].concat()
+    }
+
+    /// `{prefix}nbf:{sub}`. Allocates: for logs, tests and cold paths.
+    pub fn not_before_key(&self, sub: &str) -> String {
+        [self.prefix.as_str(), NOT_BEFORE_KEY_INFIX, sub].concat()
+    }
+
+    /// Marks the access token `jti` revoked for `ttl_secs` (its remaining
+    /// lifetime: Redis expiry does the clean-up). A `ttl_secs` of 0 means the
+    /// token has already expired, so nothing is written.
+    pub async fn revoke_access(&self, jti: &str, ttl_secs: u64) -> Result<(), RedisError> {
+        if ttl_secs == 0 {
+            return Ok(());
+        }
+        let p = self.prefix.as_bytes();
+        let reply = self
+            .conn
+            .query_with(|w| {
+                w.command(5)
+                    .arg(b"SET")
+                    .arg_parts(&[p, ACCESS_KEY_INFIX.as_bytes(), jti.as_bytes()])
+                    .arg(b"1")
+                    .arg(b"EX")
+                    .arg_u64(ttl_secs);
+            })
+            .await?;
+        if reply.is_ok() {
+            Ok(())
+        } else {
+            Err(RedisError::Protocol)
+        }
+    }
+
+    /// Voids every token of `sub` issued at or before `unix_secs` (logout
+    /// everywhere, password change, disabled user), for `ttl_secs` (at least
+    /// the longest lifetime of a token issued before the mark; 0 is raised
+    /// to 1 because Redis refuses `EX 0`). Never lowers a later existing
+    /// mark. Returns the mark in force afterwards.
+    pub async fn set_not_before(
+        &self,
+        sub: &str,
+        unix_secs: u64,
+        ttl_secs: u64,
+    ) -> Result<u64, RedisError> {
+        let key = self.not_before_key(sub);
+        let ttl = ttl_secs.max(1);
+        let reply = self
+            .conn
+            .eval(&self.set_not_before, &[key.as_str()], &[unix_secs, ttl])
+            .await?;
+        reply
+            .as_int()
+            .and_then(|m| u64::try_from(m).ok())
+            .ok_or(RedisError::Protocol)
+    }
+
+    /// The user's "not before" mark, if any (cold path: admin, tests).
+    pub async fn not_before(&self, sub: &str) -> Result<Option<u64>, RedisError> {
+        let p = self.prefix.as_bytes();
+        let reply = self
+            .conn
+            .query_with(|w| {
+                w.command(2).arg(b"GET").arg_parts(&[
+                    p,
+                    NOT_BEFORE_KEY_INFIX.as_bytes(),
+                    sub.as_bytes(),
+                ]);
+            })
+            .await?;
+        if reply.is_nil() {
+            return Ok(None);
+        }
+        parse_mark(&reply).map(Some).ok_or(RedisError::Protocol)
+    }
+}
+
+impl RevocationCheck for RedisRevocations {
+    /// One round trip: `MGET {prefix}rev:at:{jti} {prefix}nbf:{sub}`, encoded
+    /// straight into the connection's write buffer (no key formatting).
+    async fn is_revoked(&self, jti: &str, sub: &str, iat: u64) -> Result<bool, RedisError> {
+        let p = self.prefix.as_bytes();
+        let reply = self
+            .conn
+            .query_with(|w| {
+                w.command(3)
+                    .arg(b"MGET")
+                    .arg_parts(&[p, ACCESS_KEY_INFIX.as_bytes(), jti.as_bytes()])
+                    .arg_parts(&[p, NOT_BEFORE_KEY_INFIX.as_bytes(), sub.as_bytes()]);
+            })
+            .await?;
+        decide(&reply, iat)
+    }
+}
+
+/// The verdict from the `MGET` reply `[revoked jti marker, not-before mark]`.
+///
+/// Revoked when the `jti` marker exists, or when the user's mark is present
+/// and `iat <= mark`. The `<=` is conservative on purpose: `iat` and the mark
+/// have one-second resolution, so a token issued in the same second as a
+/// logout-everywhere cannot be told apart from one issued just before it, and
+/// is voided too. (A client that logs in again within that same second gets a
+/// token that is already void and must log in once more.)
+///
+/// A mark that is not a number cannot be trusted either way: fail closed
+/// (revoked), and log it.
+fn decide(reply: &Reply, iat: u64) -> Result<bool, RedisError> {
+    let [jti_marker, mark] = reply.as_array().ok_or(RedisError::Protocol)? else {
+        return Err(RedisError::Protocol);
+    };
+    if !jti_marker.is_nil() {
+        return Ok(true);
+    }
+    if mark.is_nil() {
+        return Ok(false);
+    }
+    match parse_mark(mark) {
+        Some(mark) => Ok(iat <= mark),
+        None => {
+            tracing::warn!("revocation: a not-before mark is not a number ({mark:?}); treating the token as revoked");
+            Ok(true)
+        }
+    }
+}
+
+fn parse_mark(reply: &Reply) -> Option<u64> {
+    reply.as_str()?.parse().ok()
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Shared by the revocation tests: runtimes, the shared Redis at
+    //! 127.0.0.1:6379 (each test under its own random prefix), and private
+    //! `redis-server` processes for the tests that kill or flush Redis.
+
+    use std::future::Future;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::blocking::BlockingRedis;
+    use super::redis::RedisTarget;
+
+    pub const SHARED_URL: &str = "redis://127.0.0.1:6379/0";
+
+    pub fn shared_target() -> RedisTarget {
+        RedisTarget::parse(SHARED_URL).unwrap()
+    }
+
+    /// A fresh key prefix; every test writes only under its own.
+    pub fn random_prefix() -> String {
+        format!("tokend-test:{:016x}:", rand::random::<u64>())
+    }
+
+    /// Deletes every key under `prefix` on the shared Redis.
+    pub fn cleanup(prefix: &str) {
+        let mut c = BlockingRedis::connect(&shared_target(), Duration::from_secs(2)).unwrap();
+        let keys = c
+            .query(::redis::cmd("KEYS").arg(format!("{prefix}*")))
+            .unwrap();
+        let keys: Vec<Vec<u8>> = keys
+            .into_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_bytes().unwrap().to_vec())
+            .collect();
+        if !keys.is_empty() {
+            c.query(::redis::cmd("DEL").arg(keys)).unwrap();
+        }
+    }
+
+    pub fn legacy<F: Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    pub fn uring<F: Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Runs the test body once under each driver.
+    pub fn on_both_drivers<F, Fut>(body: F)
+    where
+        F: Fn(&'static str) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        legacy(body("legacy"));
+        uring(body("io_uring"));
+    }
+
+    /// A port nobody listens on (bound, then released).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A `redis-server` child process of our own, killed on drop.
+    pub struct PrivateRedis {
+        pub port: u16,
+        extra: Vec<String>,
+        child: Option<Child>,
+    }
+
+    impl PrivateRedis {
+        pub fn start(extra: &[&str]) -> PrivateRedis {
+            let mut r = PrivateRedis {
+                port: free_port(),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                child: None,
+            };
+            r.restart();
+            r
+        }
+
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
+
+        pub fn target(&self) -> RedisTarget {
+            RedisTarget::parse(&self.url()).unwrap()
+        }
+
+        pub fn pid(&self) -> i32 {
+            self.child.as_ref().unwrap().id() as i32
+        }
+
+        /// (Re)starts the server on the same port and waits until it answers.
+        pub fn restart(&mut self) {
+            assert!(self.child.is_none());
+            let child = Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(&self.extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed");
+            self.child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        pub fn kill(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    impl Drop for PrivateRedis {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::testutil::*;
+    use super::*;
+
+    fn mget(a: Reply, b: Reply) -> Reply {
+        Reply::Array(vec![a, b])
+    }
+
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(bytes::Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn decide_semantics() {
+        // Nothing stored: valid.
+        assert_eq!(decide(&mget(Reply::Nil, Reply::Nil), 100), Ok(false));
+        // jti revoked: revoked whatever the mark.
+        assert_eq!(decide(&mget(bulk("1"), Reply::Nil), 100), Ok(true));
+        assert_eq!(decide(&mget(bulk("1"), bulk("50")), 100), Ok(true));
+        // Mark: issued before or in the same second is void, after is valid.
+        assert_eq!(decide(&mget(Reply::Nil, bulk("100")), 99), Ok(true));
+        assert_eq!(decide(&mget(Reply::Nil, bulk("100")), 100), Ok(true));
+        assert_eq!(decide(&mget(Reply::Nil, bulk("100")), 101), Ok(false));
+        // A corrupt mark fails closed.
+        assert_eq!(decide(&mget(Reply::Nil, bulk("soon")), 101), Ok(true));
+        // Wrong shapes are protocol errors, never "not revoked".
+        assert_eq!(decide(&Reply::Nil, 1), Err(RedisError::Protocol));
+        assert_eq!(
+            decide(&Reply::Array(vec![Reply::Nil]), 1),
+            Err(RedisError::Protocol)
+        );
+    }
+
+    #[test]
+    fn key_names() {
+        legacy(async {
+            let conn = RedisConn::new(shared_target(), Duration::from_secs(1));
+            let rev = RedisRevocations::new(conn, "p:");
+            assert_eq!(rev.access_key("j1"), "p:rev:at:j1");
+            assert_eq!(rev.not_before_key("alice"), "p:nbf:alice");
+        });
+    }
+
+    #[test]
+    fn revocation_against_redis() {
+        on_both_drivers(|driver| async move {
+            let prefix = random_prefix();
+            let conn = RedisConn::new(shared_target(), Duration::from_secs(2));
+            assert!(
+                conn.wait_connected(Duration::from_secs(5)).await,
+                "{driver}"
+            );
+            let rev = RedisRevocations::new(conn.clone(), prefix.clone());
+
+            assert_eq!(rev.is_revoked("jti-1", "alice", 1_000).await, Ok(false));
+
+            // One token revoked; the user's other tokens stay valid.
+            rev.revoke_access("jti-1", 60).await.unwrap();
+            assert_eq!(rev.is_revoked("jti-1", "alice", 1_000).await, Ok(true));
+            assert_eq!(rev.is_revoked("jti-2", "alice", 1_000).await, Ok(false));
+            let mut c =
+                blocking::BlockingRedis::connect(&shared_target(), Duration::from_secs(2)).unwrap();
+            let ttl = c
+                .query(::redis::cmd("TTL").arg(rev.access_key("jti-1")))
+                .unwrap();
+            assert!((1..=60).contains(&ttl.as_int().unwrap()), "{ttl:?}");
+
+            // Already expired: nothing written.
+            rev.revoke_access("jti-old", 0).await.unwrap();
+            let exists = c
+                .query(::redis::cmd("EXISTS").arg(rev.access_key("jti-old")))
+                .unwrap();
+            assert_eq!(exists.as_int(), Some(0));
+
+            // Logout everywhere at t=2000: tokens issued up to and including
+            // that second are void, later ones valid; other users untouched.
+            assert_eq!(rev.set_not_before("alice", 2_000, 120).await, Ok(2_000));
+            assert_eq!(rev.is_revoked("jti-2", "alice", 1_999).await, Ok(true));
+            assert_eq!(rev.is_revoked("jti-2", "alice", 2_000).await, Ok(true));
+            assert_eq!(rev.is_revoked("jti-3", "alice", 2_001).await, Ok(false));
+            assert_eq!(rev.is_revoked("jti-4", "bob", 1_500).await, Ok(false));
+            assert_eq!(rev.not_before("alice").await, Ok(Some(2_000)));
+            assert_eq!(rev.not_before("bob").await, Ok(None));
+
+            // An earlier mark never lowers a later one (but may extend its TTL).
+            assert_eq!(rev.set_not_before("alice", 1_500, 600).await, Ok(2_000));
+            assert_eq!(rev.is_revoked("jti-2", "alice", 1_800).await, Ok(true));
+            let ttl = c
+                .query(::redis::cmd("TTL").arg(rev.not_before_key("alice")))
+                .unwrap();
+            assert!(ttl.as_int().unwrap() > 120, "ttl extended: {ttl:?}");
+            // A later mark raises it.
+            assert_eq!(rev.set_not_before("alice", 3_000, 120).await, Ok(3_000));
+            assert_eq!(rev.is_revoked("jti-3", "alice", 2_001).await, Ok(true));
+
+            // A corrupt mark fails closed, and the next mark repairs it.
+            c.query(
+                ::redis::cmd("SET")
+                    .arg(rev.not_before_key("carol"))
+                    .arg("garbage")
+                    .arg("EX")
+                    .arg(60),
+            )
+            .unwrap();
+            assert_eq!(rev.is_revoked("jti-5", "carol", 5_000).await, Ok(true));
+            assert_eq!(rev.set_not_before("carol", 10, 60).await, Ok(10));
+            assert_eq!(rev.is_revoked("jti-5", "carol", 5_000).await, Ok(false));
+
+            // The check is one round trip.
+            let before = conn.stats();
+            rev.is_revoked("jti-1", "alice", 1).await.unwrap();
+            let after = conn.stats();
+            assert_eq!(after.commands - before.commands, 1);
+            assert_eq!(after.round_trips - before.round_trips, 1);
+            cleanup(&prefix);
+        });
+    }
+
+    #[test]
+    fn many_concurrent_checks_are_batched() {
+        on_both_drivers(|driver| async move {
+            let prefix = random_prefix();
+            let conn = RedisConn::new(shared_target(), Duration::from_secs(2));
+            assert!(conn.wait_connected(Duration::from_secs(5)).await);
+            let rev = Rc::new(RedisRevocations::new(conn.clone(), prefix.clone()));
+            for i in (0..200).step_by(2) {
+                rev.revoke_access(&format!("j{i}"), 60).await.unwrap();
+            }
+            let before = conn.stats();
+            let handles: Vec<_> = (0..200)
+                .map(|i| {
+                    let rev = rev.clone();
+                    monoio::spawn(
+                        async move { (i, rev.is_revoked(&format!("j{i}"), "u", 1).await) },
+                    )
+                })
+                .collect();
+            for h in handles {
+                let (i, r) = h.await;
+                assert_eq!(r, Ok(i % 2 == 0), "{driver} j{i}");
+            }
+            let after = conn.stats();
+            assert_eq!(after.commands - before.commands, 200);
+            assert!(
+                after.round_trips - before.round_trips < 200,
+                "{driver}: {after:?}"
+            );
+            cleanup(&prefix);
+        });
+    }
+
+    #[test]
+    fn redis_down_fails_closed() {
+        legacy(async {
+            let target = RedisTarget::parse(&format!("redis://127.0.0.1:{}", free_port())).unwrap();
+            let rev = RedisRevocations::new(RedisConn::new(target, Duration::from_secs(5)), "p:");
+            let t = Instant::now();
+            assert_eq!(
+                rev.is_revoked("j", "u", 1).await,
+                Err(RedisError::Unavailable)
+            );
+            assert!(t.elapsed() < Duration::from_millis(50));
+        });
+    }
+}

@@ -1,1 +1,28 @@
-//! (in progress)
+//! Access tokens: signing keys, claims, signing, verification and the
+//! per-core verified-token cache.
+//!
+//! The path of a key, from the database to a verified request:
+//!
+//! - [`keys`]: key generation (Ed25519 by default, ES256, RS256), RFC 7638
+//!   `kid`s, public JWKs, sealing private keys under the key-encryption key
+//!   ([`keys::Kek`]), the PostgreSQL functions (`ensure_initial_key`,
+//!   `rotate`, `list`, `prune`, `load`), the immutable [`keys::KeyMaterial`]
+//!   snapshot shared across cores through an `Arc`, and the per-core parsed
+//!   [`keys::CoreKeys`].
+//! - [`claims`]: RFC 9068 claims ([`claims::AccessClaims`]) and signing
+//!   ([`claims::sign_access`]).
+//! - [`verify`]: the hot path: checks a bearer token with the key named by
+//!   its `kid` (the algorithm comes from the key, never from the token) and
+//!   pre-renders the forward-auth response headers.
+//! - [`cache`]: the per-core verified-token cache, bounded, emptied when the
+//!   key set changes.
+
+pub mod cache;
+pub mod claims;
+pub mod keys;
+pub mod verify;
+
+pub use cache::VerifiedCache;
+pub use claims::{new_jti, sign_access, AccessClaims, SignError};
+pub use keys::{CoreKeys, Kek, KeyError, KeyInfo, KeyMaterial, KeyState};
+pub use verify::{verify, Expectations, TokenError, VerifiedToken};

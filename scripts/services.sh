@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# Makes sure the services tokend needs for development and tests are up:
+#
+#   PostgreSQL on 127.0.0.1:5432, with a role `tokend` (password `tokend`,
+#              LOGIN, CREATEDB — the tests create and drop their own
+#              databases) and a database `tokend` owned by it;
+#   Redis      on 127.0.0.1:6379.
+#
+# Idempotent: it installs (apt-get), creates or starts only what is missing,
+# and on a machine where everything is in place it changes nothing and needs
+# neither root nor sudo. Where it must act it runs as root, or through sudo
+# when not root. Works with or without systemd (containers, WSL, CI).
+#
+# Environment:
+#   TOKEND_SERVICES_WAIT   seconds to wait for the services (default 30)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOKEND_SCRIPT=services.sh
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+REDIS_HOST=127.0.0.1
+REDIS_PORT=6379
+DB_ROLE=tokend
+DB_PASSWORD=tokend
+DB_NAME=tokend
+WAIT_SECONDS=${TOKEND_SERVICES_WAIT:-30}
+
+# ---------------------------------------------------------------- probes
+
+pg_up() {
+    if command -v pg_isready >/dev/null 2>&1; then
+        pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 2 >/dev/null 2>&1
+    else
+        port_open "$PG_HOST" "$PG_PORT"
+    fi
+}
+
+redis_up() {
+    if command -v redis-cli >/dev/null 2>&1; then
+        [ "$(timeout 3 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+    else
+        port_open "$REDIS_HOST" "$REDIS_PORT"
+    fi
+}
+
+# psql over TCP as the tokend role, the way tokend and the tests connect.
+# Extra arguments are appended (e.g. -Atc 'select 1').
+tokend_psql() {
+    env -u PGHOST -u PGHOSTADDR -u PGPORT -u PGUSER -u PGDATABASE -u PGSERVICE \
+        PGPASSWORD="$DB_PASSWORD" PGCONNECT_TIMEOUT=3 \
+        psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$DB_ROLE" -d "$DB_NAME" "$@"
+}
+
+# ---------------------------------------------------------------- install
+
+apt_updated=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 ||
+        die "apt-get not found: this script installs packages on Debian/Ubuntu only. Install $* yourself (PostgreSQL >= 13 on $PG_HOST:$PG_PORT, Redis on $REDIS_HOST:$REDIS_PORT) and run it again."
+    if [ "$apt_updated" -eq 0 ]; then
+        say "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+        apt_updated=1
+    fi
+    say "installing: $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+install_missing() {
+    local pkgs=()
+    # Servers only when they are not already answering (e.g. one running in
+    # Docker, or installed another way): no point installing a second one.
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 && ! port_open "$PG_HOST" "$PG_PORT"; then
+        pkgs+=(postgresql)
+    fi
+    if ! command -v psql >/dev/null 2>&1 || ! command -v pg_isready >/dev/null 2>&1; then
+        pkgs+=(postgresql-client)
+    fi
+    if ! command -v redis-server >/dev/null 2>&1 && ! port_open "$REDIS_HOST" "$REDIS_PORT"; then
+        pkgs+=(redis-server)
+    fi
+    if ! command -v redis-cli >/dev/null 2>&1; then
+        pkgs+=(redis-tools)
+    fi
+    if [ "${#pkgs[@]}" -gt 0 ]; then
+        apt_install "${pkgs[@]}"
+    fi
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+# Starts the Debian cluster that serves port 5432 (creating one when there is
+# none). pg_ctlcluster --skip-systemctl-redirect starts it directly, so this
+# works the same with systemd, without it, and in containers.
+start_postgres() {
+    command -v pg_ctlcluster >/dev/null 2>&1 ||
+        die "PostgreSQL is not answering on $PG_HOST:$PG_PORT and pg_ctlcluster (Debian's postgresql-common) is missing; start PostgreSQL yourself"
+    local line ver name port status
+    # Prefer the cluster configured for our port, else the newest "main".
+    line=$(pg_lsclusters -h 2>/dev/null | awk -v p="$PG_PORT" '$3 == p { print; exit }')
+    if [ -z "$line" ]; then
+        line=$(pg_lsclusters -h 2>/dev/null | awk '$2 == "main"' | sort -V -k1,1 | tail -n1)
+    fi
+    if [ -z "$line" ]; then
+        ver=$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/postgres' 2>/dev/null |
+            awk -F/ '{ print $5 }' | sort -V | tail -n1)
+        [ -n "$ver" ] || die "no PostgreSQL server found under /usr/lib/postgresql; install the postgresql package"
+        # Debian's default listen_addresses is 'localhost': loopback only.
+        say "creating PostgreSQL $ver cluster 'main' on port $PG_PORT"
+        as_root pg_createcluster -p "$PG_PORT" "$ver" main >/dev/null
+        line=$(pg_lsclusters -h 2>/dev/null | awk -v p="$PG_PORT" '$3 == p { print; exit }')
+        [ -n "$line" ] || die "pg_createcluster did not create a cluster on port $PG_PORT"
+    fi
+    read -r ver name port status _ <<<"$line"
+    if [ "$port" != "$PG_PORT" ]; then
+        die "PostgreSQL cluster $ver/$name is configured for port $port, not $PG_PORT; set 'port = $PG_PORT' in /etc/postgresql/$ver/$name/postgresql.conf (or stop whatever uses $PG_PORT) and run again"
+    fi
+    case $status in
+    online*)
+        die "PostgreSQL cluster $ver/$name is running but does not answer on $PG_HOST:$PG_PORT; check listen_addresses in /etc/postgresql/$ver/$name/postgresql.conf (it must include localhost)"
+        ;;
+    esac
+    say "starting PostgreSQL $ver/$name on port $PG_PORT"
+    # The socket directory lives on a tmpfs on many systems; make sure it exists.
+    if [ ! -d /var/run/postgresql ]; then
+        as_root install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+    fi
+    as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start ||
+        die "could not start PostgreSQL $ver/$name; see /var/log/postgresql/postgresql-$ver-$name.log"
+}
+
+# Runs psql as a superuser: as the postgres OS user over the local socket
+# (Debian's default "peer" authentication), or, when that is not possible,
+# over TCP as the postgres role. Chosen once by pick_pg_admin.
+PG_ADMIN=
+pg_admin() {
+    case $PG_ADMIN in
+    socket)
+        as_user postgres env -u PGHOST -u PGHOSTADDR -u PGPORT -u PGUSER -u PGDATABASE -u PGSERVICE -u PGPASSWORD \
+            psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres "$@"
+        ;;
+    tcp)
+        env -u PGHOST -u PGHOSTADDR -u PGPORT -u PGUSER -u PGDATABASE -u PGSERVICE PGCONNECT_TIMEOUT=3 \
+            psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres "$@"
+        ;;
+    esac
+}
+
+pick_pg_admin() {
+    PG_ADMIN=socket
+    if id postgres >/dev/null 2>&1 && [ "$(pg_admin -Atc 'select 1' 2>/dev/null)" = 1 ]; then
+        return
+    fi
+    PG_ADMIN=tcp
+    if [ "$(pg_admin -Atc 'select 1' 2>/dev/null)" = 1 ]; then
+        return
+    fi
+    die "cannot reach PostgreSQL as a superuser (neither as the postgres OS user over the local socket, nor as role postgres over TCP). Run this script as root or with sudo available, or create them yourself: CREATE ROLE $DB_ROLE LOGIN CREATEDB PASSWORD '$DB_PASSWORD'; CREATE DATABASE $DB_NAME OWNER $DB_ROLE;"
+}
+
+# The role and database tokend and the tests use. Fast path: when tokend can
+# already log in over TCP, has CREATEDB and owns its database, nothing is
+# touched and no superuser access is needed.
+ensure_role_and_database() {
+    local state
+    state=$(tokend_psql -Atc "SELECT r.rolcreatedb AND d.datdba = r.oid FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()" 2>/dev/null || true)
+    if [ "$state" = t ]; then
+        say "PostgreSQL: role '$DB_ROLE' and database '$DB_NAME' are in place"
+        return
+    fi
+
+    pick_pg_admin
+    local exists attrs owner alter=()
+    exists=$(pg_admin -Atc "SELECT 1 FROM pg_roles WHERE rolname = '$DB_ROLE'")
+    if [ "$exists" != 1 ]; then
+        pg_admin -c "CREATE ROLE $DB_ROLE LOGIN CREATEDB PASSWORD '$DB_PASSWORD'"
+        say "PostgreSQL: created role '$DB_ROLE' (LOGIN, CREATEDB, password '$DB_PASSWORD')"
+    else
+        attrs=$(pg_admin -Atc "SELECT concat(rolcanlogin::int, rolcreatedb::int, (rolpassword IS NOT NULL)::int) FROM pg_authid WHERE rolname = '$DB_ROLE'")
+        [ "${attrs:0:1}" = 1 ] || alter+=(LOGIN)
+        [ "${attrs:1:1}" = 1 ] || alter+=(CREATEDB)
+        # An existing password is left alone; only a missing one is set.
+        [ "${attrs:2:1}" = 1 ] || alter+=("PASSWORD '$DB_PASSWORD'")
+        if [ "${#alter[@]}" -gt 0 ]; then
+            pg_admin -c "ALTER ROLE $DB_ROLE ${alter[*]}"
+            say "PostgreSQL: role '$DB_ROLE' given ${alter[*]}"
+        fi
+    fi
+    owner=$(pg_admin -Atc "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$DB_NAME'")
+    if [ -z "$owner" ]; then
+        pg_admin -c "CREATE DATABASE $DB_NAME OWNER $DB_ROLE"
+        say "PostgreSQL: created database '$DB_NAME' owned by '$DB_ROLE'"
+    elif [ "$owner" != "$DB_ROLE" ]; then
+        warn "database '$DB_NAME' is owned by '$owner', not '$DB_ROLE'; 'tokend migrate' may lack rights. Fix: ALTER DATABASE $DB_NAME OWNER TO $DB_ROLE;"
+    fi
+}
+
+# ---------------------------------------------------------------- Redis
+
+start_redis() {
+    command -v redis-server >/dev/null 2>&1 ||
+        die "Redis is not answering on $REDIS_HOST:$REDIS_PORT and redis-server is not installed"
+    if port_open "$REDIS_HOST" "$REDIS_PORT"; then
+        die "something listens on $REDIS_HOST:$REDIS_PORT but does not answer PING with PONG (a Redis with a password?); the tests need a Redis without AUTH there, or set TOKEND_TEST_REDIS_URL"
+    fi
+    # `-::1` (bind IPv6 loopback when available) needs Redis 7; older ones
+    # get IPv4 loopback only.
+    local ver bind=(127.0.0.1)
+    ver=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\([0-9.]*\).*/\1/p')
+    if [ -n "$ver" ] && version_ge "$ver" 7; then
+        bind+=(-::1)
+    fi
+    say "starting Redis ${ver:-?} on $REDIS_HOST:$REDIS_PORT (development settings: no persistence)"
+    as_root mkdir -p /var/lib/redis /var/log/redis
+    # Development only: no persistence at all, and it runs as whoever runs
+    # this script (root is fine here: loopback only). Production must run
+    # Redis under its own user with AOF (appendonly yes, appendfsync
+    # everysec); see "Redis in production" in README.md.
+    as_root redis-server --daemonize yes --bind "${bind[@]}" --port "$REDIS_PORT" \
+        --save "" --appendonly no --dir /var/lib/redis \
+        --logfile /var/log/redis/tokend-dev.log ||
+        die "could not start redis-server; see /var/log/redis/tokend-dev.log"
+}
+
+# ---------------------------------------------------------------- main
+
+# Waits until `check` succeeds or the shared deadline passes.
+deadline=$((SECONDS + WAIT_SECONDS))
+wait_for() {
+    local what=$1 check=$2
+    until "$check"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            return 1
+        fi
+        sleep 1
+    done
+    say "$what: ok"
+}
+
+install_missing
+
+if pg_up; then
+    say "PostgreSQL: already running on $PG_HOST:$PG_PORT"
+else
+    start_postgres
+fi
+if redis_up; then
+    say "Redis: already running on $REDIS_HOST:$REDIS_PORT"
+else
+    start_redis
+fi
+
+deadline=$((SECONDS + WAIT_SECONDS))
+wait_for "PostgreSQL accepting connections on $PG_HOST:$PG_PORT" pg_up ||
+    die "PostgreSQL does not answer on $PG_HOST:$PG_PORT after ${WAIT_SECONDS}s (see /var/log/postgresql/)"
+
+ensure_role_and_database
+
+# Wait for a real TCP login as tokend. A refused password or a missing role
+# will not fix itself, so those stop the wait at once.
+login_error=
+while :; do
+    if login_error=$(tokend_psql -Atc 'select 1' 2>&1 >/dev/null); then
+        login_error=
+        break
+    fi
+    login_error=$(printf '%s\n' "$login_error" | head -n1)
+    case $login_error in
+    *"password authentication failed"* | *"no pg_hba.conf entry"* | *"does not exist"*) break ;;
+    esac
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        login_error="no answer after ${WAIT_SECONDS}s (${login_error})"
+        break
+    fi
+    sleep 1
+done
+if [ -n "$login_error" ]; then
+    die "cannot log in as '$DB_ROLE' to database '$DB_NAME' on $PG_HOST:$PG_PORT: $login_error
+  If the role exists with another password: ALTER ROLE $DB_ROLE PASSWORD '$DB_PASSWORD';
+  If pg_hba.conf rejects it: allow 'host all all 127.0.0.1/32 scram-sha-256' (Debian's default)."
+fi
+say "PostgreSQL login as '$DB_ROLE' over TCP: ok"
+
+wait_for "Redis answering PING on $REDIS_HOST:$REDIS_PORT" redis_up ||
+    die "Redis does not answer PING on $REDIS_HOST:$REDIS_PORT after ${WAIT_SECONDS}s (see /var/log/redis/)"
+
+say "ready: postgres://$DB_ROLE:$DB_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME and redis://$REDIS_HOST:$REDIS_PORT/0"

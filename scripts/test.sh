@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test tokend has, the way CI does (.ci/run calls this):
+#
+#   1. scripts/services.sh          PostgreSQL and Redis on loopback
+#   2. cargo fmt --check            formatting
+#   3. cargo clippy --all-targets -- -D warnings
+#   4. cargo test --all-targets     unit and integration tests; the
+#                                   integration tests start real `tokend
+#                                   serve` processes against PostgreSQL and
+#                                   Redis, each with its own database and
+#                                   Redis key prefix
+#
+# Extra arguments go to `cargo test`, e.g.
+#   scripts/test.sh config            only tests whose name contains "config"
+#   scripts/test.sh -- --nocapture    show the tests' output
+#
+# Environment (defaults suit scripts/services.sh):
+#   TOKEND_TEST_DATABASE_URL  admin connection; tests create and drop their
+#                             own databases through it
+#                             (postgres://tokend:tokend@127.0.0.1:5432/postgres)
+#   TOKEND_TEST_REDIS_URL     (redis://127.0.0.1:6379/0)
+#
+# Exits with the status of the first step that fails, else cargo test's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOKEND_SCRIPT=test.sh
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+require_rust
+scripts/services.sh
+
+export TOKEND_TEST_DATABASE_URL="${TOKEND_TEST_DATABASE_URL:-postgres://tokend:tokend@127.0.0.1:5432/postgres}"
+export TOKEND_TEST_REDIS_URL="${TOKEND_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
+
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        die "cargo ${component/rustfmt/fmt} is missing; install it with: rustup component add $component"
+    fi
+done
+
+say "cargo fmt --check"
+cargo fmt --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+say "cargo test --all-targets $*"
+exec cargo test --all-targets "$@"

@@ -1,0 +1,64 @@
+//! `GET /healthz` (liveness) and `GET /readyz` (readiness).
+
+use std::time::Duration;
+
+use crate::cores::Core;
+use crate::http::{response, ResponseCtx};
+
+/// Liveness: touches no store and allocates nothing. It is the baseline every
+/// benchmark compares against.
+#[inline]
+pub fn healthz(ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
+    response::write(out, ctx, 200, Some(response::TEXT), b"", b"ok\n");
+    200
+}
+
+/// How long the PostgreSQL check may wait for a connection.
+const PG_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness: `200` when PostgreSQL answers `SELECT 1` (run on the blocking
+/// pool) and Redis answers `PING` (on the core's own connection); `503`
+/// naming each store that failed otherwise. Neither check blocks the core.
+pub async fn readyz(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
+    let pg = core.shared.pg.clone();
+    let url = core.shared.config.database.url.clone();
+    let pg_result = core
+        .shared
+        .pool
+        .run(move || crate::store::pg::ping(&pg, &url, PG_CHECK_TIMEOUT))
+        .await;
+    let pg_ok = match pg_result {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!("readiness: {e}");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("readiness: PostgreSQL check not run: {e}");
+            false
+        }
+    };
+    let redis_ok = match core.redis.ping().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("readiness: redis: {e}");
+            false
+        }
+    };
+    let (status, body): (u16, &[u8]) = match (pg_ok, redis_ok) {
+        (true, true) => (200, b"ready\n"),
+        (false, true) => (503, b"not ready: postgresql unreachable\n"),
+        (true, false) => (503, b"not ready: redis unreachable\n"),
+        (false, false) => (
+            503,
+            b"not ready: postgresql unreachable, redis unreachable\n",
+        ),
+    };
+    let extra: &[u8] = if status == 503 {
+        b"Retry-After: 1\r\n"
+    } else {
+        b""
+    };
+    response::write(out, ctx, status, Some(response::TEXT), extra, body);
+    status
+}

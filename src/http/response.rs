@@ -1,0 +1,260 @@
+//! Response writing into the connection's reused output buffer.
+//!
+//! Every response carries `Date` (cached per core, see [`DateCache`]) and
+//! `Content-Length`; `Connection: close` is added when the connection ends
+//! after it. Nothing here allocates once the buffer has grown to its working
+//! size.
+
+use std::cell::Cell;
+use std::io::Write;
+use std::time::SystemTime;
+
+/// What a response needs to know about its request and connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseCtx<'a> {
+    /// `Date` header value, 29 bytes (IMF-fixdate).
+    pub date: &'a [u8; 29],
+    /// Whether the connection stays open after this response.
+    pub keep_alive: bool,
+    /// A `HEAD` request: headers as for `GET`, no body bytes.
+    pub head: bool,
+    /// Set when the core began shutting down while the request was being
+    /// handled: the response then says `Connection: close` too.
+    pub closing: Option<&'a Cell<bool>>,
+}
+
+/// Status line for each status tokend sends.
+fn status_line(status: u16) -> &'static [u8] {
+    match status {
+        200 => b"HTTP/1.1 200 OK\r\n",
+        201 => b"HTTP/1.1 201 Created\r\n",
+        204 => b"HTTP/1.1 204 No Content\r\n",
+        400 => b"HTTP/1.1 400 Bad Request\r\n",
+        401 => b"HTTP/1.1 401 Unauthorized\r\n",
+        403 => b"HTTP/1.1 403 Forbidden\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        405 => b"HTTP/1.1 405 Method Not Allowed\r\n",
+        409 => b"HTTP/1.1 409 Conflict\r\n",
+        411 => b"HTTP/1.1 411 Length Required\r\n",
+        413 => b"HTTP/1.1 413 Content Too Large\r\n",
+        415 => b"HTTP/1.1 415 Unsupported Media Type\r\n",
+        429 => b"HTTP/1.1 429 Too Many Requests\r\n",
+        431 => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        500 => b"HTTP/1.1 500 Internal Server Error\r\n",
+        503 => b"HTTP/1.1 503 Service Unavailable\r\n",
+        _ => b"HTTP/1.1 500 Internal Server Error\r\n",
+    }
+}
+
+/// Content types tokend sends.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+pub const JSON: &str = "application/json";
+
+/// Writes a whole response. `extra_headers` are complete header lines, each
+/// ending in `\r\n` (pre-rendered by the caller, e.g. from the verified-token
+/// cache).
+pub fn write(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    status: u16,
+    content_type: Option<&str>,
+    extra_headers: &[u8],
+    body: &[u8],
+) {
+    write_head(out, ctx, status, content_type, extra_headers, body.len());
+    if !ctx.head {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Writes the status line and headers for a body of `len` bytes that the
+/// caller appends itself (unless `ctx.head`).
+pub fn write_head(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    status: u16,
+    content_type: Option<&str>,
+    extra_headers: &[u8],
+    len: usize,
+) {
+    out.extend_from_slice(status_line(status));
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(ctx.date);
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(itoa_buf(len as u64).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(ct) = content_type {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(ct.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !ctx.keep_alive || ctx.closing.is_some_and(Cell::get) {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(extra_headers);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a JSON response whose body is produced by `body` straight into the
+/// output buffer: the length is patched in afterwards, so no temporary body
+/// buffer is needed.
+pub fn write_json_with(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    status: u16,
+    extra_headers: &[u8],
+    body: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    body(out);
+    let body_len = out.len() - start;
+    if ctx.head {
+        out.truncate(start);
+        write_head(out, ctx, status, Some(JSON), extra_headers, body_len);
+        return;
+    }
+    // Render the head after the body, then rotate it in front of the body.
+    write_head(out, ctx, status, Some(JSON), extra_headers, body_len);
+    let head_len = out.len() - start - body_len;
+    out[start..].rotate_right(head_len);
+}
+
+/// A small stack string for decimal numbers.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_buf(mut n: u64) -> Digits {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Digits { buf, start: i }
+}
+
+/// Appends the decimal form of `n`.
+pub fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa_buf(n).as_bytes());
+}
+
+/// The `Date` header value, re-rendered at most once a second per core.
+#[derive(Debug)]
+pub struct DateCache {
+    value: Cell<[u8; 29]>,
+    second: Cell<u64>,
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        let c = DateCache {
+            value: Cell::new([b' '; 29]),
+            second: Cell::new(0),
+        };
+        c.refresh();
+        c
+    }
+}
+
+impl DateCache {
+    /// Re-renders the value when the second changed. Called from the core's
+    /// once-a-second timer task, not per request.
+    pub fn refresh(&self) {
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if secs == self.second.get() {
+            return;
+        }
+        let mut v = [b' '; 29];
+        let mut w = &mut v[..];
+        // IMF-fixdate is always 29 bytes; a failed write leaves spaces.
+        let _ = write!(w, "{}", httpdate::HttpDate::from(now));
+        self.value.set(v);
+        self.second.set(secs);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> [u8; 29] {
+        self.value.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: [u8; 29] = *b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    #[test]
+    fn plain_response() {
+        let mut out = Vec::new();
+        let ctx = ResponseCtx {
+            date: &DATE,
+            keep_alive: true,
+            head: false,
+            closing: None,
+        };
+        write(&mut out, &ctx, 200, Some(TEXT), b"", b"ok\n");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 3\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nok\n"
+        );
+    }
+
+    #[test]
+    fn close_and_head() {
+        let mut out = Vec::new();
+        let ctx = ResponseCtx {
+            date: &DATE,
+            keep_alive: false,
+            head: true,
+            closing: None,
+        };
+        write(&mut out, &ctx, 404, None, b"X-A: b\r\n", b"gone");
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("Content-Length: 4\r\n"));
+        assert!(s.contains("Connection: close\r\n"));
+        assert!(s.ends_with("X-A: b\r\n\r\n"));
+    }
+
+    #[test]
+    fn json_body_length_is_patched_in() {
+        let mut out = b"previous".to_vec();
+        let ctx = ResponseCtx {
+            date: &DATE,
+            keep_alive: true,
+            head: false,
+            closing: None,
+        };
+        write_json_with(&mut out, &ctx, 200, b"Cache-Control: no-store\r\n", |o| {
+            o.extend_from_slice(br#"{"a":1}"#)
+        });
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("previousHTTP/1.1 200 OK\r\n"), "{s}");
+        assert!(s.contains("Content-Length: 7\r\n"));
+        assert!(s.ends_with("Cache-Control: no-store\r\n\r\n{\"a\":1}"));
+    }
+
+    #[test]
+    fn date_cache_renders_29_bytes() {
+        let d = DateCache::default();
+        let v = d.get();
+        assert!(v.ends_with(b" GMT"));
+        assert_ne!(v[0], b' ');
+    }
+}

@@ -1,0 +1,180 @@
+//! The blocking pool: a fixed number of threads behind a bounded queue, for
+//! everything that may block — PostgreSQL and argon2.
+//!
+//! A worker core hands it a closure and awaits the result; the result comes
+//! back through a oneshot channel whose waker wakes the core's event loop
+//! (monoio's `sync` feature makes cross-thread wakers work). A full queue is
+//! refused at once ([`PoolError::Full`] → `503` with `Retry-After`), so a
+//! login storm can never make a core wait, and validation on the same core is
+//! not slowed.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Occurs when blocking work could not run to completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// Occurs when the queue is full: the caller answers `503` + `Retry-After`.
+    #[error("the blocking pool is busy")]
+    Full,
+    /// Occurs when the job panicked (the panic is logged; the thread lives on).
+    #[error("a blocking job panicked")]
+    Panicked,
+    /// Occurs when the pool is shutting down.
+    #[error("the blocking pool is shut down")]
+    Closed,
+}
+
+/// Counters of the pool, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Jobs queued or running now.
+    pub depth: AtomicUsize,
+    /// Jobs refused because the queue was full.
+    pub rejected: AtomicU64,
+    /// Jobs completed.
+    pub completed: AtomicU64,
+}
+
+/// A handle to the pool; cheap to clone, one per core.
+#[derive(Clone)]
+pub struct BlockingPool {
+    tx: Sender<Job>,
+    stats: Arc<PoolStats>,
+    threads: usize,
+}
+
+impl BlockingPool {
+    /// Starts `threads` threads sharing a queue of `queue` waiting jobs.
+    /// Returns the pool and the thread handles (joined at shutdown after the
+    /// last `BlockingPool` clone is dropped).
+    pub fn start(threads: usize, queue: usize) -> (BlockingPool, Vec<JoinHandle<()>>) {
+        let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::bounded(queue);
+        let stats = Arc::new(PoolStats::default());
+        let handles = (0..threads)
+            .filter_map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("tokend-blocking-{i}"))
+                    .spawn(move || {
+                        for job in rx.iter() {
+                            job();
+                        }
+                    })
+                    .map_err(|e| tracing::error!("cannot start blocking thread {i}: {e}"))
+                    .ok()
+            })
+            .collect();
+        (BlockingPool { tx, stats, threads }, handles)
+    }
+
+    /// Number of threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The pool's counters.
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    /// Runs `f` on the pool and waits for its result without blocking the
+    /// calling event loop.
+    pub async fn run<F, R>(&self, f: F) -> Result<R, PoolError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (done_tx, done_rx) = futures_channel::oneshot::channel();
+        let stats = self.stats.clone();
+        let job: Job = Box::new(move || {
+            let result = catch_unwind(AssertUnwindSafe(f)).map_err(|_| PoolError::Panicked);
+            if result.is_err() {
+                tracing::error!("a blocking job panicked");
+            }
+            stats.depth.fetch_sub(1, Ordering::Relaxed);
+            stats.completed.fetch_add(1, Ordering::Relaxed);
+            // The caller may have gone away (connection closed); fine.
+            let _ = done_tx.send(result);
+        });
+        self.stats.depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.depth.fetch_sub(1, Ordering::Relaxed);
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(PoolError::Full);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(PoolError::Closed);
+            }
+        }
+        done_rx.await.unwrap_or(Err(PoolError::Closed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn rt() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn runs_jobs_and_returns_results() {
+        let (pool, _h) = BlockingPool::start(2, 8);
+        let r = rt().block_on(async move { pool.run(|| 40 + 2).await });
+        assert_eq!(r, Ok(42));
+    }
+
+    #[test]
+    fn full_queue_is_refused_and_loop_keeps_running() {
+        let (pool, _h) = BlockingPool::start(1, 1);
+        rt().block_on(async move {
+            let p1 = pool.clone();
+            let slow = monoio::spawn(async move {
+                p1.run(|| std::thread::sleep(Duration::from_millis(300)))
+                    .await
+            });
+            monoio::time::sleep(Duration::from_millis(50)).await;
+            let p2 = pool.clone();
+            let queued = monoio::spawn(async move { p2.run(|| 1).await });
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            // One running, one queued: the next is refused at once.
+            let t = Instant::now();
+            assert_eq!(pool.run(|| 2).await, Err(PoolError::Full));
+            assert!(t.elapsed() < Duration::from_millis(50));
+            assert_eq!(pool.stats().rejected.load(Ordering::Relaxed), 1);
+            // The event loop was free while the pool was busy.
+            let t = Instant::now();
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            assert!(t.elapsed() < Duration::from_millis(100));
+            assert_eq!(slow.await, Ok(()));
+            assert_eq!(queued.await, Ok(1));
+        });
+    }
+
+    #[test]
+    fn panics_are_contained() {
+        let (pool, _h) = BlockingPool::start(1, 4);
+        rt().block_on(async move {
+            assert_eq!(
+                pool.run(|| -> u8 { panic!("boom") }).await,
+                Err(PoolError::Panicked)
+            );
+            assert_eq!(pool.run(|| 7).await, Ok(7));
+        });
+    }
+}

@@ -1,0 +1,542 @@
+//! The test harness: starts a real `tokend serve` on `127.0.0.1:0` with its
+//! own PostgreSQL database (cloned from a template migrated once) and its own
+//! Redis key prefix, and removes both when dropped. No fixed ports, no shared
+//! state between tests, no mocks.
+
+use std::io::{BufRead, BufReader, Read, Write};
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Admin connection URL; tests create and drop their databases through it.
+pub fn admin_url() -> String {
+    std::env::var("TOKEND_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Redis URL the tests use.
+pub fn redis_url() -> String {
+    std::env::var("TOKEND_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A random lowercase name part.
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..12)
+        .map(|_| (b'a' + rng.gen_range(0..26)) as char)
+        .collect()
+}
+
+fn url_with_db(url: &str, db: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if url[..i].contains("://") && !url[i..].is_empty() && !url[..i].ends_with('/') => {
+            format!("{}/{}", &url[..i], db)
+        }
+        _ => format!("{url}/{db}"),
+    }
+}
+
+fn admin() -> postgres::Client {
+    postgres::Client::connect(&admin_url(), postgres::NoTls)
+        .expect("connect to PostgreSQL as the test admin")
+}
+
+/// The template database, migrated once per test run (per migrations
+/// content), created under an advisory lock so parallel runs agree.
+fn template() -> &'static str {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (_, name, sql) in tokend::store::migrate::MIGRATIONS {
+            h.update(name.as_bytes());
+            h.update(sql.as_bytes());
+        }
+        let sum = h.finalize();
+        let name = format!(
+            "tokend_tpl_{:02x}{:02x}{:02x}{:02x}",
+            sum[0], sum[1], sum[2], sum[3]
+        );
+        let mut c = admin();
+        c.execute("SELECT pg_advisory_lock(7316451)", &[]).unwrap();
+        let exists = c
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .unwrap()
+            .is_some();
+        if !exists {
+            // Templates of older migration sets are of no use any more.
+            let stale = c
+                .query(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'tokend\\_tpl\\_%' AND datname <> $1",
+                    &[&name],
+                )
+                .unwrap();
+            for row in stale {
+                let old: String = row.get(0);
+                let _ = c.batch_execute(&format!("ALTER DATABASE {old} IS_TEMPLATE false"));
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {old} WITH (FORCE)"));
+            }
+            let tmp = format!("{name}_tmp_{}", random_suffix());
+            c.batch_execute(&format!("CREATE DATABASE {tmp}")).unwrap();
+            {
+                let mut db =
+                    postgres::Client::connect(&url_with_db(&admin_url(), &tmp), postgres::NoTls)
+                        .unwrap();
+                tokend::store::migrate::run(&mut db).unwrap();
+            }
+            c.batch_execute(&format!("ALTER DATABASE {tmp} RENAME TO {name}"))
+                .unwrap();
+            // Any role with CREATEDB may clone a template database.
+            c.batch_execute(&format!("ALTER DATABASE {name} IS_TEMPLATE true"))
+                .unwrap();
+        }
+        c.execute("SELECT pg_advisory_unlock(7316451)", &[])
+            .unwrap();
+        name
+    })
+}
+
+/// A fresh database cloned from the template; dropped with the value.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let tpl = template();
+        let name = format!("tokend_t_{}", random_suffix());
+        let mut c = admin();
+        // CREATE DATABASE … TEMPLATE fails while anyone is connected to the
+        // template; nobody is, but retry briefly to ride out autovacuum.
+        let mut tries = 0;
+        loop {
+            match c.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {tpl}")) {
+                Ok(()) => break,
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("create test database: {e}"),
+            }
+        }
+        let url = url_with_db(&admin_url(), &name);
+        TestDb { name, url }
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// Deletes every Redis key under `prefix`.
+pub fn redis_cleanup(prefix: &str) {
+    let Ok(target) = tokend::revocation::redis::RedisTarget::parse(&redis_url()) else {
+        return;
+    };
+    let Ok(mut r) =
+        tokend::revocation::blocking::BlockingRedis::connect(&target, Duration::from_secs(2))
+    else {
+        return;
+    };
+    let script = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end return n";
+    let _ = r.query(
+        redis::cmd("EVAL")
+            .arg(script)
+            .arg(0)
+            .arg(format!("{prefix}*")),
+    );
+}
+
+/// A running `tokend serve`.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub prefix: String,
+    pub db: Option<TestDb>,
+    child: Option<Child>,
+    pub stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    own_prefix: bool,
+}
+
+/// How to start a test server.
+pub struct Options {
+    pub env: Vec<(String, String)>,
+    /// Reuse this database instead of creating one.
+    pub db_url: Option<String>,
+    /// Reuse this Redis prefix (another node of the same deployment).
+    pub prefix: Option<String>,
+    pub cores: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            env: Vec::new(),
+            db_url: None,
+            prefix: None,
+            cores: 2,
+        }
+    }
+}
+
+/// A 32-byte key-encryption key, base64, shared by every test server of a run
+/// so that nodes of one deployment can read each other's keys.
+pub fn test_kek() -> &'static str {
+    "dG9rZW5kLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5ISE="
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::with(Options::default())
+    }
+
+    pub fn with_env(env: &[(&str, &str)]) -> TestServer {
+        Self::with(Options {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Options::default()
+        })
+    }
+
+    pub fn with(opts: Options) -> TestServer {
+        let (db, db_url) = match opts.db_url {
+            Some(u) => (None, u),
+            None => {
+                let db = TestDb::new();
+                let u = db.url.clone();
+                (Some(db), u)
+            }
+        };
+        let own_prefix = opts.prefix.is_none();
+        let prefix = opts
+            .prefix
+            .unwrap_or_else(|| format!("tokend-test:{}:", random_suffix()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokend"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("TOKEND_SERVER_LISTEN", "127.0.0.1:0")
+            .env("TOKEND_SERVER_CORES", opts.cores.to_string())
+            .env("TOKEND_DATABASE_URL", &db_url)
+            .env("TOKEND_REDIS_URL", redis_url())
+            .env("TOKEND_REDIS_PREFIX", &prefix)
+            .env("TOKEND_KEYS_KEK", test_kek())
+            .env("TOKEND_PASSWORDS_MEMORY_KIB", "64")
+            .env("TOKEND_PASSWORDS_ITERATIONS", "1")
+            .env("TOKEND_LIMITS_BLOCKING_THREADS", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start tokend");
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(i) = line.find("listening on http://") {
+                        let addr = line[i + "listening on http://".len()..]
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tokend did not start:\n{}",
+                    lines.lock().unwrap().join("\n")
+                );
+            }
+        };
+        TestServer {
+            addr,
+            prefix,
+            db,
+            child: Some(child),
+            stderr_lines: lines,
+            own_prefix,
+        }
+    }
+
+    pub fn db_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|d| d.url.as_str())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), libc::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tokend did not exit within 20 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        self.stderr_lines.lock().unwrap().join("\n")
+    }
+
+    /// Opens a connection.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// A new connection wrapped for reading responses.
+    pub fn conn(&self) -> Conn {
+        Conn::new(self.connect())
+    }
+
+    /// One request on a new connection.
+    pub fn request(&self, raw: &str) -> Response {
+        let mut c = self.conn();
+        c.send(raw.as_bytes());
+        c.read_response().expect("a response")
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    pub fn get_auth(&self, path: &str, authorization: &str) -> Response {
+        self.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    /// A form POST with optional Basic credentials.
+    pub fn post_form(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> Response {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let auth = basic
+            .map(|(u, p)| {
+                use base64::Engine;
+                let enc =
+                    |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let raw = format!("{}:{}", enc(u), enc(p));
+                format!(
+                    "Authorization: Basic {}\r\n",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                )
+            })
+            .unwrap_or_default();
+        self.request(&format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    /// A JSON POST with an optional bearer token.
+    pub fn post_json(&self, path: &str, bearer: Option<&str>, json: &str) -> Response {
+        let auth = bearer
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        self.request(&format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        ))
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number has no
+    // memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.own_prefix {
+            redis_cleanup(&self.prefix);
+        }
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A client connection with its own read buffer, so pipelined responses
+/// are read one at a time.
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).unwrap();
+    }
+
+    /// Reads one response (Content-Length framed). `None` when the
+    /// connection closed (or timed out) before a whole response came.
+    pub fn read_response(&mut self) -> Option<Response> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head_len)) = resp.parse(&self.buf) {
+                let status = resp.code.unwrap_or(0);
+                let hs: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let len: usize = hs
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map(|(_, v)| v.parse().unwrap())
+                    .expect("every response carries Content-Length");
+                while self.buf.len() < head_len + len {
+                    let n = self.stream.read(&mut chunk).ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                let body = self.buf[head_len..head_len + len].to_vec();
+                self.buf.drain(..head_len + len);
+                return Some(Response {
+                    status,
+                    headers: hs,
+                    body,
+                });
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// True when the server closed the connection (EOF) within `timeout`.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut b = [0u8; 64];
+        let start = Instant::now();
+        loop {
+            match self.stream.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => {
+                    let _ = start;
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until `f` returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}

@@ -1,0 +1,11 @@
+//! Integration tests: each drives a real `tokend serve` process over real
+//! sockets, with its own PostgreSQL database and Redis key prefix.
+
+// The harness: a tokend process per test, its database and Redis prefix.
+// Not every helper is used by every build of the suite.
+#[allow(dead_code)]
+mod harness;
+// The HTTP/1.1 server: pipelining, limits, timeouts, connection cap, shutdown.
+mod server;
+// The command line: migrate, config check.
+mod cli;
