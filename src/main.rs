@@ -52,6 +52,74 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage users (stored in PostgreSQL, passwords as argon2id).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage signing keys (sealed in PostgreSQL under the key-encryption key).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user. The password is read from standard input (one line),
+    /// never from the command line, where other users could see it.
+    Add {
+        /// Username: 1-64 characters of A-Z a-z 0-9 . _ @ - (case-insensitively unique).
+        name: String,
+        /// A scope granted to the user; repeat for several. `tokend:admin`
+        /// grants the admin API.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+    },
+    /// Disable a user and end every session it has (all its access and
+    /// refresh tokens stop working at once).
+    Disable {
+        /// The username.
+        name: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientCommand {
+    /// Register an OAuth client. A confidential client gets a 256-bit secret,
+    /// printed once and stored only as its SHA-256.
+    Add {
+        /// Client id: 1-64 characters of A-Z a-z 0-9 . _ -.
+        id: String,
+        /// A grant the client may use: password, refresh_token or
+        /// client_credentials; repeat for several.
+        #[arg(long = "grant", value_name = "GRANT", required = true)]
+        grants: Vec<String>,
+        /// A scope the client may request; repeat for several.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// A public client: no secret (password and refresh_token grants only).
+        #[arg(long)]
+        public: bool,
+        /// Print {"client_id": ..., "client_secret": ...} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clients.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// List signing keys and their state (pending, active, retired).
+    List,
+    /// Add a new signing key: published in JWKS at once, signing after
+    /// keys.publish_ahead. Running nodes pick it up within keys.reload_interval.
+    Rotate,
+    /// Delete keys that stopped signing longer ago than the access-token
+    /// lifetime (every token they signed has expired).
+    Prune,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +158,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&config);
             let mut client = tokend::store::pg::connect(&config.database)?;
             let applied = tokend::store::migrate::run(&mut client)?;
+            match tokend::tokens::Kek::from_config(&config.keys) {
+                Ok(kek) => {
+                    if let Some(kid) = tokend::tokens::keys::ensure_initial_key(
+                        &mut client,
+                        &kek,
+                        config.keys.algorithm,
+                    )? {
+                        println!("created the first signing key {kid}");
+                    }
+                }
+                Err(e) => println!("no signing key created ({e}); `tokend serve` will create it"),
+            }
             if applied.is_empty() {
                 println!("database is up to date");
             } else {
@@ -100,7 +180,201 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(config),
+        Command::User(cmd) => user_command(&config, cmd),
+        Command::Client(cmd) => client_command(&config, cmd),
+        Command::Keys(cmd) => keys_command(&config, cmd),
     }
+}
+
+fn user_command(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
+    use tokend::identity::{passwords, users, Hasher};
+    let mut db = tokend::store::pg::connect(&config.database)?;
+    match cmd {
+        UserCommand::Add { name, scopes } => {
+            passwords::check_username(&name).map_err(|e| anyhow::anyhow!("username: {e}"))?;
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
+            let password = line.strip_suffix('\n').unwrap_or(&line);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            passwords::check_password(password).map_err(|e| anyhow::anyhow!("password: {e}"))?;
+            let hasher = Hasher::new(&config.passwords)?;
+            let phc = hasher.hash(password)?;
+            let user = users::create(&mut db, &name, &phc, &scopes).map_err(|e| match e {
+                users::UserError::Taken => anyhow::anyhow!("user {name} already exists"),
+                e => anyhow::anyhow!(e),
+            })?;
+            println!("created user {} (id {})", user.username, user.id);
+        }
+        UserCommand::Disable { name } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
+            let Some(user) = users::disable(&mut db, &name, now)? else {
+                anyhow::bail!("no user named {name}");
+            };
+            let mark = user.not_before.unwrap_or(now);
+            set_not_before_in_redis(config, &user.id, mark)?;
+            println!(
+                "disabled {}; its tokens are void from now on",
+                user.username
+            );
+        }
+        UserCommand::List => {
+            println!("{:<36}  {:<24}  {:<8}  scopes", "id", "username", "state");
+            for u in users::list(&mut db)? {
+                let state = if u.disabled { "disabled" } else { "active" };
+                println!(
+                    "{:<36}  {:<24}  {:<8}  {}",
+                    u.id,
+                    u.username,
+                    state,
+                    u.scopes.join(" ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mirrors a user's "not before" mark into Redis, so running nodes refuse
+/// the user's older tokens at once (PostgreSQL keeps the durable copy).
+fn set_not_before_in_redis(config: &Config, sub: &str, mark: i64) -> anyhow::Result<()> {
+    use tokend::revocation::{blocking::BlockingRedis, redis::RedisTarget};
+    let target =
+        RedisTarget::parse(&config.redis.url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+    let mut r = BlockingRedis::connect(&target, Duration::from_secs(2))
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis at {}: {e}", target.display_addr()))?;
+    let ttl = config
+        .tokens
+        .access_ttl
+        .max(config.tokens.refresh_ttl)
+        .as_secs();
+    r.query(
+        redis::cmd("EVAL")
+            .arg(tokend::revocation::SET_NOT_BEFORE_LUA)
+            .arg(1)
+            .arg(format!(
+                "{}{}{sub}",
+                config.redis.prefix,
+                tokend::revocation::NOT_BEFORE_KEY_INFIX
+            ))
+            .arg(mark)
+            .arg(ttl),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot write the user's not-before mark to Redis: {e}"))?;
+    Ok(())
+}
+
+fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
+    use tokend::identity::{clients, GrantType};
+    let mut db = tokend::store::pg::connect(&config.database)?;
+    match cmd {
+        ClientCommand::Add {
+            id,
+            grants,
+            scopes,
+            public,
+            json,
+        } => {
+            let grants: Vec<GrantType> = grants
+                .iter()
+                .map(|g| {
+                    GrantType::parse(g).ok_or_else(|| {
+                        anyhow::anyhow!("unknown grant {g:?}: use password, refresh_token or client_credentials")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let (record, secret) = clients::create(&mut db, &id, &grants, &scopes, public)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "client_id": record.client_id, "client_secret": secret })
+                );
+            } else {
+                println!("client_id:     {}", record.client_id);
+                match secret {
+                    Some(s) => {
+                        println!("client_secret: {s}");
+                        println!("(the secret is shown only now; tokend keeps only its SHA-256)");
+                    }
+                    None => println!("public client: no secret"),
+                }
+                println!("running nodes pick the client up within keys.reload_interval, or at once on SIGHUP");
+            }
+        }
+        ClientCommand::List => {
+            println!(
+                "{:<24}  {:<12}  {:<40}  scopes",
+                "client_id", "type", "grants"
+            );
+            for c in clients::list(&mut db)? {
+                let kind = if c.is_public() {
+                    "public"
+                } else {
+                    "confidential"
+                };
+                let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
+                println!(
+                    "{:<24}  {:<12}  {:<40}  {}",
+                    c.client_id,
+                    kind,
+                    grants.join(","),
+                    c.scopes.join(" ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    use tokend::tokens::{keys, Kek};
+    let mut db = tokend::store::pg::connect(&config.database)?;
+    match cmd {
+        KeysCommand::List => {
+            println!(
+                "{:<44}  {:<6}  {:<8}  {:<10}  {:<10}",
+                "kid", "alg", "state", "signs_from", "retired_at"
+            );
+            for k in keys::list(&mut db)? {
+                println!(
+                    "{:<44}  {:<6}  {:<8}  {:<10}  {}",
+                    k.kid,
+                    keys::alg_name(k.alg),
+                    k.state.to_string(),
+                    k.signs_from,
+                    k.retired_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        KeysCommand::Rotate => {
+            let kek = Kek::from_config(&config.keys)?;
+            let kid = keys::rotate(
+                &mut db,
+                &kek,
+                config.keys.algorithm,
+                config.keys.publish_ahead,
+            )?;
+            println!(
+                "added key {kid}: published now, signing in {}",
+                humantime::format_duration(config.keys.publish_ahead)
+            );
+        }
+        KeysCommand::Prune => {
+            let pruned = keys::prune(&mut db, config.tokens.access_ttl + config.tokens.leeway)?;
+            if pruned.is_empty() {
+                println!("no key to prune");
+            }
+            for kid in pruned {
+                println!("pruned {kid}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(config: &Config) {
@@ -131,6 +405,26 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let cores = server.shared().counters.len();
     tracing::info!(driver = ?driver, cores, "tokend listening on http://{}", server.addr);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    control_loop(server, &mut signals);
+    Ok(())
+}
+
+/// The control thread: signals, and key-set / client reloads — on a timer,
+/// on SIGHUP, and (rate-limited) when a core met an unknown `kid`. All of it
+/// off the cores.
+fn control_loop(server: tokend::cores::Server, signals: &mut signal_hook::iterator::Signals) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    let shared = server.shared().clone();
+    let interval = shared.config.keys.reload_interval;
+    let mut next_reload = Instant::now() + interval;
+    let mut last_kid_reload: Option<Instant> = None;
+    let reload = |why: &str| {
+        if let Err(e) = shared.reload() {
+            tracing::error!("reload ({why}) failed, keeping the current keys and clients: {e}");
+        }
+    };
     loop {
         for signal in signals.pending() {
             match signal {
@@ -139,11 +433,28 @@ fn serve(config: Config) -> anyhow::Result<()> {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                     server.shutdown();
                     tracing::info!("stopped");
-                    return Ok(());
+                    return;
                 }
-                SIGHUP => tracing::info!("SIGHUP: nothing to reload yet"),
+                SIGHUP => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                    tracing::info!("SIGHUP: reloading keys and clients");
+                    reload("SIGHUP");
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                }
                 _ => {}
             }
+        }
+        let now = Instant::now();
+        if now >= next_reload {
+            reload("timer");
+            next_reload = now + interval;
+        }
+        if shared.reload_requested.swap(false, Ordering::Relaxed)
+            && last_kid_reload
+                .is_none_or(|t| now.duration_since(t) >= tokend::cores::UNKNOWN_KID_RELOAD_INTERVAL)
+        {
+            last_kid_reload = Some(now);
+            reload("unknown kid");
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -10,10 +10,12 @@
 pub mod counters;
 
 use std::cell::Cell;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,8 +23,11 @@ use futures_channel::oneshot;
 
 use crate::config::{Config, Cores, Driver};
 use crate::http::{DateCache, Limits};
+use crate::identity::{ClientTable, Hasher};
 use crate::revocation::redis::{RedisConn, RedisTarget};
+use crate::revocation::RedisRevocations;
 use crate::store::{self, BlockingPool, PgPool};
+use crate::tokens::{CoreKeys, Expectations, Kek, KeyMaterial, VerifiedCache};
 
 pub use counters::{CoreCounters, Counter};
 
@@ -52,6 +57,51 @@ pub enum ServeError {
     /// Occurs when signal handlers cannot be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// Occurs when the key-encryption key or the signing keys are unusable.
+    #[error(transparent)]
+    Keys(#[from] crate::tokens::KeyError),
+    /// Occurs when the OAuth clients cannot be loaded.
+    #[error("cannot load OAuth clients: {0}")]
+    Clients(#[from] crate::identity::ClientError),
+    /// Occurs when the argon2 parameters are refused.
+    #[error("passwords: {0}")]
+    Passwords(#[from] crate::identity::PasswordError),
+}
+
+/// An immutable value published to every core: the control thread replaces
+/// it, each core notices the new version with one atomic load per request
+/// and takes its own copy. The mutex is touched only when the version
+/// changed, so the hot path never contends on it.
+pub struct Published<T> {
+    version: AtomicU64,
+    value: Mutex<Arc<T>>,
+}
+
+impl<T> Published<T> {
+    pub fn new(value: T) -> Published<T> {
+        Published {
+            version: AtomicU64::new(1),
+            value: Mutex::new(Arc::new(value)),
+        }
+    }
+
+    /// Replaces the value; every core picks it up on its next request.
+    pub fn publish(&self, value: T) {
+        let mut guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(value);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current version number.
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The current value.
+    pub fn load(&self) -> Arc<T> {
+        self.value.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// What every core shares: read-only after start, or published as immutable
@@ -66,6 +116,46 @@ pub struct Shared {
     /// metrics scrape sums them.
     pub counters: Vec<Arc<CoreCounters>>,
     pub started: Instant,
+    /// The key-encryption key (for reloads).
+    pub kek: Kek,
+    /// argon2id with the configured parameters; used on the blocking pool.
+    pub hasher: Arc<Hasher>,
+    /// The signing and verification keys, as loaded from PostgreSQL.
+    pub keys: Published<KeyMaterial>,
+    /// The OAuth clients, as loaded from PostgreSQL.
+    pub clients: Published<ClientTable>,
+    /// Set by a core that met an unknown `kid`; the control thread reloads
+    /// the key set (at most once per [`UNKNOWN_KID_RELOAD_INTERVAL`]).
+    pub reload_requested: AtomicBool,
+    /// `iss` of the tokens this deployment issues.
+    pub issuer: String,
+    /// Base URL of this deployment, for discovery documents.
+    pub public_url: String,
+}
+
+/// Least time between two key-set reloads caused by unknown `kid`s: a flood
+/// of garbage tokens must not turn into a flood of PostgreSQL queries.
+pub const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Shared {
+    /// Reloads the key set and the clients from PostgreSQL and publishes
+    /// them. Blocking: the control thread calls it, never a core.
+    pub fn reload(&self) -> Result<(), ServeError> {
+        let mut conn = self.pg.get().map_err(|source| {
+            ServeError::Store(store::StoreError::Connect {
+                url: crate::config::redact_url(&self.config.database.url),
+                source,
+            })
+        })?;
+        let material = crate::tokens::keys::load(&mut *conn, &self.kek)?;
+        if material.generation() != self.keys.load().generation() {
+            tracing::info!("key set changed; publishing to every core");
+        }
+        self.keys.publish(material);
+        let clients = crate::identity::clients::load_all(&mut *conn)?;
+        self.clients.publish(clients);
+        Ok(())
+    }
 }
 
 /// One core's state. Owned by its thread (`Rc`), never shared.
@@ -75,6 +165,19 @@ pub struct Core {
     pub date: DateCache,
     pub redis: Rc<RedisConn>,
     pub counters: Arc<CoreCounters>,
+    /// The revocation check (one Redis round trip).
+    pub revocations: RedisRevocations,
+    /// What a valid token must say (issuer, audience, leeway).
+    pub expect: Expectations,
+    /// This core's own parsed keys, and the published version they came from.
+    keys: RefCell<Rc<CoreKeys>>,
+    keys_version: Cell<u64>,
+    /// Positive verifications, until each token's `exp`; emptied when the
+    /// key set changes. Bounded by `tokens.verified_cache_size`.
+    pub cache: RefCell<VerifiedCache>,
+    /// This core's reference to the published client table.
+    clients: RefCell<Arc<ClientTable>>,
+    clients_version: Cell<u64>,
     /// Open connections on this core; bounded by `server.max_connections_per_core`.
     open: Cell<usize>,
     /// Requests being handled now; shutdown waits for this to reach zero.
@@ -116,6 +219,53 @@ impl Core {
     /// The shutdown flag, for responses written after an await.
     pub fn shutdown_flag(&self) -> &Cell<bool> {
         &self.shutting_down
+    }
+
+    /// The core's keys, refreshed first when a new key set was published.
+    #[inline]
+    pub fn keys(&self) -> Rc<CoreKeys> {
+        let published = self.shared.keys.version();
+        if published != self.keys_version.get() {
+            self.adopt_keys(published);
+        }
+        self.keys.borrow().clone()
+    }
+
+    #[cold]
+    fn adopt_keys(&self, published: u64) {
+        let material = self.shared.keys.load();
+        match CoreKeys::from_material(&material) {
+            Ok(keys) => {
+                if keys.generation() != self.keys.borrow().generation() {
+                    // A key may have been removed: nothing verified under the
+                    // old set may be answered from the cache.
+                    self.cache.borrow_mut().clear();
+                }
+                *self.keys.borrow_mut() = Rc::new(keys);
+            }
+            Err(e) => tracing::error!(
+                core = self.id,
+                "cannot parse the published key set, keeping the old one: {e}"
+            ),
+        }
+        self.keys_version.set(published);
+    }
+
+    /// The client table, refreshed first when a new one was published.
+    #[inline]
+    pub fn clients(&self) -> Arc<ClientTable> {
+        let published = self.shared.clients.version();
+        if published != self.clients_version.get() {
+            *self.clients.borrow_mut() = self.shared.clients.load();
+            self.clients_version.set(published);
+        }
+        self.clients.borrow().clone()
+    }
+
+    /// Asks the control thread for a key-set reload (a token named a `kid`
+    /// this core does not know).
+    pub fn request_key_reload(&self) {
+        self.shared.reload_requested.store(true, Ordering::Relaxed);
     }
 
     /// Open connections on this core.
@@ -189,6 +339,23 @@ impl Server {
             config.database.pool_size.unwrap_or(threads as u32),
         )?;
         store::pg::ping(&pg, &config.database.url, config.database.connect_timeout)?;
+        let kek = Kek::from_config(&config.keys)?;
+        let hasher = Arc::new(Hasher::new(&config.passwords)?);
+        let (material, clients) = {
+            let mut conn = pg.get().map_err(|source| store::StoreError::Connect {
+                url: crate::config::redact_url(&config.database.url),
+                source,
+            })?;
+            if let Some(kid) =
+                crate::tokens::keys::ensure_initial_key(&mut *conn, &kek, config.keys.algorithm)?
+            {
+                tracing::info!(kid, "created the first signing key");
+            }
+            (
+                crate::tokens::keys::load(&mut *conn, &kek)?,
+                crate::identity::clients::load_all(&mut *conn)?,
+            )
+        };
         // Redis down at start is not fatal: validation fails closed (503)
         // until the cores' connections come up by themselves.
         if let Err(e) = check_redis(
@@ -211,6 +378,17 @@ impl Server {
             max_body: config.limits.max_body_bytes,
             max_headers: config.limits.max_headers,
         };
+        // Unset public_url / issuer default to the address actually bound
+        // (which matters with port 0).
+        let public_url = match &config.server.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{addr}"),
+        };
+        let issuer = config
+            .tokens
+            .issuer
+            .clone()
+            .unwrap_or_else(|| public_url.clone());
         let counters = (0..cores.len())
             .map(|_| Arc::new(CoreCounters::default()))
             .collect();
@@ -222,6 +400,13 @@ impl Server {
             redis_target,
             counters,
             started: Instant::now(),
+            kek,
+            hasher,
+            keys: Published::new(material),
+            clients: Published::new(clients),
+            reload_requested: AtomicBool::new(false),
+            issuer,
+            public_url,
         });
 
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, ServeError>>();
@@ -352,8 +537,28 @@ async fn core_main(
         }
     };
     let redis = RedisConn::new(shared.redis_target.clone(), shared.config.redis.timeout);
+    let keys = match CoreKeys::from_material(&shared.keys.load()) {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = ready.send(Err(ServeError::Keys(e)));
+            return;
+        }
+    };
+    let tokens = &shared.config.tokens;
+    let expect = Expectations::new(
+        shared.issuer.clone(),
+        tokens.audience.clone(),
+        tokens.leeway.as_secs(),
+    );
     let core = Rc::new(Core {
         id: index,
+        revocations: RedisRevocations::new(redis.clone(), shared.config.redis.prefix.clone()),
+        expect,
+        keys: RefCell::new(Rc::new(keys)),
+        keys_version: Cell::new(shared.keys.version()),
+        cache: RefCell::new(VerifiedCache::new(tokens.verified_cache_size)),
+        clients: RefCell::new(shared.clients.load()),
+        clients_version: Cell::new(shared.clients.version()),
         counters: shared.counters[index].clone(),
         shared,
         date: DateCache::default(),

@@ -4,8 +4,15 @@
 //! Every handler writes its whole response into the connection's output
 //! buffer and returns the status it sent.
 
+pub mod client_auth;
 pub mod health;
+pub mod introspect;
 pub mod oauth;
+pub mod refresh;
+pub mod token;
+pub mod users;
+pub mod validate;
+pub mod wellknown;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -33,10 +40,20 @@ pub async fn handle(
         closing: Some(core.shutdown_flag()),
     };
     let (slot, status) = match router::route(req.method, req.path) {
-        Routed::Found(route, _param) => {
+        Routed::Found(route, param) => {
             let status = match route {
                 Route::Healthz => health::healthz(&ctx, out),
                 Route::Readyz => health::readyz(core, &ctx, out).await,
+                Route::Validate => validate::validate(core, req, &ctx, out).await,
+                Route::Token => token::token(core, req, peer, &ctx, out).await,
+                Route::Introspect => introspect::introspect(core, req, &ctx, out).await,
+                Route::Jwks => wellknown::jwks(core, &ctx, out),
+                Route::Metadata => wellknown::metadata(core, &ctx, out),
+                Route::Users => users::register(core, req, &ctx, out).await,
+                Route::UsersMe => users::get_me(core, req, &ctx, out).await,
+                Route::UsersMePassword => users::change_password(core, req, &ctx, out).await,
+                Route::UsersMeLogoutAll => users::logout_all(core, req, &ctx, out).await,
+                Route::UserDisable => users::disable(core, req, param, &ctx, out).await,
                 _ => not_found(&ctx, out),
             };
             (route as usize, status)

@@ -359,6 +359,11 @@ impl ClientTable {
         }
     }
 
+    /// Every client.
+    pub fn iter(&self) -> impl Iterator<Item = &ClientRecord> {
+        self.clients.values()
+    }
+
     /// The client `client_id`, without authenticating it.
     pub fn get(&self, client_id: &str) -> Option<&ClientRecord> {
         self.clients.get(client_id)

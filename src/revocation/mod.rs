@@ -51,7 +51,7 @@ pub trait RevocationCheck {
 /// extended), so two racing logouts, or a retried one, can never re-validate
 /// tokens. A value that is not a number is overwritten. Returns the mark in
 /// force.
-const SET_NOT_BEFORE_LUA: &str = r"
+pub const SET_NOT_BEFORE_LUA: &str = r"
 local new = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local cur = tonumber(redis.call('GET', KEYS[1]))

@@ -9,3 +9,5 @@ mod harness;
 mod server;
 // The command line: migrate, config check.
 mod cli;
+// Login, discovery, validation, introspection and the user API.
+mod tokens;

@@ -1,0 +1,71 @@
+//! Client authentication for the token, introspection and revocation
+//! endpoints: `client_secret_basic` or `client_secret_post` (RFC 6749
+//! §2.3.1), against the core's in-memory client table — no PostgreSQL, no
+//! slow hash.
+
+use crate::cores::Core;
+use crate::handlers::oauth::{Form, OAuthError};
+use crate::http::Request;
+use crate::identity::clients::parse_basic;
+use crate::identity::ClientRecord;
+
+/// One description for every failure, so answers don't tell which client
+/// ids exist.
+const FAILED: &str = "client authentication failed";
+
+/// Authenticates the client of `req`. Returns the client and whether Basic
+/// was used (for `WWW-Authenticate` on later errors).
+pub fn authenticate(
+    core: &Core,
+    req: &Request<'_>,
+    form: &Form,
+) -> Result<(ClientRecord, bool), OAuthError> {
+    let clients = core.clients();
+    if req.authorization_count > 1 {
+        return Err(OAuthError::InvalidRequest(
+            "more than one Authorization header",
+        ));
+    }
+    if let Some(header) = req.authorization {
+        let (id, secret) = parse_basic(header).map_err(|_| OAuthError::InvalidClient {
+            basic: true,
+            description: FAILED,
+        })?;
+        // RFC 6749 §2.3: one authentication method per request.
+        if form.get("client_secret").is_some() || form.get("client_id").is_some_and(|f| f != id) {
+            return Err(OAuthError::InvalidRequest(
+                "use only one client authentication method",
+            ));
+        }
+        return match clients.authenticate(&id, Some(&secret)) {
+            Ok(c) => Ok((c.clone(), true)),
+            Err(_) => Err(OAuthError::InvalidClient {
+                basic: true,
+                description: FAILED,
+            }),
+        };
+    }
+    let Some(id) = form.get("client_id") else {
+        return Err(OAuthError::InvalidClient {
+            basic: true,
+            description: "client authentication required",
+        });
+    };
+    match clients.authenticate(id, form.get("client_secret")) {
+        Ok(c) => Ok((c.clone(), false)),
+        Err(_) => Err(OAuthError::InvalidClient {
+            basic: false,
+            description: FAILED,
+        }),
+    }
+}
+
+/// Parses a form body, insisting on the form content type.
+pub fn form_body(req: &Request<'_>) -> Result<Form, OAuthError> {
+    if !req.content_type_is("application/x-www-form-urlencoded") {
+        return Err(OAuthError::InvalidRequest(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    Form::parse(req.body)
+}

@@ -1,0 +1,292 @@
+//! `POST /oauth/token`: the `password` and `client_credentials` grants
+//! (RFC 6749 §4.3, §4.4), answered per §5.1 / §5.2.
+//!
+//! The password grant is the only place a request waits for PostgreSQL and
+//! argon2, and it waits on the blocking pool, never on the core. Failed
+//! logins are counted in Redis per username and per client address, and
+//! checked before argon2 runs, which also caps the CPU an attacker can make
+//! tokend burn.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use crate::cores::Core;
+use crate::handlers::client_auth;
+use crate::handlers::oauth::{Form, OAuthError};
+use crate::handlers::validate::unix_now;
+use crate::http::{response, Request, ResponseCtx};
+use crate::identity::passwords::{parse_scope, MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
+use crate::identity::{ClientRecord, GrantType, LoginOutcome};
+use crate::revocation::redis::{Reply, Script};
+use crate::store::PoolError;
+use crate::tokens::{new_jti, sign_access, AccessClaims};
+
+/// Checks both failure counters; returns the seconds left when one is over
+/// its limit, 0 otherwise.
+const CHECK_LIMITS: &str = r"
+local u = tonumber(redis.call('GET', KEYS[1]) or '0')
+local i = tonumber(redis.call('GET', KEYS[2]) or '0')
+if u >= tonumber(ARGV[1]) then local t = redis.call('TTL', KEYS[1]) if t < 1 then t = 1 end return t end
+if i >= tonumber(ARGV[2]) then local t = redis.call('TTL', KEYS[2]) if t < 1 then t = 1 end return t end
+return 0
+";
+
+/// Counts one failed login against both counters; the window starts at the
+/// first failure.
+const RECORD_FAILURE: &str = r"
+for _, k in ipairs(KEYS) do
+  if redis.call('INCR', k) == 1 then redis.call('EXPIRE', k, ARGV[1]) end
+end
+return 1
+";
+
+thread_local! {
+    // Scripts are per core like everything else; the SHA1 is computed once.
+    static SCRIPTS: (Script, Script) = (Script::new(CHECK_LIMITS), Script::new(RECORD_FAILURE));
+}
+
+/// What a successful grant produces.
+pub struct Issued {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub scope: String,
+    pub refresh_token: Option<String>,
+}
+
+/// `POST /oauth/token`.
+pub async fn token(
+    core: &Rc<Core>,
+    req: &Request<'_>,
+    peer: SocketAddr,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+) -> u16 {
+    match grant(core, req, peer).await {
+        Ok(issued) => write_success(out, ctx, &issued),
+        Err(e) => super::oauth::write_error(out, ctx, e),
+    }
+}
+
+async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<Issued, OAuthError> {
+    let form = client_auth::form_body(req)?;
+    let (client, basic) = client_auth::authenticate(core, req, &form)?;
+    let grant_type = match form.get("grant_type") {
+        None => return Err(OAuthError::InvalidRequest("grant_type is required")),
+        Some(g) => GrantType::parse(g).ok_or(OAuthError::UnsupportedGrantType)?,
+    };
+    if !client.allows(grant_type) {
+        return Err(OAuthError::UnauthorizedClient(
+            "this client may not use this grant type",
+        ));
+    }
+    let _ = basic;
+    match grant_type {
+        GrantType::Password => password_grant(core, &client, &form, peer).await,
+        GrantType::ClientCredentials => client_credentials_grant(core, &client, &form),
+        GrantType::RefreshToken => super::refresh::refresh_grant(core, &client, &form).await,
+    }
+}
+
+/// Intersects what was asked with what is allowed: a requested scope that is
+/// not allowed is an error; no request means everything allowed.
+pub fn grant_scope(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String>, OAuthError> {
+    match requested {
+        None => Ok(allowed.to_vec()),
+        Some(raw) => {
+            let wanted =
+                parse_scope(raw).map_err(|_| OAuthError::InvalidScope("malformed scope"))?;
+            if wanted.iter().all(|w| allowed.contains(w)) {
+                Ok(wanted)
+            } else {
+                Err(OAuthError::InvalidScope("a requested scope is not allowed"))
+            }
+        }
+    }
+}
+
+async fn password_grant(
+    core: &Rc<Core>,
+    client: &ClientRecord,
+    form: &Form,
+    peer: SocketAddr,
+) -> Result<Issued, OAuthError> {
+    let (Some(username), Some(password)) = (form.get("username"), form.get("password")) else {
+        return Err(OAuthError::InvalidRequest(
+            "username and password are required",
+        ));
+    };
+    if username.chars().count() > MAX_USERNAME_CHARS {
+        return Err(OAuthError::InvalidRequest(
+            "username is longer than 64 characters",
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(OAuthError::InvalidRequest(
+            "password is longer than 1024 bytes",
+        ));
+    }
+    if let Some(s) = form.get("scope") {
+        // Malformed scope is refused before any argon2 work.
+        parse_scope(s).map_err(|_| OAuthError::InvalidScope("malformed scope"))?;
+    }
+
+    // Brute-force limits, before argon2 runs. Redis trouble fails closed.
+    let limits = &core.shared.config.limits;
+    let prefix = &core.shared.config.redis.prefix;
+    let user_key = format!("{prefix}lf:u:{}", username.to_lowercase());
+    let ip_key = format!("{prefix}lf:ip:{}", peer.ip());
+    let (check, record) = SCRIPTS.with(|s| (s.0.clone(), s.1.clone()));
+    let blocked = core
+        .redis
+        .eval(
+            &check,
+            &[user_key.as_str(), ip_key.as_str()],
+            &[limits.login_failures_per_user, limits.login_failures_per_ip],
+        )
+        .await
+        .map_err(|_| OAuthError::TemporarilyUnavailable("rate-limit store unavailable"))?;
+    match blocked {
+        Reply::Int(0) => {}
+        Reply::Int(secs) if secs > 0 => {
+            return Err(OAuthError::TooManyRequests {
+                retry_after: secs as u64,
+            })
+        }
+        _ => return Err(OAuthError::ServerError),
+    }
+
+    // The blocking part: PostgreSQL lookup + argon2id verify (or the dummy
+    // verify for unknown and disabled users), on the pool.
+    let pg = core.shared.pg.clone();
+    let hasher = core.shared.hasher.clone();
+    let (u, p) = (username.to_owned(), password.to_owned());
+    let outcome = core
+        .shared
+        .pool
+        .run(move || -> Result<LoginOutcome, String> {
+            let mut conn = pg.get().map_err(|e| e.to_string())?;
+            crate::identity::users::login(&mut *conn, &hasher, &u, &p).map_err(|e| e.to_string())
+        })
+        .await;
+    let user = match outcome {
+        Ok(Ok(LoginOutcome::Ok(user))) => user,
+        Ok(Ok(LoginOutcome::Invalid)) => {
+            let window = limits.login_window.as_secs().max(1);
+            let _ = core
+                .redis
+                .eval(&record, &[user_key.as_str(), ip_key.as_str()], &[window])
+                .await;
+            return Err(OAuthError::InvalidGrant("invalid username or password"));
+        }
+        Ok(Err(e)) => {
+            tracing::error!("login failed on the database: {e}");
+            return Err(OAuthError::TemporarilyUnavailable("user store unavailable"));
+        }
+        Err(PoolError::Full) => {
+            return Err(OAuthError::TemporarilyUnavailable(
+                "too many logins in progress",
+            ))
+        }
+        Err(e) => {
+            tracing::error!("login job failed: {e}");
+            return Err(OAuthError::ServerError);
+        }
+    };
+    // A success clears the per-user counter (not the per-address one).
+    let _ = core.redis.query(redis::cmd("DEL").arg(&user_key)).await;
+
+    let allowed: Vec<String> = user
+        .scopes
+        .iter()
+        .filter(|s| client.scopes.contains(s))
+        .cloned()
+        .collect();
+    let scope = grant_scope(form.get("scope"), &allowed)?.join(" ");
+    let now = unix_now();
+    let mut issued = issue_access(core, client, &user.id, Some(&user.username), &scope, now)?;
+    if client.allows(GrantType::RefreshToken) {
+        issued.refresh_token = super::refresh::issue_refresh(
+            core,
+            client,
+            &user.id,
+            Some(&user.username),
+            &scope,
+            now,
+        )
+        .await?;
+    }
+    Ok(issued)
+}
+
+fn client_credentials_grant(
+    core: &Core,
+    client: &ClientRecord,
+    form: &Form,
+) -> Result<Issued, OAuthError> {
+    if client.is_public() {
+        return Err(OAuthError::UnauthorizedClient(
+            "public clients may not use client_credentials",
+        ));
+    }
+    let scope = grant_scope(form.get("scope"), &client.scopes)?.join(" ");
+    // RFC 6749 §4.4.3: no refresh token for client credentials.
+    issue_access(core, client, &client.client_id, None, &scope, unix_now())
+}
+
+/// Signs an access token (RFC 9068) with the core's current signing key.
+pub fn issue_access(
+    core: &Core,
+    client: &ClientRecord,
+    sub: &str,
+    username: Option<&str>,
+    scope: &str,
+    now: u64,
+) -> Result<Issued, OAuthError> {
+    let ttl = client
+        .access_ttl
+        .unwrap_or(core.shared.config.tokens.access_ttl.as_secs());
+    let claims = AccessClaims {
+        iss: core.shared.issuer.clone(),
+        sub: sub.to_owned(),
+        aud: core.shared.config.tokens.audience.clone(),
+        exp: now + ttl,
+        iat: now,
+        jti: new_jti(),
+        client_id: client.client_id.clone(),
+        scope: scope.to_owned(),
+        username: username.map(str::to_owned),
+    };
+    let keys = core.keys();
+    let access_token = sign_access(&keys, &claims, now).map_err(|e| {
+        tracing::error!("cannot sign an access token: {e}");
+        OAuthError::ServerError
+    })?;
+    Ok(Issued {
+        access_token,
+        expires_in: ttl,
+        scope: scope.to_owned(),
+        refresh_token: None,
+    })
+}
+
+fn write_success(out: &mut Vec<u8>, ctx: &ResponseCtx<'_>, issued: &Issued) -> u16 {
+    let mut body = serde_json::json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    });
+    if let Some(rt) = &issued.refresh_token {
+        body["refresh_token"] = serde_json::Value::String(rt.clone());
+    }
+    response::write_json_with(
+        out,
+        ctx,
+        200,
+        b"Cache-Control: no-store\r\nPragma: no-cache\r\n",
+        |o| {
+            let _ = serde_json::to_writer(o, &body);
+        },
+    );
+    200
+}

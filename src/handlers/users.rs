@@ -1,0 +1,333 @@
+//! The user API: register, own profile, change password, logout everywhere,
+//! admin disable. Everything that touches PostgreSQL or argon2 runs on the
+//! blocking pool. Ending a user's sessions writes the "not before" mark to
+//! PostgreSQL (durable) and to Redis (what validation reads) before the
+//! endpoint answers.
+
+use serde::Deserialize;
+
+use crate::cores::Core;
+use crate::handlers::oauth::{self, OAuthError};
+use crate::handlers::validate::{check_access_token, unix_now};
+use crate::http::{response, Request, ResponseCtx};
+use crate::identity::{passwords, users, RuleError, UserError};
+use crate::store::PoolError;
+
+/// The scope that grants the admin API.
+pub const ADMIN_SCOPE: &str = "tokend:admin";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+fn json_body<'de, T: Deserialize<'de>>(req: &'de Request<'_>) -> Result<T, OAuthError> {
+    if !req.content_type_is("application/json") {
+        return Err(OAuthError::InvalidRequest(
+            "Content-Type must be application/json",
+        ));
+    }
+    serde_json::from_slice(req.body).map_err(|_| {
+        OAuthError::InvalidRequest("body must be a JSON object with the documented fields")
+    })
+}
+
+fn pool_error(e: PoolError) -> OAuthError {
+    match e {
+        PoolError::Full => OAuthError::TemporarilyUnavailable("server busy"),
+        _ => OAuthError::ServerError,
+    }
+}
+
+fn db_error(e: UserError) -> OAuthError {
+    match e {
+        UserError::Invalid(rule) => OAuthError::InvalidRequest(rule.as_str()),
+        UserError::Taken => OAuthError::InvalidRequest("username taken"),
+        UserError::Db(e) => {
+            tracing::error!("user store: {e}");
+            OAuthError::TemporarilyUnavailable("user store unavailable")
+        }
+    }
+}
+
+/// Why blocking user work failed.
+enum DbFail {
+    User(UserError),
+    Other(String),
+}
+
+impl From<UserError> for DbFail {
+    fn from(e: UserError) -> Self {
+        DbFail::User(e)
+    }
+}
+
+/// Runs `f` with a pooled PostgreSQL connection on the blocking pool.
+async fn with_db<R: Send + 'static>(
+    core: &Core,
+    f: impl FnOnce(&mut postgres::Client) -> Result<R, DbFail> + Send + 'static,
+) -> Result<R, OAuthError> {
+    let pg = core.shared.pg.clone();
+    core.shared
+        .pool
+        .run(move || -> Result<R, DbFail> {
+            let mut conn = pg.get().map_err(|e| DbFail::Other(e.to_string()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(pool_error)?
+        .map_err(|e| match e {
+            DbFail::User(u) => db_error(u),
+            DbFail::Other(msg) => {
+                tracing::error!("user store: {msg}");
+                OAuthError::TemporarilyUnavailable("user store unavailable")
+            }
+        })
+}
+
+/// What a password change came to.
+enum PasswordOutcome {
+    NoUser,
+    WrongPassword,
+    Changed(crate::identity::User),
+}
+
+/// Writes the mark to Redis after PostgreSQL: validation reads Redis.
+async fn mirror_not_before(core: &Core, sub: &str, mark: i64) -> Result<(), OAuthError> {
+    let t = &core.shared.config.tokens;
+    let ttl = t.access_ttl.max(t.refresh_ttl).as_secs();
+    core.revocations
+        .set_not_before(sub, mark.max(0) as u64, ttl)
+        .await
+        .map(|_| ())
+        .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable"))
+}
+
+fn no_content(out: &mut Vec<u8>, ctx: &ResponseCtx<'_>) -> u16 {
+    response::write(out, ctx, 204, None, b"Cache-Control: no-store\r\n", b"");
+    204
+}
+
+fn finish(out: &mut Vec<u8>, ctx: &ResponseCtx<'_>, r: Result<u16, OAuthError>) -> u16 {
+    match r {
+        Ok(status) => status,
+        Err(e) => oauth::write_error(out, ctx, e),
+    }
+}
+
+/// `POST /users`.
+pub async fn register(
+    core: &Core,
+    req: &Request<'_>,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+) -> u16 {
+    let r = async {
+        let admin = if req.authorization.is_some() {
+            let token = oauth::bearer_token(req.authorization, req.authorization_count)?;
+            let v = check_access_token(core, token).await?;
+            if !v.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
+                return Err(OAuthError::InsufficientScope(
+                    "the tokend:admin scope is required",
+                ));
+            }
+            true
+        } else if core.shared.config.users.self_registration {
+            false
+        } else {
+            return Err(OAuthError::BearerInvalidRequest(
+                "an admin bearer token is required",
+            ));
+        };
+        let body: NewUser = json_body(req)?;
+        let scopes = body.scopes.unwrap_or_default();
+        if !admin && !scopes.is_empty() {
+            return Err(OAuthError::Forbidden("self-registered users get no scopes"));
+        }
+        passwords::check_username(&body.username)
+            .map_err(|e: RuleError| OAuthError::InvalidRequest(e.as_str()))?;
+        passwords::check_password(&body.password)
+            .map_err(|e| OAuthError::InvalidRequest(e.as_str()))?;
+        for s in &scopes {
+            passwords::check_scope_token(s).map_err(|e| OAuthError::InvalidRequest(e.as_str()))?;
+        }
+        let hasher = core.shared.hasher.clone();
+        let created = with_db(core, move |db| -> Result<_, DbFail> {
+            let phc = hasher
+                .hash(&body.password)
+                .map_err(|e| DbFail::Other(e.to_string()))?;
+            match users::create(db, &body.username, &phc, &scopes) {
+                Ok(u) => Ok(Some(u)),
+                Err(UserError::Taken) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await?;
+        let Some(user) = created else {
+            let body =
+                br#"{"error":"username_taken","error_description":"this username is taken"}"#;
+            response::write(out, ctx, 409, Some(response::JSON), b"", body);
+            return Ok(409);
+        };
+        let body = serde_json::json!({ "id": user.id, "username": user.username });
+        response::write_json_with(out, ctx, 201, b"", |o| {
+            let _ = serde_json::to_writer(o, &body);
+        });
+        Ok(201)
+    }
+    .await;
+    finish(out, ctx, r)
+}
+
+/// The authenticated user of a bearer-token request (not a client).
+async fn me(core: &Core, req: &Request<'_>) -> Result<(String, u64), OAuthError> {
+    let token = oauth::bearer_token(req.authorization, req.authorization_count)?;
+    let v = check_access_token(core, token).await?;
+    if v.username.is_none() {
+        return Err(OAuthError::Forbidden("this endpoint needs a user's token"));
+    }
+    Ok((v.sub.clone(), v.iat))
+}
+
+/// `GET /users/me`.
+pub async fn get_me(
+    core: &Core,
+    req: &Request<'_>,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+) -> u16 {
+    let r = async {
+        let (sub, _) = me(core, req).await?;
+        let user = with_db(core, move |db| Ok(users::find_by_id(db, &sub)?))
+            .await?
+            .ok_or(OAuthError::InvalidToken("no such user"))?;
+        let body =
+            serde_json::json!({ "sub": user.id, "username": user.username, "scopes": user.scopes });
+        response::write_json_with(out, ctx, 200, b"Cache-Control: no-store\r\n", |o| {
+            let _ = serde_json::to_writer(o, &body);
+        });
+        Ok(200)
+    }
+    .await;
+    finish(out, ctx, r)
+}
+
+/// `POST /users/me/password`: changes the password and ends every session
+/// (tokens issued up to now stop working).
+pub async fn change_password(
+    core: &Core,
+    req: &Request<'_>,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+) -> u16 {
+    let r = async {
+        let (sub, _) = me(core, req).await?;
+        let body: PasswordChange = json_body(req)?;
+        passwords::check_password(&body.new_password)
+            .map_err(|e| OAuthError::InvalidRequest(e.as_str()))?;
+        let hasher = core.shared.hasher.clone();
+        let now = unix_now() as i64;
+        let id = sub.clone();
+        let outcome = with_db(core, move |db| {
+            let Some(user) = users::find_by_id(db, &id)? else {
+                return Ok(PasswordOutcome::NoUser);
+            };
+            match users::login(db, &hasher, &user.username, &body.current_password)? {
+                users::LoginOutcome::Ok(_) => {}
+                users::LoginOutcome::Invalid => return Ok(PasswordOutcome::WrongPassword),
+            }
+            let phc = hasher
+                .hash(&body.new_password)
+                .map_err(|e| DbFail::Other(e.to_string()))?;
+            Ok(match users::set_password(db, &id, &phc, now)? {
+                Some(u) => PasswordOutcome::Changed(u),
+                None => PasswordOutcome::NoUser,
+            })
+        })
+        .await?;
+        let user = match outcome {
+            PasswordOutcome::NoUser => return Err(OAuthError::InvalidToken("no such user")),
+            PasswordOutcome::WrongPassword => {
+                return Err(OAuthError::Forbidden("current password is wrong"))
+            }
+            PasswordOutcome::Changed(u) => u,
+        };
+        mirror_not_before(core, &sub, user.not_before.unwrap_or(now)).await?;
+        Ok(no_content(out, ctx))
+    }
+    .await;
+    finish(out, ctx, r)
+}
+
+/// `POST /users/me/logout-all`: every token of the user issued up to now
+/// stops working, on every node.
+pub async fn logout_all(
+    core: &Core,
+    req: &Request<'_>,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+) -> u16 {
+    let r = async {
+        let (sub, _) = me(core, req).await?;
+        let now = unix_now() as i64;
+        let id = sub.clone();
+        let mark = with_db(core, move |db| {
+            let row = db
+                .query_opt(
+                    "UPDATE users SET not_before = greatest(coalesce(not_before, to_timestamp(0)), to_timestamp($2)), \
+                     updated_at = now() WHERE id = $1::text::uuid \
+                     RETURNING floor(extract(epoch FROM not_before))::int8",
+                    &[&id, &(now as f64)],
+                )
+                .map_err(|e| DbFail::User(UserError::Db(e)))?;
+            Ok(row.map(|r| r.get::<_, i64>(0)))
+        })
+        .await?
+        .ok_or(OAuthError::InvalidToken("no such user"))?;
+        mirror_not_before(core, &sub, mark).await?;
+        Ok(no_content(out, ctx))
+    }
+    .await;
+    finish(out, ctx, r)
+}
+
+/// `POST /users/{username}/disable` (admin).
+pub async fn disable(
+    core: &Core,
+    req: &Request<'_>,
+    username: &str,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+) -> u16 {
+    let r = async {
+        let token = oauth::bearer_token(req.authorization, req.authorization_count)?;
+        let v = check_access_token(core, token).await?;
+        if !v.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
+            return Err(OAuthError::InsufficientScope(
+                "the tokend:admin scope is required",
+            ));
+        }
+        let now = unix_now() as i64;
+        let name = username.to_owned();
+        let user = with_db(core, move |db| Ok(users::disable(db, &name, now)?)).await?;
+        let Some(user) = user else {
+            response::write(out, ctx, 404, Some(response::TEXT), b"", b"no such user\n");
+            return Ok(404);
+        };
+        mirror_not_before(core, &user.id, user.not_before.unwrap_or(now)).await?;
+        Ok(no_content(out, ctx))
+    }
+    .await;
+    finish(out, ctx, r)
+}

@@ -1,0 +1,53 @@
+//! Discovery: `GET /.well-known/jwks.json` and
+//! `GET /.well-known/oauth-authorization-server` (RFC 8414).
+
+use crate::cores::Core;
+use crate::http::{response, ResponseCtx};
+
+/// How long clients and resource servers may cache the discovery documents.
+/// Key rotation publishes new keys `keys.publish_ahead` (default 10 min)
+/// before they sign, so 5 minutes of caching never hides a signing key.
+const MAX_AGE: &[u8] = b"Cache-Control: public, max-age=300\r\n";
+
+/// The public keys: every key that signs, will sign, or still verifies.
+pub fn jwks(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
+    let material = core.shared.keys.load();
+    response::write(
+        out,
+        ctx,
+        200,
+        Some(response::JSON),
+        MAX_AGE,
+        material.jwks(),
+    );
+    200
+}
+
+/// RFC 8414 authorization server metadata.
+pub fn metadata(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
+    let base = &core.shared.public_url;
+    let mut scopes: Vec<String> = core
+        .clients()
+        .iter()
+        .flat_map(|c| c.scopes.iter().cloned())
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    let doc = serde_json::json!({
+        "issuer": core.shared.issuer,
+        "token_endpoint": format!("{base}/oauth/token"),
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "scopes_supported": scopes,
+    });
+    response::write_json_with(out, ctx, 200, MAX_AGE, |o| {
+        let _ = serde_json::to_writer(o, &doc);
+    });
+    200
+}
