@@ -420,6 +420,23 @@ fn control_loop(server: tokend::cores::Server, signals: &mut signal_hook::iterat
     let interval = shared.config.keys.reload_interval;
     let mut next_reload = Instant::now() + interval;
     let mut last_kid_reload: Option<Instant> = None;
+    // Re-seeding talks to Redis and PostgreSQL and may wait on either: its
+    // own thread, so that signals are always handled at once.
+    {
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tokend-seeder".into())
+            .spawn(move || {
+                let mut conn = None;
+                loop {
+                    shared.ensure_seeded(&mut conn);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the re-seeding thread: {e}");
+        }
+    }
     let reload = |why: &str| {
         if let Err(e) = shared.reload() {
             tracing::error!("reload ({why}) failed, keeping the current keys and clients: {e}");
@@ -447,8 +464,10 @@ fn control_loop(server: tokend::cores::Server, signals: &mut signal_hook::iterat
         let now = Instant::now();
         if now >= next_reload {
             reload("timer");
+            shared.prune_revocations();
             next_reload = now + interval;
         }
+
         if shared.reload_requested.swap(false, Ordering::Relaxed)
             && last_kid_reload
                 .is_none_or(|t| now.duration_since(t) >= tokend::cores::UNKNOWN_KID_RELOAD_INTERVAL)

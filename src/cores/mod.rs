@@ -138,6 +138,60 @@ pub struct Shared {
 pub const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Shared {
+    /// Makes sure Redis holds every revocation: when the marker key is
+    /// missing (first start, or Redis lost its data), re-seeds Redis from
+    /// PostgreSQL, then sets the marker. Until then validation answers 503.
+    /// Blocking: the control thread calls it about once a second.
+    pub fn ensure_seeded(&self, redis: &mut Option<crate::revocation::blocking::BlockingRedis>) {
+        use crate::revocation::blocking::BlockingRedis;
+        use crate::revocation::durable;
+        if redis.is_none() {
+            match BlockingRedis::connect(&self.redis_target, Duration::from_secs(2)) {
+                Ok(r) => *redis = Some(r),
+                Err(_) => return, // Redis down: the cores already fail closed.
+            }
+        }
+        let Some(conn) = redis.as_mut() else { return };
+        let t = &self.config.tokens;
+        let (access, refresh) = (
+            t.access_ttl.as_secs() + t.leeway.as_secs(),
+            t.refresh_ttl.as_secs(),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let pg = self.pg.clone();
+        let result = durable::ensure_seeded(
+            conn,
+            &self.config.redis.prefix,
+            access,
+            refresh,
+            now,
+            |now| {
+                let mut c = pg.get()?;
+                Ok(durable::load_for_reseed(&mut *c, now, access, refresh)?)
+            },
+        );
+        if let Err(e) = result {
+            tracing::warn!("re-seeding Redis failed, will retry: {e}");
+            // Reconnect next time: the connection may be what failed.
+            *redis = None;
+        }
+    }
+
+    /// Deletes durable revocations whose tokens have expired anyway.
+    pub fn prune_revocations(&self) {
+        match self.pg.get() {
+            Ok(mut c) => match crate::revocation::durable::prune_expired(&mut *c) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned expired revocations"),
+                Err(e) => tracing::warn!("cannot prune expired revocations: {e}"),
+            },
+            Err(e) => tracing::warn!("cannot prune expired revocations: {e}"),
+        }
+    }
+
     /// Reloads the key set and the clients from PostgreSQL and publishes
     /// them. Blocking: the control thread calls it, never a core.
     pub fn reload(&self) -> Result<(), ServeError> {
@@ -167,6 +221,8 @@ pub struct Core {
     pub counters: Arc<CoreCounters>,
     /// The revocation check (one Redis round trip).
     pub revocations: RedisRevocations,
+    /// Refresh tokens (rotation in one Lua script).
+    pub refresh: crate::revocation::refresh::RefreshStore,
     /// What a valid token must say (issuer, audience, leeway).
     pub expect: Expectations,
     /// This core's own parsed keys, and the published version they came from.
@@ -409,6 +465,11 @@ impl Server {
             public_url,
         });
 
+        // Make sure Redis holds every revocation before the first
+        // validation (a fresh or flushed Redis has no seed marker). Redis
+        // down is not fatal here: the seeder thread retries.
+        shared.ensure_seeded(&mut None);
+
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, ServeError>>();
         let mut stops = Vec::new();
         let mut handles = Vec::new();
@@ -552,7 +613,14 @@ async fn core_main(
     );
     let core = Rc::new(Core {
         id: index,
-        revocations: RedisRevocations::new(redis.clone(), shared.config.redis.prefix.clone()),
+        revocations: RedisRevocations::with_seed_marker(
+            redis.clone(),
+            shared.config.redis.prefix.clone(),
+        ),
+        refresh: crate::revocation::refresh::RefreshStore::new(
+            redis.clone(),
+            shared.config.redis.prefix.clone(),
+        ),
         expect,
         keys: RefCell::new(Rc::new(keys)),
         keys_version: Cell::new(shared.keys.version()),

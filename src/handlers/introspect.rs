@@ -20,16 +20,17 @@ pub async fn introspect(
         Ok(f) => f,
         Err(e) => return oauth::write_error(out, ctx, e),
     };
-    if let Err(e) = client_auth::authenticate(core, req, &form) {
-        return oauth::write_error(out, ctx, e);
-    }
+    let client = match client_auth::authenticate(core, req, &form) {
+        Ok((c, _)) => c,
+        Err(e) => return oauth::write_error(out, ctx, e),
+    };
     let Some(token) = form.get("token") else {
         return oauth::write_error(out, ctx, OAuthError::InvalidRequest("token is required"));
     };
     // RFC 7662 §2.1: the hint is optional and only an optimisation; refresh
     // tokens are recognised by their prefix whatever the hint says.
     if token.starts_with(crate::handlers::refresh::REFRESH_PREFIX) {
-        return match crate::handlers::refresh::introspect_refresh(core, token).await {
+        return match crate::handlers::refresh::introspect_refresh(core, &client, token).await {
             Ok(Some(body)) => write_body(out, ctx, &body),
             Ok(None) => inactive(out, ctx),
             Err(e) => oauth::write_error(out, ctx, e),

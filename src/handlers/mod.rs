@@ -9,6 +9,7 @@ pub mod health;
 pub mod introspect;
 pub mod oauth;
 pub mod refresh;
+pub mod revoke;
 pub mod token;
 pub mod users;
 pub mod validate;
@@ -47,6 +48,7 @@ pub async fn handle(
                 Route::Validate => validate::validate(core, req, &ctx, out).await,
                 Route::Token => token::token(core, req, peer, &ctx, out).await,
                 Route::Introspect => introspect::introspect(core, req, &ctx, out).await,
+                Route::Revoke => revoke::revoke(core, req, &ctx, out).await,
                 Route::Jwks => wellknown::jwks(core, &ctx, out),
                 Route::Metadata => wellknown::metadata(core, &ctx, out),
                 Route::Users => users::register(core, req, &ctx, out).await,

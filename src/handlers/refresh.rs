@@ -1,39 +1,173 @@
-//! The `refresh_token` grant and refresh-token issuance (being wired to the
-//! Redis refresh store).
+//! The `refresh_token` grant (RFC 6749 §6) with rotation and reuse
+//! detection (RFC 9700 §4.14), refresh-token issuance at login, and
+//! refresh-token introspection. Refresh never touches PostgreSQL, except to
+//! record durably a family revoked because a used token came back.
 
 use crate::cores::Core;
 use crate::handlers::oauth::{Form, OAuthError};
-use crate::handlers::token::Issued;
+use crate::handlers::token::{issue_access, Issued};
+use crate::handlers::validate::unix_now;
+use crate::identity::passwords::parse_scope;
 use crate::identity::ClientRecord;
-
-/// Issues a refresh token for a new login, when refresh is available.
-pub async fn issue_refresh(
-    _core: &Core,
-    _client: &ClientRecord,
-    _sub: &str,
-    _username: Option<&str>,
-    _scope: &str,
-    _now: u64,
-) -> Result<Option<String>, OAuthError> {
-    Ok(None)
-}
-
-/// `grant_type=refresh_token`.
-pub async fn refresh_grant(
-    _core: &Core,
-    _client: &ClientRecord,
-    _form: &Form,
-) -> Result<Issued, OAuthError> {
-    Err(OAuthError::UnsupportedGrantType)
-}
+use crate::revocation::refresh::{FamilyInfo, RefreshError};
 
 /// Prefix of every refresh token, so secret scanners can spot leaked ones.
-pub const REFRESH_PREFIX: &str = "tokend_rt_";
+pub const REFRESH_PREFIX: &str = crate::revocation::refresh::REFRESH_TOKEN_PREFIX;
 
-/// Introspection of a refresh token: `Some(body)` when active.
+fn refresh_ttl(core: &Core, client: &ClientRecord) -> u64 {
+    client
+        .refresh_ttl
+        .unwrap_or(core.shared.config.tokens.refresh_ttl.as_secs())
+}
+
+/// Issues a refresh token (a new family) after a successful login.
+pub async fn issue_refresh(
+    core: &Core,
+    client: &ClientRecord,
+    sub: &str,
+    username: Option<&str>,
+    scope: &str,
+    now: u64,
+) -> Result<Option<String>, OAuthError> {
+    let ttl = refresh_ttl(core, client);
+    match core
+        .refresh
+        .issue(sub, username, &client.client_id, scope, ttl, now)
+        .await
+    {
+        Ok((token, _)) => Ok(Some(token)),
+        Err(_) => Err(OAuthError::TemporarilyUnavailable(
+            "refresh-token store unavailable",
+        )),
+    }
+}
+
+/// `grant_type=refresh_token`: rotates the presented token atomically (one
+/// Lua script) and issues a new access token.
+pub async fn refresh_grant(
+    core: &Core,
+    client: &ClientRecord,
+    form: &Form,
+) -> Result<Issued, OAuthError> {
+    let Some(token) = form.get("refresh_token") else {
+        return Err(OAuthError::InvalidRequest("refresh_token is required"));
+    };
+    let requested = match form.get("scope") {
+        Some(s) => Some(parse_scope(s).map_err(|_| OAuthError::InvalidScope("malformed scope"))?),
+        None => None,
+    };
+    let now = unix_now();
+    let grace = core.shared.config.tokens.refresh_reuse_grace.as_secs();
+    let rotated = match core
+        .refresh
+        .rotate(
+            token,
+            &client.client_id,
+            requested.as_deref(),
+            grace,
+            refresh_ttl(core, client),
+            now,
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(RefreshError::Invalid) => {
+            return Err(OAuthError::InvalidGrant(
+                "invalid, expired or revoked refresh token",
+            ))
+        }
+        Err(RefreshError::InvalidScope) => {
+            return Err(OAuthError::InvalidScope(
+                "the requested scope exceeds the refresh token's",
+            ))
+        }
+        Err(RefreshError::Reused(info)) => {
+            tracing::warn!(
+                client = client.client_id,
+                "a used refresh token was presented again: its whole family is revoked (possible theft)"
+            );
+            record_family(core, info).await;
+            return Err(OAuthError::InvalidGrant(
+                "invalid, expired or revoked refresh token",
+            ));
+        }
+        Err(RefreshError::Redis(_)) => {
+            return Err(OAuthError::TemporarilyUnavailable(
+                "refresh-token store unavailable",
+            ))
+        }
+    };
+    let rec = &rotated.record;
+    let mut issued = issue_access(
+        core,
+        client,
+        &rec.sub,
+        rec.username.as_deref(),
+        &rotated.granted_scope,
+        now,
+    )?;
+    issued.refresh_token = Some(rotated.token);
+    Ok(issued)
+}
+
+/// Writes a family revocation to PostgreSQL (durable, for re-seeding).
+/// Returns false when it could not be written.
+pub async fn record_family(core: &Core, info: FamilyInfo) -> bool {
+    let pg = core.shared.pg.clone();
+    let family = info.family.to_hex();
+    let r = core
+        .shared
+        .pool
+        .run(move || -> Result<bool, String> {
+            let mut c = pg.get().map_err(|e| e.to_string())?;
+            crate::revocation::durable::record_family_revocation(&mut *c, &family, info.expires_at)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    match r {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::error!("cannot record a family revocation in PostgreSQL: {e}");
+            false
+        }
+        Err(e) => {
+            tracing::error!("cannot record a family revocation in PostgreSQL: {e}");
+            false
+        }
+    }
+}
+
+/// Introspection of a refresh token (RFC 7662): only the client it was
+/// issued to may see it. `Some(body)` when active.
 pub async fn introspect_refresh(
-    _core: &Core,
-    _token: &str,
+    core: &Core,
+    client: &ClientRecord,
+    token: &str,
 ) -> Result<Option<serde_json::Value>, OAuthError> {
-    Ok(None)
+    let rec = match core.refresh.lookup(token).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(_) => {
+            return Err(OAuthError::TemporarilyUnavailable(
+                "refresh-token store unavailable",
+            ))
+        }
+    };
+    if rec.client_id != client.client_id {
+        return Ok(None);
+    }
+    let mut body = serde_json::json!({
+        "active": true,
+        "scope": rec.scope,
+        "client_id": rec.client_id,
+        "token_type": "refresh_token",
+        "exp": rec.expires_at,
+        "iat": rec.issued_at,
+        "sub": rec.sub,
+        "iss": core.shared.issuer,
+    });
+    if let Some(u) = rec.username {
+        body["username"] = serde_json::Value::String(u);
+    }
+    Ok(Some(body))
 }

@@ -18,13 +18,16 @@
 //! | `{prefix}nbf:{sub}` | unix seconds, decimal | after the longest token lifetime |
 
 pub mod blocking;
+pub mod durable;
 pub mod redis;
+pub mod refresh;
 
 use std::rc::Rc;
 
 pub use self::redis::{
     CommandWriter, RedisConn, RedisError, RedisStats, RedisTarget, Reply, Script, ServerErrorCode,
 };
+pub use self::refresh::{FamilyId, FamilyInfo, RefreshError, RefreshRecord, RefreshStore, Rotated};
 
 /// Key infix of a revoked access token: `{prefix}rev:at:{jti}`.
 pub const ACCESS_KEY_INFIX: &str = "rev:at:";
@@ -73,15 +76,31 @@ pub struct RedisRevocations {
     /// share one Redis.
     prefix: String,
     set_not_before: Script,
+    /// Also read `{prefix}seeded` in the same round trip and answer "cannot
+    /// tell" while it is missing: Redis lost its data and the revocations
+    /// have not been re-seeded from PostgreSQL yet (see `durable`).
+    require_seed_marker: bool,
 }
 
 impl RedisRevocations {
+    /// Like [`RedisRevocations::new`], but every check also requires the
+    /// re-seed marker: what `tokend serve` uses, so that a Redis that lost
+    /// its data answers "cannot tell" (503) until it holds every revocation
+    /// again, never "valid".
+    pub fn with_seed_marker(conn: Rc<RedisConn>, prefix: impl Into<String>) -> RedisRevocations {
+        RedisRevocations {
+            require_seed_marker: true,
+            ..RedisRevocations::new(conn, prefix)
+        }
+    }
+
     /// Revocations under `prefix`, on the core's connection.
     pub fn new(conn: Rc<RedisConn>, prefix: impl Into<String>) -> RedisRevocations {
         RedisRevocations {
             conn,
             prefix: prefix.into(),
             set_not_before: Script::new(SET_NOT_BEFORE_LUA),
+            require_seed_marker: false,
         }
     }
 
@@ -182,10 +201,14 @@ impl RevocationCheck for RedisRevocations {
         let reply = self
             .conn
             .query_with(|w| {
-                w.command(3)
+                let w = w
+                    .command(if self.require_seed_marker { 4 } else { 3 })
                     .arg(b"MGET")
                     .arg_parts(&[p, ACCESS_KEY_INFIX.as_bytes(), jti.as_bytes()])
                     .arg_parts(&[p, NOT_BEFORE_KEY_INFIX.as_bytes(), sub.as_bytes()]);
+                if self.require_seed_marker {
+                    w.arg_parts(&[p, durable::MARKER_SUFFIX.as_bytes()]);
+                }
             })
             .await?;
         decide(&reply, iat)
@@ -204,8 +227,12 @@ impl RevocationCheck for RedisRevocations {
 /// A mark that is not a number cannot be trusted either way: fail closed
 /// (revoked), and log it.
 fn decide(reply: &Reply, iat: u64) -> Result<bool, RedisError> {
-    let [jti_marker, mark] = reply.as_array().ok_or(RedisError::Protocol)? else {
-        return Err(RedisError::Protocol);
+    let (jti_marker, mark) = match reply.as_array().ok_or(RedisError::Protocol)? {
+        [j, m] => (j, m),
+        // The re-seed marker is missing: Redis lost its data; cannot tell.
+        [_, _, seeded] if seeded.is_nil() => return Err(RedisError::Unavailable),
+        [j, m, _] => (j, m),
+        _ => return Err(RedisError::Protocol),
     };
     if !jti_marker.is_nil() {
         return Ok(true);
