@@ -11,3 +11,5 @@ mod server;
 mod cli;
 // Login, discovery, validation, introspection and the user API.
 mod tokens;
+// Refresh, revocation, logout-everywhere, Redis failures, several nodes.
+mod lifecycle;

@@ -1,0 +1,395 @@
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::tokens::{deployment, Deployment, PASSWORD};
+
+fn login_full(d: &Deployment, user: &str) -> (String, String) {
+    let r = d.login(user, PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    (
+        j["access_token"].as_str().unwrap().to_string(),
+        j["refresh_token"]
+            .as_str()
+            .expect("a refresh token")
+            .to_string(),
+    )
+}
+
+fn refresh(d: &Deployment, server: &TestServer, token: &str) -> Response {
+    server.post_form(
+        "/oauth/token",
+        Some(("app", &d.secret)),
+        &[("grant_type", "refresh_token"), ("refresh_token", token)],
+    )
+}
+
+fn validate(server: &TestServer, token: &str) -> u16 {
+    server
+        .get_auth("/validate", &format!("Bearer {token}"))
+        .status
+}
+
+/// A second node of the same deployment: same database, same Redis prefix.
+fn second_node(d: &Deployment) -> TestServer {
+    // Nodes of one deployment share an issuer (set `tokens.issuer` or
+    // `server.public_url` in production); here, the first node's.
+    TestServer::with(Options {
+        env: vec![(
+            "TOKEND_TOKENS_ISSUER".into(),
+            format!("http://{}", d.server.addr),
+        )],
+        db_url: Some(d.db.url.clone()),
+        prefix: Some(d.server.prefix.clone()),
+        ..Options::default()
+    })
+}
+
+#[test]
+fn revoke_access_token_on_every_core_and_on_a_second_node() {
+    let d = deployment(&[]);
+    let node2 = second_node(&d);
+    let (access, _) = login_full(&d, "alice");
+    // Warm the verified caches of several connections (both cores).
+    for _ in 0..8 {
+        assert_eq!(validate(&d.server, &access), 200);
+        assert_eq!(validate(&node2, &access), 200);
+    }
+    let r = d.server.post_form(
+        "/oauth/revoke",
+        Some(("app", &d.secret)),
+        &[("token", &access)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..8 {
+        assert_eq!(validate(&d.server, &access), 401);
+        assert_eq!(validate(&node2, &access), 401);
+    }
+    let r = d.server.post_form(
+        "/oauth/introspect",
+        Some(("app", &d.secret)),
+        &[("token", &access)],
+    );
+    assert_eq!(r.json()["active"], false);
+    // Durable copy in PostgreSQL.
+    let n: i64 =
+        d.db.client()
+            .query_one(
+                "SELECT count(*) FROM revocations WHERE kind = 'access'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+    assert_eq!(n, 1);
+    // RFC 7009 §2.2: garbage, unknown and repeated revocations answer 200.
+    for t in ["garbage", "a.b.c", access.as_str()] {
+        assert_eq!(
+            d.server
+                .post_form("/oauth/revoke", Some(("app", &d.secret)), &[("token", t)])
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        d.server
+            .post_form("/oauth/revoke", None, &[("token", &access)])
+            .status,
+        401
+    );
+}
+
+#[test]
+fn a_client_cannot_revoke_another_clients_token() {
+    let d = deployment(&[]);
+    let r = d.server.post_form(
+        "/oauth/token",
+        Some(("svc", &d.cc_secret)),
+        &[("grant_type", "client_credentials")],
+    );
+    let svc_token = r.json()["access_token"].as_str().unwrap().to_string();
+    let r = d.server.post_form(
+        "/oauth/revoke",
+        Some(("app", &d.secret)),
+        &[("token", &svc_token)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(validate(&d.server, &svc_token), 200);
+}
+
+#[test]
+fn refresh_rotation_and_reuse_revokes_the_family() {
+    let d = deployment(&[]);
+    let node2 = second_node(&d);
+    let (_, rt1) = login_full(&d, "alice");
+    assert!(rt1.starts_with("tokend_rt_"));
+    let r = refresh(&d, &d.server, &rt1);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rt2 = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let access2 = r.json()["access_token"].as_str().unwrap().to_string();
+    assert_ne!(rt1, rt2);
+    assert_eq!(validate(&d.server, &access2), 200);
+    // Rotation is seen by the other node at once: rt2 works there.
+    let r = refresh(&d, &node2, &rt2);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rt3 = r.json()["refresh_token"].as_str().unwrap().to_string();
+    // Presenting rt1 again: theft. The whole family is revoked, rt3 too.
+    let r = refresh(&d, &d.server, &rt1);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    assert_eq!(refresh(&d, &node2, &rt3).status, 400);
+    // Scope may be narrowed, never widened.
+    let (_, rt) = login_full(&d, "alice");
+    let widen = d.server.post_form(
+        "/oauth/token",
+        Some(("app", &d.secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("scope", "read tokend:admin"),
+        ],
+    );
+    assert_eq!(widen.json()["error"], "invalid_scope");
+    let narrow = d.server.post_form(
+        "/oauth/token",
+        Some(("app", &d.secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("scope", "read"),
+        ],
+    );
+    assert_eq!(narrow.status, 200, "{}", narrow.text());
+    assert_eq!(narrow.json()["scope"], "read");
+    // A refresh token is not an access token, and the other way round.
+    assert_eq!(validate(&d.server, &rt), 401);
+    assert_eq!(refresh(&d, &d.server, &access2).status, 400);
+}
+
+#[test]
+fn concurrent_refreshes_of_one_token_exactly_one_wins() {
+    let d = deployment(&[]);
+    let (_, rt) = login_full(&d, "bob");
+    let addr = d.server.addr;
+    let secret = d.secret.clone();
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let (rt, secret) = (rt.clone(), secret.clone());
+            std::thread::spawn(move || {
+                use base64::Engine;
+                let basic = base64::engine::general_purpose::STANDARD.encode(format!("app:{secret}"));
+                let body = format!("grant_type=refresh_token&refresh_token={rt}");
+                let mut c = Conn::new(std::net::TcpStream::connect(addr).unwrap());
+                c.send(format!("POST /oauth/token HTTP/1.1\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+                c.read_response().unwrap().status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 400),
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn logout_all_voids_every_token_of_the_user() {
+    let d = deployment(&[]);
+    let (a1, r1) = login_full(&d, "alice");
+    let (a2, _) = login_full(&d, "alice");
+    let (bob, _) = login_full(&d, "bob");
+    let r = d.server.post_json("/users/me/logout-all", Some(&a1), "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(validate(&d.server, &a1), 401);
+    assert_eq!(validate(&d.server, &a2), 401);
+    assert_eq!(refresh(&d, &d.server, &r1).status, 400);
+    assert_eq!(validate(&d.server, &bob), 200);
+    // A login after the mark (next second) works again.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (a3, _) = login_full(&d, "alice");
+    assert_eq!(validate(&d.server, &a3), 200);
+}
+
+#[test]
+fn password_change_and_admin_disable_end_sessions() {
+    let d = deployment(&[]);
+    let (alice, _) = login_full(&d, "alice");
+    let r = d.server.post_json(
+        "/users/me/password",
+        Some(&alice),
+        &format!(r#"{{"current_password":"wrong one!","new_password":"a brand new password"}}"#),
+    );
+    assert_eq!(r.status, 403);
+    let r = d.server.post_json(
+        "/users/me/password",
+        Some(&alice),
+        &format!(r#"{{"current_password":"{PASSWORD}","new_password":"a brand new password"}}"#),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(validate(&d.server, &alice), 401);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(d.login("alice", PASSWORD).status, 400);
+    assert_eq!(d.login("alice", "a brand new password").status, 200);
+
+    let admin = d.access_token("admin");
+    let (bob, bob_rt) = login_full(&d, "bob");
+    let bob_user = d.access_token("bob");
+    assert_eq!(
+        d.server
+            .post_json("/users/bob/disable", Some(&bob_user), "")
+            .status,
+        403
+    );
+    assert_eq!(
+        d.server
+            .post_json("/users/bob/disable", Some(&admin), "")
+            .status,
+        204
+    );
+    assert_eq!(validate(&d.server, &bob), 401);
+    assert_eq!(refresh(&d, &d.server, &bob_rt).status, 400);
+    assert_eq!(d.login("bob", PASSWORD).status, 400);
+    assert_eq!(
+        d.server
+            .post_json("/users/nobody/disable", Some(&admin), "")
+            .status,
+        404
+    );
+}
+
+/// A private redis-server this test can stop, start and flush.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = PrivateRedis { port, child: None };
+        r.run();
+        r
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        assert!(eventually(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        }));
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn flushall(&self) {
+        let target = tokend::revocation::redis::RedisTarget::parse(&self.url()).unwrap();
+        let mut c =
+            tokend::revocation::blocking::BlockingRedis::connect(&target, Duration::from_secs(2))
+                .unwrap();
+        c.query(&redis::cmd("FLUSHALL")).unwrap();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn redis_down_fails_closed_then_recovers() {
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let d = deployment(&[("TOKEND_REDIS_URL", &url)]);
+    let (access, _) = login_full(&d, "alice");
+    assert_eq!(validate(&d.server, &access), 200);
+    redis.stop();
+    for _ in 0..6 {
+        let r = d.server.get_auth("/validate", &format!("Bearer {access}"));
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.header("retry-after").is_some());
+    }
+    let r = d.server.post_form(
+        "/oauth/introspect",
+        Some(("app", &d.secret)),
+        &[("token", &access)],
+    );
+    assert_eq!(r.status, 503);
+    assert_eq!(d.server.get("/healthz").status, 200);
+    redis.run();
+    // The restarted Redis is empty: the seeder re-seeds it, then validation
+    // recovers by itself.
+    assert!(
+        eventually(Duration::from_secs(10), || validate(&d.server, &access)
+            == 200),
+        "validation did not recover:\n{}",
+        d.server.log()
+    );
+}
+
+#[test]
+fn flushall_does_not_bring_a_revoked_token_back() {
+    let redis = PrivateRedis::start();
+    let url = redis.url();
+    let d = deployment(&[("TOKEND_REDIS_URL", &url)]);
+    let (revoked, _) = login_full(&d, "alice");
+    let (alive, _) = login_full(&d, "bob");
+    assert_eq!(
+        d.server
+            .post_form(
+                "/oauth/revoke",
+                Some(("app", &d.secret)),
+                &[("token", &revoked)]
+            )
+            .status,
+        200
+    );
+    assert_eq!(validate(&d.server, &revoked), 401);
+    redis.flushall();
+    // Never 200 for the revoked token, not even in the window before the
+    // re-seed (503 there), and 401 after it.
+    let mut saw_401 = false;
+    for _ in 0..100 {
+        let s = validate(&d.server, &revoked);
+        assert!(s == 401 || s == 503, "revoked token answered {s}");
+        if s == 401 {
+            saw_401 = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(saw_401, "never re-seeded:\n{}", d.server.log());
+    assert_eq!(validate(&d.server, &alive), 200);
+}
