@@ -222,7 +222,7 @@ fn password_change_and_admin_disable_end_sessions() {
     let r = d.server.post_json(
         "/users/me/password",
         Some(&alice),
-        &format!(r#"{{"current_password":"wrong one!","new_password":"a brand new password"}}"#),
+        r#"{"current_password":"wrong one!","new_password":"a brand new password"}"#,
     );
     assert_eq!(r.status, 403);
     let r = d.server.post_json(
