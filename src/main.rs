@@ -102,6 +102,12 @@ enum ClientCommand {
         /// A public client: no secret (password and refresh_token grants only).
         #[arg(long)]
         public: bool,
+        /// Access-token lifetime for this client (e.g. 5m); default tokens.access_ttl.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        access_ttl: Option<Duration>,
+        /// Refresh-token lifetime for this client (e.g. 7d); default tokens.refresh_ttl.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        refresh_ttl: Option<Duration>,
         /// Print {"client_id": ..., "client_secret": ...} as JSON.
         #[arg(long)]
         json: bool,
@@ -277,6 +283,8 @@ fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
             scopes,
             public,
             json,
+            access_ttl,
+            refresh_ttl,
         } => {
             let grants: Vec<GrantType> = grants
                 .iter()
@@ -286,7 +294,19 @@ fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
                     })
                 })
                 .collect::<anyhow::Result<_>>()?;
-            let (record, secret) = clients::create(&mut db, &id, &grants, &scopes, public)?;
+            for (name, ttl) in [("--access-ttl", access_ttl), ("--refresh-ttl", refresh_ttl)] {
+                if ttl.is_some_and(|t| t.as_secs() == 0 || t.as_secs() > i32::MAX as u64) {
+                    anyhow::bail!("{name} must be between 1s and about 68 years");
+                }
+            }
+            let mut tx = db.transaction()?;
+            let (record, secret) = clients::create(&mut tx, &id, &grants, &scopes, public)?;
+            let secs = |t: Option<Duration>| t.map(|t| t.as_secs() as i32);
+            tx.execute(
+                "UPDATE oauth_clients SET access_ttl_seconds = $2, refresh_ttl_seconds = $3 WHERE client_id = $1",
+                &[&record.client_id, &secs(access_ttl), &secs(refresh_ttl)],
+            )?;
+            tx.commit()?;
             if json {
                 println!(
                     "{}",
@@ -420,6 +440,12 @@ fn control_loop(server: tokend::cores::Server, signals: &mut signal_hook::iterat
     let interval = shared.config.keys.reload_interval;
     let mut next_reload = Instant::now() + interval;
     let mut last_kid_reload: Option<Instant> = None;
+    // systemd's watchdog (WatchdogSec=): ping at half the interval, and only
+    // while every core's loop is alive.
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+        .then(|| Duration::from_micros(watchdog_usec) / 2);
+    let mut next_ping = Instant::now();
     // Re-seeding talks to Redis and PostgreSQL and may wait on either: its
     // own thread, so that signals are always handled at once.
     {
@@ -465,9 +491,22 @@ fn control_loop(server: tokend::cores::Server, signals: &mut signal_hook::iterat
         if now >= next_reload {
             reload("timer");
             shared.prune_revocations();
+            shared.prune_keys();
             next_reload = now + interval;
         }
 
+        if let Some(every) = watchdog {
+            if now >= next_ping {
+                if shared.all_cores_alive(every * 2) {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    tracing::error!(
+                        "a core's event loop is stuck: not feeding the systemd watchdog"
+                    );
+                }
+                next_ping = now + every;
+            }
+        }
         if shared.reload_requested.swap(false, Ordering::Relaxed)
             && last_kid_reload
                 .is_none_or(|t| now.duration_since(t) >= tokend::cores::UNKNOWN_KID_RELOAD_INTERVAL)

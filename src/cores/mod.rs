@@ -133,6 +133,21 @@ pub struct Shared {
     pub public_url: String,
 }
 
+impl Shared {
+    /// True while every core's event loop ticked within `within`: what the
+    /// systemd watchdog is fed on. A stuck core stops the pings, and systemd
+    /// restarts tokend.
+    pub fn all_cores_alive(&self, within: Duration) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.counters
+            .iter()
+            .all(|c| now.saturating_sub(c.heartbeat.get()) <= within.as_secs().max(2))
+    }
+}
+
 /// Least time between two key-set reloads caused by unknown `kid`s: a flood
 /// of garbage tokens must not turn into a flood of PostgreSQL queries.
 pub const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
@@ -177,6 +192,33 @@ impl Shared {
             tracing::warn!("re-seeding Redis failed, will retry: {e}");
             // Reconnect next time: the connection may be what failed.
             *redis = None;
+        }
+    }
+
+    /// Deletes signing keys that stopped signing longer ago than any token
+    /// they signed can live (safe from several nodes at once: the key
+    /// functions take an advisory lock).
+    pub fn prune_keys(&self) {
+        let t = &self.config.tokens;
+        let longest = self
+            .clients
+            .load()
+            .iter()
+            .filter_map(|c| c.access_ttl)
+            .max()
+            .map(Duration::from_secs)
+            .unwrap_or_default()
+            .max(t.access_ttl);
+        match self.pg.get() {
+            Ok(mut c) => match crate::tokens::keys::prune(&mut *c, longest + t.leeway) {
+                Ok(pruned) => {
+                    for kid in pruned {
+                        tracing::info!(kid, "pruned a retired signing key");
+                    }
+                }
+                Err(e) => tracing::warn!("cannot prune signing keys: {e}"),
+            },
+            Err(e) => tracing::warn!("cannot prune signing keys: {e}"),
         }
     }
 
@@ -686,6 +728,8 @@ async fn date_ticker(core: Rc<Core>) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        // Proof of life for the watchdog: this runs only if the loop turns.
+        core.counters.heartbeat.set(now.as_secs());
         let to_next = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
         monoio::time::sleep(to_next + Duration::from_millis(1)).await;
     }
