@@ -16,6 +16,7 @@
 //!   connection.
 //! - [`identity`]: users, clients and passwords; PostgreSQL and argon2, run on
 //!   the blocking pool only.
+//! - [`metrics`]: Prometheus text rendering of the per-core counters.
 //! - [`store`]: the blocking pool, the PostgreSQL pool, the migrations runner.
 
 pub mod config;
@@ -23,6 +24,7 @@ pub mod cores;
 pub mod handlers;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod net;
 pub mod revocation;
 pub mod router;

@@ -59,6 +59,10 @@ pub struct CoreCounters {
     /// the systemd watchdog is fed only while every core's is recent.
     pub heartbeat: Counter,
     pub verified_cache_hits: Counter,
+    /// Latency histograms of validate, introspect and token.
+    pub latency: crate::metrics::RequestLatency,
+    /// The core's Redis connection counters, published once a second.
+    pub redis: crate::metrics::RedisCounters,
     pub verified_cache_misses: Counter,
 }
 

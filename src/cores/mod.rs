@@ -131,6 +131,11 @@ pub struct Shared {
     pub issuer: String,
     /// Base URL of this deployment, for discovery documents.
     pub public_url: String,
+    /// Time of each login verification on the blocking pool (argon2id,
+    /// plus the user lookup).
+    pub argon2: Arc<crate::metrics::SharedHistogram>,
+    /// The driver the cores run: "epoll" or "io_uring".
+    pub driver: &'static str,
 }
 
 impl Shared {
@@ -482,6 +487,12 @@ impl Server {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{addr}"),
         };
+        let driver = match config.server.driver {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+            Driver::Auto if monoio::utils::detect_uring() => "io_uring",
+            Driver::Auto => "epoll",
+        };
         let issuer = config
             .tokens
             .issuer
@@ -505,6 +516,8 @@ impl Server {
             reload_requested: AtomicBool::new(false),
             issuer,
             public_url,
+            argon2: Arc::new(crate::metrics::SharedHistogram::default()),
+            driver,
         });
 
         // Make sure Redis holds every revocation before the first
@@ -730,6 +743,7 @@ async fn date_ticker(core: Rc<Core>) {
             .unwrap_or_default();
         // Proof of life for the watchdog: this runs only if the loop turns.
         core.counters.heartbeat.set(now.as_secs());
+        core.counters.redis.publish(&core.redis.stats());
         let to_next = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
         monoio::time::sleep(to_next + Duration::from_millis(1)).await;
     }

@@ -7,6 +7,7 @@
 pub mod client_auth;
 pub mod health;
 pub mod introspect;
+pub mod metrics;
 pub mod oauth;
 pub mod refresh;
 pub mod revoke;
@@ -42,8 +43,11 @@ pub async fn handle(
     };
     let (slot, status) = match router::route(req.method, req.path) {
         Routed::Found(route, param) => {
+            let timed = matches!(route, Route::Validate | Route::Introspect | Route::Token);
+            let start = timed.then(std::time::Instant::now);
             let status = match route {
                 Route::Healthz => health::healthz(&ctx, out),
+                Route::Metrics => metrics::metrics(core, &ctx, out),
                 Route::Readyz => health::readyz(core, &ctx, out).await,
                 Route::Validate => validate::validate(core, req, &ctx, out).await,
                 Route::Token => token::token(core, req, peer, &ctx, out).await,
@@ -56,8 +60,10 @@ pub async fn handle(
                 Route::UsersMePassword => users::change_password(core, req, &ctx, out).await,
                 Route::UsersMeLogoutAll => users::logout_all(core, req, &ctx, out).await,
                 Route::UserDisable => users::disable(core, req, param, &ctx, out).await,
-                _ => not_found(&ctx, out),
             };
+            if let Some(start) = start {
+                core.counters.latency.observe(route, start.elapsed());
+            }
             (route as usize, status)
         }
         Routed::MethodNotAllowed(allow) => (OTHER_SLOT, method_not_allowed(&ctx, allow, out)),

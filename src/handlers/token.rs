@@ -160,12 +160,17 @@ async fn password_grant(
     let pg = core.shared.pg.clone();
     let hasher = core.shared.hasher.clone();
     let (u, p) = (username.to_owned(), password.to_owned());
+    let argon2 = core.shared.argon2.clone();
     let outcome = core
         .shared
         .pool
         .run(move || -> Result<LoginOutcome, String> {
             let mut conn = pg.get().map_err(|e| e.to_string())?;
-            crate::identity::users::login(&mut *conn, &hasher, &u, &p).map_err(|e| e.to_string())
+            let start = std::time::Instant::now();
+            let r = crate::identity::users::login(&mut *conn, &hasher, &u, &p)
+                .map_err(|e| e.to_string());
+            argon2.observe(start.elapsed());
+            r
         })
         .await;
     let user = match outcome {

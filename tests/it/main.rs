@@ -13,3 +13,5 @@ mod cli;
 mod tokens;
 // Refresh, revocation, logout-everywhere, Redis failures, several nodes.
 mod lifecycle;
+// Operations: the systemd unit, install.sh, the example configuration.
+mod ops;

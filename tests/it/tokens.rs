@@ -589,3 +589,49 @@ fn healthz_keeps_answering_while_logins_are_in_flight() {
         );
     }
 }
+
+#[test]
+fn metrics_sum_every_core_in_prometheus_text_format() {
+    let d = deployment(&[]);
+    let token = d.access_token("alice");
+    for _ in 0..10 {
+        assert_eq!(
+            d.server
+                .get_auth("/validate", &format!("Bearer {token}"))
+                .status,
+            200
+        );
+    }
+    let r = d.server.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = r.text();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(r#"tokend_requests_total{route="validate",status_class="2xx"}"#),
+        10.0
+    );
+    assert_eq!(
+        value(r#"tokend_requests_total{route="token",status_class="2xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        value("tokend_request_duration_seconds_count{route=\"validate\"}"),
+        10.0
+    );
+    assert!(value("tokend_verified_cache_hits_total") >= 8.0);
+    assert!(text.contains("tokend_build_info{"));
+    assert!(!text.contains(&token), "a token leaked into the metrics");
+}
