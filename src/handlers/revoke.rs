@@ -61,7 +61,7 @@ async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
         return Ok(());
     }
     let pg = core.shared.pg.clone();
-    let (jti, exp) = (v.jti.clone(), v.exp);
+    let (jti, exp) = (v.jti.clone(), v.exp + core.expect.leeway());
     let durable = core
         .shared
         .pool
@@ -82,7 +82,8 @@ async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
         Err(_) => return Err(OAuthError::TemporarilyUnavailable("server busy")),
     }
     core.revocations
-        .revoke_access(&v.jti, v.exp.saturating_sub(now).max(1))
+        // Until the token would be refused anyway: its exp plus the leeway.
+        .revoke_access(&v.jti, (v.exp + core.expect.leeway()).saturating_sub(now).max(1))
         .await
         .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable"))
 }
