@@ -83,7 +83,10 @@ async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
     }
     core.revocations
         // Until the token would be refused anyway: its exp plus the leeway.
-        .revoke_access(&v.jti, (v.exp + core.expect.leeway()).saturating_sub(now).max(1))
+        .revoke_access(
+            &v.jti,
+            (v.exp + core.expect.leeway()).saturating_sub(now).max(1),
+        )
         .await
         .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable"))
 }
