@@ -1,0 +1,141 @@
+-- Shared helpers of the tokend wrk/wrk2 scripts (plain Lua 5.1 / LuaJIT, no
+-- modules). Loaded with dofile() from the script's own directory, so the
+-- scripts run from any working directory:
+--   wrk -t1 -c64 -d10s -s bench/validate.lua http://127.0.0.1:8080
+-- Input files (written by bench/run.sh; each overridable by an env variable):
+--   TOKEND_BENCH_TOKENS   access tokens, one a line   (bench/results/tokens.txt)
+--   TOKEND_BENCH_REFRESH  refresh tokens, one a line  (bench/results/refresh.txt)
+--   TOKEND_BENCH_USERS    "username password" lines   (bench/results/users.txt)
+--   TOKEND_BENCH_CLIENT   client_id, then client_secret on the next line
+--                                                     (bench/results/client.txt)
+--   TOKEND_BENCH_THREADS  the -t given to wrk, for scripts that split a pool
+--                         of single-use refresh tokens between threads (1)
+local M = {}
+
+M.dir = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+
+function M.path(env, default)
+  local p = os.getenv(env)
+  if p and p ~= "" then return p end
+  return M.dir .. "results/" .. default
+end
+
+function M.read_lines(path)
+  local f, err = io.open(path, "r")
+  if not f then error("cannot open " .. path .. ": " .. tostring(err)) end
+  local lines = {}
+  for line in f:lines() do
+    line = line:gsub("%s+$", "")
+    if line ~= "" then lines[#lines + 1] = line end
+  end
+  f:close()
+  if #lines == 0 then error(path .. " is empty") end
+  return lines
+end
+
+local b64chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+function M.base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local c1 = math.floor(n / 262144) % 64
+    local c2 = math.floor(n / 4096) % 64
+    local c3 = math.floor(n / 64) % 64
+    local c4 = n % 64
+    out[#out + 1] = b64chars:sub(c1 + 1, c1 + 1) .. b64chars:sub(c2 + 1, c2 + 1)
+      .. (b and b64chars:sub(c3 + 1, c3 + 1) or "=")
+      .. (c and b64chars:sub(c4 + 1, c4 + 1) or "=")
+  end
+  return table.concat(out)
+end
+
+-- application/x-www-form-urlencoded value
+function M.urlencode(s)
+  return (s:gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end))
+end
+
+-- "Basic …" for the client in client.txt (RFC 6749 §2.3.1: id and secret
+-- are form-encoded before base64).
+function M.client_basic()
+  local c = M.read_lines(M.path("TOKEND_BENCH_CLIENT", "client.txt"))
+  if not c[2] then error("client.txt needs two lines: client_id and client_secret") end
+  return "Basic " .. M.base64(M.urlencode(c[1]) .. ":" .. M.urlencode(c[2]))
+end
+
+function M.form_post(path, basic, body)
+  return wrk.format("POST", path, {
+    ["Authorization"] = basic,
+    ["Content-Type"] = "application/x-www-form-urlencoded",
+  }, body)
+end
+
+-- A FIFO of single-use refresh tokens, split between wrk threads so no two
+-- threads ever hold the same token. Each token is taken once; every new
+-- refresh_token seen in a response body is queued. done() writes the unused
+-- ones back to the pool file (M.save_pool), so the next run starts from
+-- tokens that were never presented.
+function M.pool_init(id)
+  local threads = tonumber(os.getenv("TOKEND_BENCH_THREADS") or "1") or 1
+  id = id or 0
+  if id >= threads then
+    error("wrk runs more threads than TOKEND_BENCH_THREADS=" .. threads ..
+          "; set it to wrk's -t so the refresh-token pool is split without overlap")
+  end
+  local all = M.read_lines(M.path("TOKEND_BENCH_REFRESH", "refresh.txt"))
+  local q = {}
+  for i = 1, #all do
+    if (i - 1) % threads == id then q[#q + 1] = all[i] end
+  end
+  pool, pool_head, pool_tail = q, 1, #q + 1  -- globals: read by done()
+  starved = 0
+end
+
+function M.pool_take()
+  if pool_head >= pool_tail then return nil end
+  local t = pool[pool_head]
+  pool[pool_head] = nil
+  pool_head = pool_head + 1
+  return t
+end
+
+function M.pool_feed(body)
+  if body then
+    local t = body:match('"refresh_token"%s*:%s*"([^"]+)"')
+    if t then
+      pool[pool_tail] = t
+      pool_tail = pool_tail + 1
+    end
+  end
+end
+
+-- Runs in done(): collects each thread's unused tokens and rewrites the pool
+-- file (atomically, through a temporary file).
+function M.save_pool(threads)
+  local path = M.path("TOKEND_BENCH_REFRESH", "refresh.txt")
+  local tmp = path .. ".tmp"
+  local f = assert(io.open(tmp, "w"))
+  local kept, starved_total = 0, 0
+  for _, t in ipairs(threads) do
+    local q, h, tail = t:get("pool"), t:get("pool_head"), t:get("pool_tail")
+    starved_total = starved_total + (t:get("starved") or 0)
+    if q and h and tail then
+      for i = h, tail - 1 do
+        if q[i] then f:write(q[i], "\n"); kept = kept + 1 end
+      end
+    end
+  end
+  f:close()
+  assert(os.rename(tmp, path))
+  io.stderr:write(string.format("refresh pool: %d unused tokens kept in %s; %d requests found the pool empty\n",
+    kept, path, starved_total))
+end
+
+-- setup() for every script: numbers the threads, remembers them for done().
+M.threads = {}
+function M.setup(thread)
+  thread:set("id", #M.threads)
+  M.threads[#M.threads + 1] = thread
+end
+
+return M

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# tokend's benchmark suite, one command:   bench/run.sh
+#
+# Builds tokend and the may_minihttp ceiling (bench/baseline) in release mode,
+# starts PostgreSQL and Redis (scripts/services.sh), creates a throw-away
+# database tokend_bench_<random> and Redis prefix tokend:bench:<random>:
+# (both removed at exit), 1,000 users, a client and their tokens, then
+# measures with tokend pinned to CPU 0 (one worker core) and wrk pinned to
+# CPU 1:
+#   - full speed, RUNS runs per scenario, interleaved (median, min, max):
+#     baseline and baseline_p16 (the ceiling), healthz, validate,
+#     validate_p16 (16 requests pipelined), introspect, refresh, login, mixed;
+#   - argon2id's single-thread rate (sequential logins, one pool thread);
+#   - constant rate at RATES req/s: wrk2 (validate and mixed) when installed,
+#     otherwise oha -q RATE --latency-correction (validate only, one token);
+#   - tokend's resident memory after the runs.
+# Writes bench/results/latest.json and bench/results/summary.md.
+#
+# Env: DURATION (10s), RUNS (3), CONNECTIONS (64), RATES ("5000 10000 20000
+# 40000"), PORT (18080), BASELINE_PORT (18090), SERVER_CPU (0), CLIENT_CPU (1).
+# Needs: wrk (apt-get install wrk), python3, psql, redis-cli, taskset, curl;
+# oha is installed with `cargo install oha --locked` when neither wrk2 nor oha
+# is present (a few minutes, once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-10s}"; RUNS="${RUNS:-3}"; CONNECTIONS="${CONNECTIONS:-64}"
+RATES="${RATES-5000 10000 20000 40000}"   # RATES= (empty) skips them
+PORT="${PORT:-18080}"; BASELINE_PORT="${BASELINE_PORT:-18090}"
+SERVER_CPU="${SERVER_CPU:-0}"; CLIENT_CPU="${CLIENT_CPU:-1}"
+RES=bench/results; RAW=$RES/raw
+URL="http://127.0.0.1:$PORT"; BASE_URL="http://127.0.0.1:$BASELINE_PORT"
+START=$SECONDS
+
+say() { printf '[bench %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+for tool in wrk python3 psql redis-cli taskset curl cargo; do
+  command -v "$tool" >/dev/null || die "$tool is missing (wrk: apt-get install wrk)"
+done
+
+# ------------------------------------------------------------------ build
+say "release builds (tokend, then the may_minihttp baseline)"
+cargo build --release -q
+(cd bench/baseline && cargo build --release -q)
+BIN=$PWD/target/release/tokend
+BASELINE_BIN=$PWD/bench/baseline/target/release/tokend-baseline
+
+RATE_TOOL=none
+if [ -z "$RATES" ]; then
+  :
+elif command -v wrk2 >/dev/null; then
+  RATE_TOOL=wrk2
+else
+  command -v oha >/dev/null || [ -x "$HOME/.cargo/bin/oha" ] || {
+    say "neither wrk2 nor oha found: cargo install oha --locked (takes a few minutes, once)"
+    cargo install oha --locked -q
+  }
+  RATE_TOOL=oha
+  command -v oha >/dev/null || PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+scripts/services.sh
+
+# ------------------------------------------------------------------ state
+ID=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
+DB=tokend_bench_$ID
+PREFIX="tokend:bench:$ID:"
+pg() { env -u PGHOST -u PGUSER -u PGDATABASE -u PGPASSWORD psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres "$@"; }
+
+unset TOKEND_CONFIG
+export TOKEND_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
+export TOKEND_REDIS_PREFIX="$PREFIX"
+TOKEND_KEYS_KEK=$(head -c 32 /dev/urandom | base64)
+export TOKEND_KEYS_KEK
+export TOKEND_SERVER_LOG_LEVEL=warn
+export TOKEND_SERVER_LISTEN="127.0.0.1:$PORT"
+export TOKEND_SERVER_PUBLIC_URL="$URL"
+# Long enough that no access token expires during the run.
+export TOKEND_TOKENS_ACCESS_TTL=2h
+
+PIDS=()
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  pg -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" 2>/dev/null || true
+  redis-cli --scan --pattern "${PREFIX}*" | xargs -r -n 500 redis-cli DEL >/dev/null 2>&1 || true
+  # Secrets and single-use material: never left behind.
+  rm -f "$RES/client.txt" "$RES/users.txt" "$RES/tokens.txt" "$RES/refresh.txt" "$RES/refresh.txt.tmp"
+  say "cleaned up database $DB and Redis prefix $PREFIX (exit $rc)"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$RAW"
+rm -f "$RAW"/*
+pg -d postgres -c "CREATE DATABASE $DB"
+"$BIN" migrate >/dev/null
+
+# 1,000 users sharing ONE password: argon2id hashes it once (tokend user add
+# for bench0001), and its PHC string is copied into the other 999 rows with
+# one INSERT … SELECT. Every login still runs a full argon2id verify.
+PASSWORD="bench-$ID-password"
+printf '%s\n' "$PASSWORD" | "$BIN" user add bench0001 --scope read >/dev/null
+pg -d "$DB" -c "INSERT INTO users (username, password_hash, scopes)
+  SELECT 'bench' || lpad(g::text, 4, '0'), u.password_hash, u.scopes
+  FROM users u CROSS JOIN generate_series(2, 1000) g WHERE u.username = 'bench0001'"
+for i in $(seq -w 1 1000); do printf 'bench%04d %s\n' "$((10#$i))" "$PASSWORD"; done >"$RES/users.txt"
+"$BIN" client add bench --grant password --grant refresh_token --scope read --json |
+  python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["client_id"]); print(c["client_secret"])' >"$RES/client.txt"
+chmod 600 "$RES/client.txt" "$RES/users.txt"
+
+SERVER_PID=
+start_tokend() { # extra env assignments...
+  env "$@" "$BIN" serve 2>>"$RAW/tokend.log" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  for _ in $(seq 100); do curl -sf "$URL/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
+  die "tokend did not start; see $RAW/tokend.log"
+}
+stop_tokend() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; }
+
+# Tokens: every user logs in once (a tokend on both CPUs, to be quick).
+say "logging 1,000 users in"
+start_tokend
+python3 bench/prepare.py tokens "$URL" "$RES" 8
+stop_tokend
+
+# argon2id single-thread rate: one blocking-pool thread, sequential logins.
+say "argon2id single-thread rate"
+start_tokend TOKEND_SERVER_CORES=1 TOKEND_LIMITS_BLOCKING_THREADS=1 taskset -c "$SERVER_CPU"
+ARGON2=$(python3 bench/prepare.py argon2 "$URL" "$RES" 40)
+stop_tokend
+say "argon2: $ARGON2"
+
+# The measured servers: both pinned to SERVER_CPU (an idle one costs nothing).
+start_tokend TOKEND_SERVER_CORES=1 taskset -c "$SERVER_CPU"
+TOKEND_PID=$SERVER_PID
+BLOCKING_THREADS=$(nproc)   # limits.blocking_threads default: number of cores
+BASELINE_WORKERS=1 taskset -c "$SERVER_CPU" "$BASELINE_BIN" "127.0.0.1:$BASELINE_PORT" 2>"$RAW/baseline.log" &
+PIDS+=("$!")
+for _ in $(seq 100); do curl -sf "$BASE_URL/" >/dev/null 2>&1 && break; sleep 0.1; done
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+# name | url | script | script args
+SCENARIOS=(
+  "baseline|$BASE_URL|healthz.lua|"
+  "baseline_p16|$BASE_URL|healthz.lua|16"
+  "healthz|$URL|healthz.lua|"
+  "validate|$URL|validate.lua|"
+  "validate_p16|$URL|validate.lua|16"
+  "introspect|$URL|introspect.lua|"
+  "refresh|$URL|refresh.lua|"
+  "login|$URL|login.lua|"
+  "mixed|$URL|mixed.lua|"
+)
+export TOKEND_BENCH_THREADS=1
+: >"$RAW/index.tsv"
+for run in $(seq "$RUNS"); do
+  for s in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name url script args <<<"$s"
+    out="$RAW/full.$name.$run.txt"
+    # shellcheck disable=SC2086
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "bench/$script" "$url" ${args:+-- $args} >"$out" 2>&1 ||
+      say "wrk failed for $name (see $out)"
+    printf 'full\t%s\t%s\t%s\n' "$name" "$run" "$out" >>"$RAW/index.tsv"
+    say "run $run/$RUNS $name: $(awk '/Requests\/sec/ {print $2}' "$out") req/s$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$out" | sed 's/^/, /')"
+  done
+done
+
+# Constant rate.
+NOTES=()
+if [ "$RATE_TOOL" = none ]; then
+  NOTES+=("RATES is empty: no constant-rate runs.")
+elif [ "$RATE_TOOL" = wrk2 ]; then
+  for scenario in validate mixed; do
+    for rate in $RATES; do
+      out="$RAW/rate.$scenario.$rate.txt"
+      taskset -c "$CLIENT_CPU" wrk2 -t1 -c"$CONNECTIONS" -d"$DURATION" -R"$rate" --latency -s "bench/$scenario.lua" "$URL" >"$out" 2>&1 || true
+      printf 'rate-wrk2\t%s\t%s\t%s\n' "$scenario" "$rate" "$out" >>"$RAW/index.tsv"
+      say "wrk2 $scenario @ $rate/s done"
+    done
+  done
+else
+  TOKEN=$(head -n1 "$RES/tokens.txt")
+  for rate in $RATES; do
+    out="$RAW/rate.validate.$rate.json"
+    taskset -c "$CLIENT_CPU" oha --no-tui --output-format json -z "$DURATION" -w -c "$CONNECTIONS" -q "$rate" --latency-correction \
+      -H "Authorization: Bearer $TOKEN" "$URL/validate" >"$out" 2>"$out.err" || true
+    printf 'rate-oha\t%s\t%s\t%s\n' validate "$rate" "$out" >>"$RAW/index.tsv"
+    say "oha validate @ $rate/s done"
+  done
+  NOTES+=("wrk2 is not installed: constant-rate runs use oha -q RATE --latency-correction, for validate only (oha sends one fixed request, so every request carries the same token, and it cannot run the mixed script).")
+fi
+
+# Memory after the runs.
+VMRSS=$(awk '/^VmRSS/ {print $2}' "/proc/$TOKEND_PID/status")
+VMHWM=$(awk '/^VmHWM/ {print $2}' "/proc/$TOKEND_PID/status")
+say "tokend VmRSS ${VMRSS} KiB (peak ${VMHWM} KiB)"
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+NOTES+=("Load average (1, 5, 15 min) before the measurements: $LOAD_BEFORE; after: $LOAD_AFTER. With nproc 2 and both CPUs in use by the benchmark, a load well above 2 means other work shared the CPUs and the figures are low and noisy.")
+NOTES+=("All 1,000 users share one password (hashed once, its PHC string copied), so user creation is fast; every login still runs a full argon2id verify.")
+NOTES+=("Access tokens live 2h in this run (TOKENS_ACCESS_TTL) so none expires mid-run; everything else is tokend's default configuration.")
+ARGON2_RATE=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["hashes_per_second"]))' "$ARGON2")
+NOTES+=("mixed at full speed is bound by its 1% of logins: one CPU verifies ~$ARGON2_RATE argon2id hashes/s, so the mix cannot go much above 100 × that, and connections waiting on a login stall.")
+NOTES+=("Not yet measured: the login storm (validate p99 at a constant 20k/s while logins fill the blocking pool), RSS with 10,000 open connections, profiles, and the PNG chart.")
+
+export ARGON2 VMRSS VMHWM DURATION RUNS CONNECTIONS SERVER_CPU CLIENT_CPU BLOCKING_THREADS RATE_TOOL
+export CMD="DURATION=$DURATION RUNS=$RUNS bench/run.sh"
+printf '%s\n' "${NOTES[@]}" >"$RAW/notes.txt"
+python3 - "$RAW/meta.json" <<'PY'
+import json, os, platform, subprocess, sys, datetime
+e = os.environ
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+notes = [l.rstrip("\n") for l in open(os.path.join(os.path.dirname(sys.argv[1]), "notes.txt")) if l.strip()]
+meta = {
+    "generated_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "command": e["CMD"],
+    "machine": {"nproc": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release()},
+    "settings": {
+        "duration": e["DURATION"], "runs": int(e["RUNS"]), "connections": int(e["CONNECTIONS"]),
+        "server_cpu": e["SERVER_CPU"], "client_cpu": e["CLIENT_CPU"], "tokend_worker_cores": 1,
+        "blocking_threads": int(e["BLOCKING_THREADS"]), "login_pool_usable_cores": 1,
+        "rate_tool": e["RATE_TOOL"], "wrk": "wrk -t1 --latency",
+    },
+    "argon2": json.loads(e["ARGON2"]),
+    "memory": {"vmrss_kib": int(e["VMRSS"]), "vmhwm_kib": int(e["VMHWM"])},
+    "notes": notes,
+}
+json.dump(meta, open(sys.argv[1], "w"), indent=2)
+PY
+python3 bench/prepare.py report "$RES"
+say "done in $((SECONDS - START))s: $RES/latest.json, $RES/summary.md"

@@ -1,0 +1,33 @@
+-- GET /validate with the bearer tokens of the benchmark users, spread evenly
+-- (round robin; each wrk thread starts at a different offset).
+--   TOKEND_BENCH_TOKENS=bench/results/tokens.txt \
+--   wrk -t1 -c64 -d10s -s bench/validate.lua http://127.0.0.1:8080 [-- 16]
+-- The optional argument is the pipelining depth: that many requests (with
+-- consecutive tokens) are written at once per connection. Runs unchanged
+-- under wrk2 (add -R RATE).
+local B = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
+local reqs, n, i = {}, 0, 0
+
+function setup(thread) B.setup(thread) end
+
+function init(args)
+  local depth = tonumber(args[1] or "1") or 1
+  local tokens = B.read_lines(B.path("TOKEND_BENCH_TOKENS", "tokens.txt"))
+  local one = {}
+  for k, t in ipairs(tokens) do
+    one[k] = wrk.format("GET", "/validate", { ["Authorization"] = "Bearer " .. t })
+  end
+  -- Precomputed: request() only indexes a table, so wrk spends its time on I/O.
+  n = #one
+  for k = 1, n do
+    local parts = {}
+    for d = 0, depth - 1 do parts[#parts + 1] = one[((k - 1 + d) % n) + 1] end
+    reqs[k] = table.concat(parts)
+  end
+  i = ((id or 0) * 7919) % n
+end
+
+function request()
+  i = i % n + 1
+  return reqs[i]
+end
