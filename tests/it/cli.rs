@@ -111,7 +111,9 @@ fn serve_refuses_an_unreachable_database() {
 fn migrate_from_two_nodes_at_once() {
     let name = format!("tokend_t_{}", random_suffix());
     let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
     let url = format!("{}/{}", admin_url().rsplit_once('/').unwrap().0, name);
     let spawn = || {
         tokend()
@@ -126,12 +128,20 @@ fn migrate_from_two_nodes_at_once() {
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let counts = postgres::Client::connect(&url, postgres::NoTls).and_then(|mut c| {
-        let m: i64 = c.query_one("SELECT count(*) FROM tokend_schema_migrations", &[])?.get(0);
-        let k: i64 = c.query_one("SELECT count(*) FROM signing_keys", &[])?.get(0);
+        let m: i64 = c
+            .query_one("SELECT count(*) FROM tokend_schema_migrations", &[])?
+            .get(0);
+        let k: i64 = c
+            .query_one("SELECT count(*) FROM signing_keys", &[])?
+            .get(0);
         Ok((m, k))
     });
     let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
-    assert_eq!(counts.unwrap(), (1, 1), "one migration row and one signing key");
+    assert_eq!(
+        counts.unwrap(),
+        (1, 1),
+        "one migration row and one signing key"
+    );
 }
