@@ -393,3 +393,61 @@ fn flushall_does_not_bring_a_revoked_token_back() {
     assert!(saw_401, "never re-seeded:\n{}", d.server.log());
     assert_eq!(validate(&d.server, &alive), 200);
 }
+
+#[test]
+fn key_rotation_across_two_nodes_rejects_no_token() {
+    let env = [("TOKEND_KEYS_RELOAD_INTERVAL", "500ms")];
+    let d = deployment(&env);
+    let node2 = TestServer::with(Options {
+        env: vec![
+            (
+                "TOKEND_TOKENS_ISSUER".into(),
+                format!("http://{}", d.server.addr),
+            ),
+            ("TOKEND_KEYS_RELOAD_INTERVAL".into(), "500ms".into()),
+        ],
+        db_url: Some(d.db.url.clone()),
+        prefix: Some(d.server.prefix.clone()),
+        ..Options::default()
+    });
+    let kid_of = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    let first = d.access_token("alice");
+    // Rotate with a short publish-ahead: the new key is in the JWKS at once
+    // and signs 2 s later; both nodes reload every 500 ms.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["keys", "rotate"])
+        .env("TOKEND_DATABASE_URL", &d.db.url)
+        .env("TOKEND_KEYS_KEK", test_kek())
+        .env("TOKEND_KEYS_PUBLISH_AHEAD", "2s")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut kids = std::collections::BTreeSet::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        // Issued by node 1, validated by node 2 and node 1 at once.
+        let t = d.access_token("alice");
+        kids.insert(kid_of(&t));
+        assert_eq!(
+            validate(&node2, &t),
+            200,
+            "node 2 refused a token signed by {}",
+            kid_of(&t)
+        );
+        assert_eq!(validate(&d.server, &t), 200);
+        assert_eq!(
+            validate(&node2, &first),
+            200,
+            "the old key stopped verifying"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(kids.len(), 2, "the new key never started signing: {kids:?}");
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&node2.get("/.well-known/jwks.json").body).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+}
