@@ -185,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, cli.config.as_deref()),
         Command::User(cmd) => user_command(&config, cmd),
         Command::Client(cmd) => client_command(&config, cmd),
         Command::Keys(cmd) => keys_command(&config, cmd),
@@ -397,23 +397,57 @@ fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
+/// Handle to change the log filter at run time (SIGHUP).
+type LogHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Logs to standard error (journald), text or JSON; the level comes from
+/// `RUST_LOG` when set, else `server.log_level`.
+fn init_logging(config: &Config) -> Option<LogHandle> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(&config.server.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if config.server.log_format == "json" {
-        builder.json().try_init()
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if config.server.log_format == "json" {
+        registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .try_init()
     } else {
-        builder.with_ansi(false).try_init()
+        registry
+            .with(fmt::layer().with_ansi(false).with_writer(std::io::stderr))
+            .try_init()
     };
+    result.ok().map(|_| handle)
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// On SIGHUP: re-reads the configuration file for `server.log_level`
+/// (unless `RUST_LOG` rules). Other settings need a restart.
+fn reload_log_level(path: Option<&std::path::Path>, handle: Option<&LogHandle>) {
+    let Some(handle) = handle else { return };
+    if std::env::var_os("RUST_LOG").is_some() {
+        return;
+    }
+    match Config::load(path, std::env::vars()) {
+        Ok(c) => {
+            let level = c.server.log_level.clone();
+            if handle
+                .modify(|f| *f = tracing_subscriber::EnvFilter::new(&level))
+                .is_ok()
+            {
+                tracing::info!(level, "log level reloaded");
+            }
+        }
+        Err(e) => {
+            tracing::error!("SIGHUP: the configuration no longer loads, keeping the log level: {e}")
+        }
+    }
+}
+
+fn serve(config: Config, config_path: Option<&std::path::Path>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    init_logging(&config);
+    let log_handle = init_logging(&config);
     tracing::info!(
         "effective configuration (secrets redacted):\n{}",
         config.redacted_toml()
@@ -425,14 +459,19 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let cores = server.shared().counters.len();
     tracing::info!(driver = ?driver, cores, "tokend listening on http://{}", server.addr);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    control_loop(server, &mut signals);
+    control_loop(server, &mut signals, config_path, log_handle.as_ref());
     Ok(())
 }
 
 /// The control thread: signals, and key-set / client reloads — on a timer,
 /// on SIGHUP, and (rate-limited) when a core met an unknown `kid`. All of it
 /// off the cores.
-fn control_loop(server: tokend::cores::Server, signals: &mut signal_hook::iterator::Signals) {
+fn control_loop(
+    server: tokend::cores::Server,
+    signals: &mut signal_hook::iterator::Signals,
+    config_path: Option<&std::path::Path>,
+    log_handle: Option<&LogHandle>,
+) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use std::sync::atomic::Ordering;
     use std::time::Instant;
@@ -480,7 +519,8 @@ fn control_loop(server: tokend::cores::Server, signals: &mut signal_hook::iterat
                 }
                 SIGHUP => {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                    tracing::info!("SIGHUP: reloading keys and clients");
+                    tracing::info!("SIGHUP: reloading keys, clients and the log level");
+                    reload_log_level(config_path, log_handle);
                     reload("SIGHUP");
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 }

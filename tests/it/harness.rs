@@ -232,7 +232,6 @@ impl TestServer {
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
             .env("TOKEND_SERVER_LISTEN", "127.0.0.1:0")
             .env("TOKEND_SERVER_CORES", opts.cores.to_string())
             .env("TOKEND_DATABASE_URL", &db_url)

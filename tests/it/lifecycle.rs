@@ -451,3 +451,51 @@ fn key_rotation_across_two_nodes_rejects_no_token() {
         serde_json::from_slice(&node2.get("/.well-known/jwks.json").body).unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn sighup_reloads_clients_and_log_level_without_dropping_connections() {
+    let dir = std::env::temp_dir().join(format!("tokend-hup-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokend.toml");
+    std::fs::write(&file, "[server]\nlog_level = \"info\"\n").unwrap();
+    let d = deployment(&[("TOKEND_CONFIG", file.to_str().unwrap())]);
+    let mut kept = d.server.conn();
+    kept.send(b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!(kept.read_response().unwrap().status, 200);
+
+    // A client created after start is unknown until a reload…
+    let (_, secret) = tokend::identity::clients::create(
+        &mut d.db.client(),
+        "late",
+        &[tokend::identity::GrantType::Password],
+        &[],
+        false,
+    )
+    .unwrap();
+    let secret = secret.unwrap();
+    let login = || {
+        d.server.post_form(
+            "/oauth/token",
+            Some(("late", &secret)),
+            &[
+                ("grant_type", "password"),
+                ("username", "bob"),
+                ("password", PASSWORD),
+            ],
+        )
+    };
+    assert_eq!(login().status, 401);
+    std::fs::write(&file, "[server]\nlog_level = \"debug\"\n").unwrap();
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(d.server.pid() as i32, libc::SIGHUP) };
+    // …and known right after SIGHUP.
+    assert!(eventually(Duration::from_secs(5), || login().status == 200));
+    assert!(eventually(Duration::from_secs(2), || d
+        .server
+        .log()
+        .contains("log level reloaded")));
+    // The connection opened before the reload is still served.
+    kept.send(b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!(kept.read_response().unwrap().status, 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
