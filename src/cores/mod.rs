@@ -153,6 +153,10 @@ impl Shared {
     }
 }
 
+/// How long a draining core waits for just-accepted connections to send
+/// their first request (normally one round trip away).
+const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(500);
+
 /// Least time between two key-set reloads caused by unknown `kid`s: a flood
 /// of garbage tokens must not turn into a flood of PostgreSQL queries.
 pub const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
@@ -285,6 +289,10 @@ pub struct Core {
     open: Cell<usize>,
     /// Requests being handled now; shutdown waits for this to reach zero.
     in_flight: Cell<usize>,
+    /// Connections accepted whose first request has not arrived yet: a
+    /// draining core gives them [`FRESH_CONNECTION_GRACE`] to send it, so a
+    /// client that connected just before SIGTERM still gets its answer.
+    fresh: Cell<usize>,
     shutting_down: Cell<bool>,
 }
 
@@ -304,6 +312,14 @@ impl Core {
         let open = self.open.get().saturating_sub(1);
         self.open.set(open);
         self.counters.open_connections.set(open as u64);
+    }
+
+    pub(crate) fn fresh_started(&self) {
+        self.fresh.set(self.fresh.get() + 1);
+    }
+
+    pub(crate) fn fresh_done(&self) {
+        self.fresh.set(self.fresh.get().saturating_sub(1));
     }
 
     pub(crate) fn request_started(&self) {
@@ -688,6 +704,7 @@ async fn core_main(
         redis,
         open: Cell::new(0),
         in_flight: Cell::new(0),
+        fresh: Cell::new(0),
         shutting_down: Cell::new(false),
     });
     monoio::spawn(date_ticker(core.clone()));
@@ -720,7 +737,10 @@ async fn core_main(
     core.shutting_down.set(true);
     drop(listener);
     let deadline = Instant::now() + core.shared.config.server.shutdown_timeout;
-    while core.in_flight.get() > 0 && Instant::now() < deadline {
+    let fresh_deadline = Instant::now() + FRESH_CONNECTION_GRACE;
+    while (core.in_flight.get() > 0 || (core.fresh.get() > 0 && Instant::now() < fresh_deadline))
+        && Instant::now() < deadline
+    {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     if core.in_flight.get() > 0 {

@@ -62,19 +62,37 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// Decrements the core's connection count when a connection task ends,
-/// however it ends.
-struct ConnGuard(Rc<Core>);
+/// however it ends; and keeps the count of connections that have not yet
+/// sent a whole request ("fresh"), which a draining core waits for briefly.
+struct ConnGuard {
+    core: Rc<Core>,
+    fresh: bool,
+}
+
+impl ConnGuard {
+    fn first_request(&mut self) {
+        if self.fresh {
+            self.fresh = false;
+            self.core.fresh_done();
+        }
+    }
+}
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.conn_closed();
+        self.first_request();
+        self.core.conn_closed();
     }
 }
 
 /// Serves one connection until it closes, times out, or breaks the protocol.
 /// The caller has already counted it in the core's open connections.
 pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
-    let _guard = ConnGuard(core.clone());
+    core.fresh_started();
+    let mut guard = ConnGuard {
+        core: core.clone(),
+        fresh: true,
+    };
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
     let limits = core.shared.limits;
@@ -96,6 +114,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
         while consumed < rbuf.len() {
             match http::parse(&rbuf[consumed..], &limits) {
                 Ok(Parsed::Complete(req, len)) => {
+                    guard.first_request();
                     consumed += len;
                     request_started = None;
                     core.request_started();

@@ -499,3 +499,99 @@ fn sighup_reloads_clients_and_log_level_without_dropping_connections() {
     assert_eq!(kept.read_response().unwrap().status, 200);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Sets `net.ipv4.tcp_migrate_req` (Linux 5.14+: connections waiting in a
+/// closing SO_REUSEPORT listener's queue move to another listener of the
+/// group instead of being reset) and puts the old value back on drop.
+struct MigrateReq(Option<String>);
+
+impl MigrateReq {
+    const PATH: &'static str = "/proc/sys/net/ipv4/tcp_migrate_req";
+    fn enable() -> MigrateReq {
+        let old = std::fs::read_to_string(Self::PATH).ok();
+        if old.is_some() && std::fs::write(Self::PATH, "1").is_ok() {
+            MigrateReq(old)
+        } else {
+            MigrateReq(None)
+        }
+    }
+    fn active(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for MigrateReq {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(Self::PATH, old.trim());
+        }
+    }
+}
+
+#[test]
+fn zero_downtime_restart_loses_no_request() {
+    let migrate = MigrateReq::enable();
+    if !migrate.active() {
+        eprintln!(
+            "note: cannot set net.ipv4.tcp_migrate_req (not root or kernel < 5.14); skipping"
+        );
+        return;
+    }
+    let d = deployment(&[]);
+    let mut old = d.server;
+    let addr = old.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counts = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, counts) = (stop.clone(), counts.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // One connection per request, as a load balancer's
+                    // health checks and many clients do.
+                    let ok = std::net::TcpStream::connect(addr)
+                        .ok()
+                        .and_then(|s| {
+                            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                            let mut c = Conn::new(s);
+                            c.send(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+                            c.read_response()
+                        })
+                        .is_some_and(|r| r.status == 200);
+                    let mut c = counts.lock().unwrap();
+                    if ok {
+                        c.0 += 1
+                    } else {
+                        c.1 += 1
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The new process binds the same address (SO_REUSEPORT) while the old
+    // one serves, then the old one drains and exits.
+    let new = TestServer::with(Options {
+        env: vec![("TOKEND_SERVER_LISTEN".into(), addr.to_string())],
+        db_url: Some(d.db.url.clone()),
+        prefix: Some(old.prefix.clone()),
+        ..Options::default()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(old.terminate().success());
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let (ok, failed) = *counts.lock().unwrap();
+    eprintln!("zero-downtime restart: {ok} requests answered, {failed} failed");
+    assert!(ok > 100, "too little load to mean anything: {ok}");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed across the restart",
+        ok + failed
+    );
+    assert_eq!(new.get("/healthz").status, 200);
+}
