@@ -458,9 +458,22 @@ fn serve(config: Config, config_path: Option<&std::path::Path>) -> anyhow::Resul
     let server = tokend::cores::Server::start(config)?;
     let cores = server.shared().counters.len();
     tracing::info!(driver = ?driver, cores, "tokend listening on http://{}", server.addr);
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // READY=1 comes from the control loop, once Redis has answered too.
     control_loop(server, &mut signals, config_path, log_handle.as_ref());
     Ok(())
+}
+
+/// systemd's watchdog interval, as `sd_watchdog_enabled(3)` reads it:
+/// `WATCHDOG_USEC`, and `WATCHDOG_PID` when set must be this process.
+/// (`sd_notify::watchdog_enabled` also insists on `WATCHDOG_PID` being set.)
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 /// The control thread: signals, and key-set / client reloads — on a timer,
@@ -481,10 +494,9 @@ fn control_loop(
     let mut last_kid_reload: Option<Instant> = None;
     // systemd's watchdog (WatchdogSec=): ping at half the interval, and only
     // while every core's loop is alive.
-    let mut watchdog_usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
-        .then(|| Duration::from_micros(watchdog_usec) / 2);
+    let watchdog = watchdog_interval().map(|d| d / 2);
     let mut next_ping = Instant::now();
+    let mut ready_sent = false;
     // Re-seeding talks to Redis and PostgreSQL and may wait on either: its
     // own thread, so that signals are always handled at once.
     {
@@ -494,7 +506,7 @@ fn control_loop(
             .spawn(move || {
                 let mut conn = None;
                 loop {
-                    shared.ensure_seeded(&mut conn);
+                    let _ = shared.ensure_seeded(&mut conn);
                     std::thread::sleep(Duration::from_secs(1));
                 }
             });
@@ -522,12 +534,21 @@ fn control_loop(
                     tracing::info!("SIGHUP: reloading keys, clients and the log level");
                     reload_log_level(config_path, log_handle);
                     reload("SIGHUP");
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                    if ready_sent {
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                    }
                 }
                 _ => {}
             }
         }
         let now = Instant::now();
+        if !ready_sent && shared.redis_ready.load(Ordering::Acquire) {
+            // Every core is serving, PostgreSQL answered at start and Redis
+            // now answers and holds every revocation.
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            tracing::info!("ready");
+            ready_sent = true;
+        }
         if now >= next_reload {
             reload("timer");
             shared.prune_revocations();

@@ -129,6 +129,9 @@ pub struct Shared {
     pub reload_requested: AtomicBool,
     /// `iss` of the tokens this deployment issues.
     pub issuer: String,
+    /// Set once Redis answered and holds every revocation: systemd is told
+    /// READY=1 only then.
+    pub redis_ready: AtomicBool,
     /// Base URL of this deployment, for discovery documents.
     pub public_url: String,
     /// Time of each login verification on the blocking pool (argon2id,
@@ -166,16 +169,21 @@ impl Shared {
     /// missing (first start, or Redis lost its data), re-seeds Redis from
     /// PostgreSQL, then sets the marker. Until then validation answers 503.
     /// Blocking: the control thread calls it about once a second.
-    pub fn ensure_seeded(&self, redis: &mut Option<crate::revocation::blocking::BlockingRedis>) {
+    pub fn ensure_seeded(
+        &self,
+        redis: &mut Option<crate::revocation::blocking::BlockingRedis>,
+    ) -> bool {
         use crate::revocation::blocking::BlockingRedis;
         use crate::revocation::durable;
         if redis.is_none() {
             match BlockingRedis::connect(&self.redis_target, Duration::from_secs(2)) {
                 Ok(r) => *redis = Some(r),
-                Err(_) => return, // Redis down: the cores already fail closed.
+                Err(_) => return false, // Redis down: the cores already fail closed.
             }
         }
-        let Some(conn) = redis.as_mut() else { return };
+        let Some(conn) = redis.as_mut() else {
+            return false;
+        };
         let t = &self.config.tokens;
         let (access, refresh) = (
             t.access_ttl.as_secs() + t.leeway.as_secs(),
@@ -197,10 +205,17 @@ impl Shared {
                 Ok(durable::load_for_reseed(&mut *c, now, access, refresh)?)
             },
         );
-        if let Err(e) = result {
-            tracing::warn!("re-seeding Redis failed, will retry: {e}");
-            // Reconnect next time: the connection may be what failed.
-            *redis = None;
+        match result {
+            Ok(_) => {
+                self.redis_ready.store(true, Ordering::Release);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("re-seeding Redis failed, will retry: {e}");
+                // Reconnect next time: the connection may be what failed.
+                *redis = None;
+                false
+            }
         }
     }
 
@@ -530,6 +545,7 @@ impl Server {
             keys: Published::new(material),
             clients: Published::new(clients),
             reload_requested: AtomicBool::new(false),
+            redis_ready: AtomicBool::new(false),
             issuer,
             public_url,
             argon2: Arc::new(crate::metrics::SharedHistogram::default()),

@@ -413,3 +413,84 @@ fn example_config_is_valid_and_complete() {
         }
     }
 }
+
+#[test]
+fn sd_notify_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("tokend-notify-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut server = TestServer::with(Options {
+        env: vec![
+            ("NOTIFY_SOCKET".into(), path.to_str().unwrap().into()),
+            ("WATCHDOG_USEC".into(), "1000000".into()),
+        ],
+        ..Options::default()
+    });
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = [0u8; 512];
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        let Ok(n) = sock.recv(&mut buf) else { break };
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if seen.iter().any(|m| m.contains("READY=1"))
+            && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2
+        {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|m| m.contains("READY=1")), "{seen:?}");
+    assert!(
+        seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        "{seen:?}"
+    );
+    assert!(server.terminate().success());
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(stopping, "no STOPPING=1");
+}
+
+#[test]
+fn start_up_errors_are_one_line_and_never_a_panic() {
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tokend"));
+        c.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TOKEND_SERVER_LISTEN", "127.0.0.1:0")
+            .env("TOKEND_DATABASE_URL", admin_url());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&[]);
+    assert!(!ok);
+    assert!(err.contains("no key-encryption key"), "{err}");
+    // The error itself is one line, the last, after the start-up log.
+    let last = err.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("tokend: ") && last.contains("no key-encryption key"),
+        "{err}"
+    );
+    let (ok, err) = run(&[("TOKEND_KEYS_KEK", "c2hvcnQ=")]);
+    assert!(!ok);
+    assert!(err.contains("32 bytes"), "{err}");
+    let (ok, err) = run(&[("TOKEND_SERVER_BOGUS", "1")]);
+    assert!(!ok);
+    assert!(err.contains("server.bogus"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
