@@ -424,7 +424,11 @@ impl Config {
         })?;
         let mut overrides: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("TOKEND_") && k != "TOKEND_CONFIG")
+            // TOKEND_CONFIG names the file; TOKEND_TEST_* belong to the test
+            // suite (scripts/test.sh), not to the configuration.
+            .filter(|(k, _)| {
+                k.starts_with("TOKEND_") && k != "TOKEND_CONFIG" && !k.starts_with("TOKEND_TEST_")
+            })
             .collect();
         overrides.sort();
         for (var, value) in overrides {

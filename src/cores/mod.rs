@@ -158,7 +158,7 @@ impl Shared {
 
 /// How long a draining core waits for just-accepted connections to send
 /// their first request (normally one round trip away).
-const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(500);
+const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
 
 /// Least time between two key-set reloads caused by unknown `kid`s: a flood
 /// of garbage tokens must not turn into a flood of PostgreSQL queries.
@@ -724,6 +724,15 @@ async fn core_main(
         shutting_down: Cell::new(false),
     });
     monoio::spawn(date_ticker(core.clone()));
+    // Give the core's Redis connection a moment to come up, so the first
+    // requests after "listening" don't fail closed for nothing. Redis down
+    // is not fatal: requests that need it answer 503 until it is back.
+    if !core.redis.wait_connected(Duration::from_secs(2)).await {
+        tracing::warn!(
+            core = index,
+            "redis not reachable yet; requests that need it answer 503 until it is"
+        );
+    }
     let _ = ready.send(Ok(index));
 
     loop {

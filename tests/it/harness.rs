@@ -56,11 +56,18 @@ fn template() -> &'static str {
             h.update(sql.as_bytes());
         }
         let sum = h.finalize();
+        let mut c = admin();
+        // One template per role: the tables of a clone belong to whoever
+        // migrated the template, and the tests' role must own them (a
+        // template made by `postgres` is unusable for the `tokend` role that
+        // scripts/test.sh uses).
+        let role: String = c.query_one("SELECT current_user::text", &[]).unwrap().get(0);
+        let role: String = role.chars().filter(|ch| ch.is_ascii_alphanumeric()).collect();
+        let family = format!("tokend_tpl_{role}_");
         let name = format!(
-            "tokend_tpl_{:02x}{:02x}{:02x}{:02x}",
+            "{family}{:02x}{:02x}{:02x}{:02x}",
             sum[0], sum[1], sum[2], sum[3]
         );
-        let mut c = admin();
         c.execute("SELECT pg_advisory_lock(7316451)", &[]).unwrap();
         let exists = c
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -70,8 +77,8 @@ fn template() -> &'static str {
             // Templates of older migration sets are of no use any more.
             let stale = c
                 .query(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 'tokend\\_tpl\\_%' AND datname <> $1",
-                    &[&name],
+                    "SELECT datname FROM pg_database WHERE starts_with(datname, $2) AND datname <> $1",
+                    &[&name, &family],
                 )
                 .unwrap();
             for row in stale {
