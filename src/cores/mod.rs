@@ -320,6 +320,9 @@ impl Core {
         }
         self.open.set(open + 1);
         self.counters.open_connections.set(open as u64 + 1);
+        // Fresh until its first request arrives; counted here, at accept,
+        // not when its task first runs, so a drain cannot miss it.
+        self.fresh_started();
         true
     }
 

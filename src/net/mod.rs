@@ -88,7 +88,8 @@ impl Drop for ConnGuard {
 /// Serves one connection until it closes, times out, or breaks the protocol.
 /// The caller has already counted it in the core's open connections.
 pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
-    core.fresh_started();
+    // Counted as fresh by the accept loop already (before this task first
+    // runs), so a drain cannot miss it.
     let mut guard = ConnGuard {
         core: core.clone(),
         fresh: true,
