@@ -69,7 +69,7 @@ pub async fn token(
 
 async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<Issued, OAuthError> {
     let form = client_auth::form_body(req)?;
-    let (client, basic) = client_auth::authenticate(core, req, &form)?;
+    let (client, _basic) = client_auth::authenticate(core, req, &form)?;
     let grant_type = match form.get("grant_type") {
         None => return Err(OAuthError::InvalidRequest("grant_type is required")),
         Some(g) => GrantType::parse(g).ok_or(OAuthError::UnsupportedGrantType)?,
@@ -79,7 +79,6 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
             "this client may not use this grant type",
         ));
     }
-    let _ = basic;
     match grant_type {
         GrantType::Password => password_grant(core, &client, &form, peer).await,
         GrantType::ClientCredentials => client_credentials_grant(core, &client, &form),
