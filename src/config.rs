@@ -154,7 +154,7 @@ pub struct ServerConfig {
     /// `"all"` (default), a count, or a list of core ids.
     pub cores: Cores,
     /// `"auto"`, `"io_uring"` or `"epoll"`. Default `"epoll"`: measured faster
-    /// for this workload on the machines we benchmark on (see README).
+    /// for this workload on the machines we benchmark on (`bench/drivers.sh`).
     pub driver: Driver,
     /// Open connections per core; a connection over it is closed at once. Default 10000.
     pub max_connections_per_core: usize,

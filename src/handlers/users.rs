@@ -135,13 +135,7 @@ pub async fn register(
 ) -> u16 {
     let r = async {
         let admin = if req.authorization.is_some() {
-            let token = oauth::bearer_token(req.authorization, req.authorization_count)?;
-            let v = check_access_token(core, token).await?;
-            if !v.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
-                return Err(OAuthError::InsufficientScope(
-                    "the tokend:admin scope is required",
-                ));
-            }
+            require_admin(core, req).await?;
             true
         } else if core.shared.config.users.self_registration {
             false
@@ -190,14 +184,27 @@ pub async fn register(
     finish(out, ctx, r)
 }
 
-/// The authenticated user of a bearer-token request (not a client).
-async fn me(core: &Core, req: &Request<'_>) -> Result<(String, u64), OAuthError> {
+/// The authenticated user of a bearer-token request (not a client): its id.
+async fn me(core: &Core, req: &Request<'_>) -> Result<String, OAuthError> {
     let token = oauth::bearer_token(req.authorization, req.authorization_count)?;
     let v = check_access_token(core, token).await?;
     if v.username.is_none() {
         return Err(OAuthError::Forbidden("this endpoint needs a user's token"));
     }
-    Ok((v.sub.clone(), v.iat))
+    Ok(v.sub.clone())
+}
+
+/// Checks that the request's bearer token is valid and carries `tokend:admin`.
+async fn require_admin(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
+    let token = oauth::bearer_token(req.authorization, req.authorization_count)?;
+    let v = check_access_token(core, token).await?;
+    if v.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
+        Ok(())
+    } else {
+        Err(OAuthError::InsufficientScope(
+            "the tokend:admin scope is required",
+        ))
+    }
 }
 
 /// `GET /users/me`.
@@ -208,7 +215,7 @@ pub async fn get_me(
     out: &mut Vec<u8>,
 ) -> u16 {
     let r = async {
-        let (sub, _) = me(core, req).await?;
+        let sub = me(core, req).await?;
         let user = with_db(core, move |db| Ok(users::find_by_id(db, &sub)?))
             .await?
             .ok_or(OAuthError::InvalidToken("no such user"))?;
@@ -232,7 +239,7 @@ pub async fn change_password(
     out: &mut Vec<u8>,
 ) -> u16 {
     let r = async {
-        let (sub, _) = me(core, req).await?;
+        let sub = me(core, req).await?;
         let body: PasswordChange = json_body(req)?;
         passwords::check_password(&body.new_password)
             .map_err(|e| OAuthError::InvalidRequest(e.as_str()))?;
@@ -279,7 +286,7 @@ pub async fn logout_all(
     out: &mut Vec<u8>,
 ) -> u16 {
     let r = async {
-        let (sub, _) = me(core, req).await?;
+        let sub = me(core, req).await?;
         let now = unix_now() as i64;
         let id = sub.clone();
         let mark = with_db(core, move |db| {
@@ -311,13 +318,7 @@ pub async fn disable(
     out: &mut Vec<u8>,
 ) -> u16 {
     let r = async {
-        let token = oauth::bearer_token(req.authorization, req.authorization_count)?;
-        let v = check_access_token(core, token).await?;
-        if !v.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
-            return Err(OAuthError::InsufficientScope(
-                "the tokend:admin scope is required",
-            ));
-        }
+        require_admin(core, req).await?;
         let now = unix_now() as i64;
         let name = username.to_owned();
         let user = with_db(core, move |db| Ok(users::disable(db, &name, now)?)).await?;

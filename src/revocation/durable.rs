@@ -78,24 +78,6 @@ const SEEDING_TTL_SECS: u64 = 3600;
 /// Commands per pipelined write during a re-seed.
 const RESEED_BATCH: usize = 512;
 
-/// Same semantics as the not-before script of
-/// [`RedisRevocations::set_not_before`](super::RedisRevocations::set_not_before):
-/// never lowers a later mark, only ever extends its TTL.
-const SET_NOT_BEFORE_LUA: &str = r"
-local new = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local cur = tonumber(redis.call('GET', KEYS[1]))
-if cur ~= nil and cur >= new then
-  local left = redis.call('TTL', KEYS[1])
-  if left >= 0 and left < ttl then
-    redis.call('EXPIRE', KEYS[1], ttl)
-  end
-  return cur
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
-return new
-";
-
 /// Marks a family revoked (KEYS[1] = family key; ARGV = revoked at, TTL):
 /// keeps an earlier revocation time, only ever extends the TTL.
 const REVOKE_FAMILY_LUA: &str = r"
@@ -393,7 +375,9 @@ pub fn reseed_blocking(
             .arg(SEEDING_TTL_SECS),
     )?;
     let family_sha = load_script(redis, REVOKE_FAMILY_LUA)?;
-    let mark_sha = load_script(redis, SET_NOT_BEFORE_LUA)?;
+    // The very script RedisRevocations::set_not_before runs: a re-seed never
+    // lowers a later mark, only ever extends its TTL.
+    let mark_sha = load_script(redis, super::SET_NOT_BEFORE_LUA)?;
 
     let mut stats = ReseedStats::default();
     let mut batch: Vec<redis::Cmd> = Vec::with_capacity(RESEED_BATCH);
