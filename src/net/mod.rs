@@ -149,7 +149,11 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                 return;
             }
         }
-        if close || core.is_shutting_down() {
+        // While draining, a connection that has not sent its first request
+        // yet, or is part-way through one, still reads it (the drain waits
+        // for fresh connections): returning here would close the socket
+        // with the request unread, which the kernel answers with a reset.
+        if close || (core.is_shutting_down() && !guard.fresh && rbuf.is_empty()) {
             return;
         }
 

@@ -591,6 +591,78 @@ fn healthz_keeps_answering_while_logins_are_in_flight() {
 }
 
 #[test]
+fn metrics_scrape_answers_within_a_second_under_full_load() {
+    // Full load: every core busy with pipelined validations on many
+    // connections, and the blocking pool full of logins at real argon2 cost.
+    let d = deployment(&[
+        ("TOKEND_PASSWORDS_MEMORY_KIB", "19456"),
+        ("TOKEND_PASSWORDS_ITERATIONS", "2"),
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_IP", "100000"),
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_USER", "100000"),
+    ]);
+    let addr = d.server.addr;
+    let token = d.access_token("alice");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let validated = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (stop, validated) = (stop.clone(), validated.clone());
+        let burst =
+            format!("GET /validate HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").repeat(16);
+        load.push(std::thread::spawn(move || {
+            let mut c = Conn::new(std::net::TcpStream::connect(addr).unwrap());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send(burst.as_bytes());
+                for _ in 0..16 {
+                    assert_eq!(c.read_response().expect("a validate answer").status, 200);
+                }
+                validated.fetch_add(16, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    for _ in 0..6 {
+        let (stop, secret) = (stop.clone(), d.secret.clone());
+        load.push(std::thread::spawn(move || {
+            use base64::Engine;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("app:{secret}"));
+            let body = "grant_type=password&username=bob&password=wrong+password";
+            let request = format!("POST /oauth/token HTTP/1.1\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let mut c = Conn::new(std::net::TcpStream::connect(addr).unwrap());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send(request.as_bytes());
+                let status = c.read_response().expect("a token answer").status;
+                assert!(matches!(status, 400 | 503), "{status}");
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = validated.load(std::sync::atomic::Ordering::Relaxed);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let start = std::time::Instant::now();
+        let r = d.server.get("/metrics");
+        slowest = slowest.max(start.elapsed());
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains("tokend_requests_total"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let during = validated.load(std::sync::atomic::Ordering::Relaxed) - before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    eprintln!("slowest of 10 scrapes under load: {slowest:?}; {during} validations meanwhile");
+    assert!(
+        during > 1000,
+        "the load was not running: {during} validations"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a scrape took {slowest:?}"
+    );
+}
+
+#[test]
 fn metrics_sum_every_core_in_prometheus_text_format() {
     let d = deployment(&[]);
     let token = d.access_token("alice");
