@@ -10,7 +10,31 @@
 --                                                     (bench/results/client.txt)
 --   TOKEND_BENCH_THREADS  the -t given to wrk, for scripts that split a pool
 --                         of single-use refresh tokens between threads (1)
+--
+-- wrk2 (giltene/wrk2, based on wrk 4.0's scripting) runs these scripts too,
+-- with two differences they work around:
+--   - it runs setup/init/request/response/done with lua_pcall and ignores
+--     their errors, so a failing init would go unnoticed (requests would be
+--     garbage): init and done are wrapped in M.protect, which prints the
+--     error and exits;
+--   - its thread:get() copies a table with keys and values swapped
+--     (script_copy_value pushes the value before the key), so no table
+--     crosses threads here as is: M.save_pool accepts both orientations and
+--     status counts travel as one number per status (M.count_status).
 local M = {}
+
+-- Wraps a hook so that an error ends wrk/wrk2 with a message instead of
+-- being ignored (wrk2) or aborting without context.
+function M.protect(name, f)
+  return function(...)
+    local ok, err = pcall(f, ...)
+    if not ok then
+      io.stderr:write("bench script error in ", name, "(): ", tostring(err), "\n")
+      io.stderr:flush()
+      os.exit(2)
+    end
+  end
+end
 
 M.dir = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
 
@@ -120,8 +144,19 @@ function M.save_pool(threads)
     local q, h, tail = t:get("pool"), t:get("pool_head"), t:get("pool_tail")
     starved_total = starved_total + (t:get("starved") or 0)
     if q and h and tail then
-      for i = h, tail - 1 do
-        if q[i] then f:write(q[i], "\n"); kept = kept + 1 end
+      -- wrk copies the pool as index -> token, wrk2 as token -> index.
+      local items = {}
+      for k, v in pairs(q) do
+        local i, tok = k, v
+        if type(k) == "string" then i, tok = v, k end
+        if type(i) == "number" and type(tok) == "string" and i >= h and i < tail then
+          items[#items + 1] = { i, tok }
+        end
+      end
+      table.sort(items, function(a, b) return a[1] < b[1] end)
+      for _, it in ipairs(items) do
+        f:write(it[2], "\n")
+        kept = kept + 1
       end
     end
   end
@@ -129,6 +164,30 @@ function M.save_pool(threads)
   assert(os.rename(tmp, path))
   io.stderr:write(string.format("refresh pool: %d unused tokens kept in %s; %d requests found the pool empty\n",
     kept, path, starved_total))
+end
+
+-- HTTP status counts, one global number per status in each thread
+-- ("status_200", …): numbers cross threads the same way under wrk and wrk2.
+local status_names = {}
+function M.count_status(status)
+  local name = status_names[status]
+  if not name then
+    name = "status_" .. status
+    status_names[status] = name
+  end
+  _G[name] = (_G[name] or 0) + 1
+end
+
+-- Runs in done(): prints "status counts: 200=N 503=M" (all threads) on
+-- stderr, where bench/prepare.py reads it.
+function M.print_status_counts(threads)
+  local parts = {}
+  for code = 100, 599 do
+    local n = 0
+    for _, t in ipairs(threads) do n = n + (t:get("status_" .. code) or 0) end
+    if n > 0 then parts[#parts + 1] = string.format("%d=%d", code, n) end
+  end
+  io.stderr:write("status counts: ", table.concat(parts, " "), "\n")
 end
 
 -- setup() for every script: numbers the threads, remembers them for done().

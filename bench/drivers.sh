@@ -19,7 +19,7 @@ CONFIG_ARGS=()
 run_one() { # driver -> requests/s
   local driver="$1" pid rps
   TOKEND_SERVER_DRIVER="$driver" TOKEND_SERVER_CORES=1 TOKEND_SERVER_LISTEN="127.0.0.1:$PORT" \
-    TOKEND_SERVER_LOG_LEVEL=warn taskset -c 0 "$BIN" "${CONFIG_ARGS[@]}" serve 2>/tmp/tokend-bench-$driver.log &
+    TOKEND_SERVER_LOG_LEVEL=warn taskset -c 0 "$BIN" "${CONFIG_ARGS[@]}" serve 2>"/tmp/tokend-bench-$driver.log" &
   pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   rps=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s bench/healthz.lua "http://127.0.0.1:$PORT" \

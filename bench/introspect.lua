@@ -6,7 +6,7 @@ local reqs, n, i = {}, 0, 0
 
 function setup(thread) B.setup(thread) end
 
-function init(args)
+init = B.protect("init", function(args)
   local basic = B.client_basic()
   local tokens = B.read_lines(B.path("TOKEND_BENCH_TOKENS", "tokens.txt"))
   for k, t in ipairs(tokens) do
@@ -14,7 +14,7 @@ function init(args)
   end
   n = #reqs
   i = ((id or 0) * 7919) % n
-end
+end)
 
 function request()
   i = i % n + 1

@@ -10,7 +10,7 @@ local basic, validate, login, nv, nl, iv, il, k = nil, {}, {}, 0, 0, 0, 0, 0
 
 function setup(thread) B.setup(thread) end
 
-function init(args)
+init = B.protect("init", function(args)
   basic = B.client_basic()
   for j, t in ipairs(B.read_lines(B.path("TOKEND_BENCH_TOKENS", "tokens.txt"))) do
     validate[j] = wrk.format("GET", "/validate", { ["Authorization"] = "Bearer " .. t })
@@ -24,7 +24,7 @@ function init(args)
   iv = ((id or 0) * 7919) % nv
   il = ((id or 0) * 7919) % nl
   B.pool_init(id)
-end
+end)
 
 local function next_validate()
   iv = iv % nv + 1
@@ -53,9 +53,11 @@ function request()
 end
 
 function response(status, headers, body)
+  B.count_status(status)
   if #body > 0 then B.pool_feed(body) end
 end
 
-function done(summary, latency, requests)
+done = B.protect("done", function(summary, latency, requests)
   B.save_pool(B.threads)
-end
+  B.print_status_counts(B.threads)
+end)

@@ -12,8 +12,13 @@
       PostgreSQL lookup, the HTTP exchange and signing, so it slightly
       under-states the pure hash rate). Prints JSON.
   prepare.py report  RESULTS_DIR
-      Parses the raw wrk / oha outputs listed in RESULTS_DIR/raw/index.tsv
-      and RESULTS_DIR/raw/meta.json into latest.json and summary.md.
+      Parses the raw wrk / wrk2 / oha outputs listed in
+      RESULTS_DIR/raw/index.tsv (with each one's stderr, FILE.err, where the
+      Lua scripts print status counts), RESULTS_DIR/raw/meta.json and
+      RESULTS_DIR/raw/connections.json (bench/hold_connections.py) into
+      latest.json and summary.md.
+  prepare.py brief   wrk|wrk2|oha|hold FILE
+      One line about one raw output, for bench/run.sh's progress messages.
 """
 import base64
 import concurrent.futures
@@ -115,16 +120,42 @@ def parse_duration_ms(s):
     return v * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def read_out(path):
+    """A raw output and its stderr (path + ".err") when there is one."""
+    with open(path) as f:
+        text = f.read()
+    if os.path.exists(path + ".err"):
+        with open(path + ".err") as f:
+            text += "\n" + f.read()
+    return text
+
+
+def parse_status_counts(text):
+    """'status counts: 200=N 503=M' printed by the Lua scripts' done()."""
+    m = re.search(r"^status counts:(.*)$", text, re.M)
+    if not m:
+        return None
+    return {k: int(v) for k, v in re.findall(r"(\d{3})=(\d+)", m.group(1))}
+
+
 def parse_wrk(text):
     r = {}
     m = re.search(r"Requests/sec:\s+([\d.]+)", text)
     r["rps"] = float(m.group(1)) if m else None
-    m = re.search(r"(\d+) requests in", text)
+    m = re.search(r"(\d+) requests in ([\d.]+\w+),", text)
     r["requests"] = int(m.group(1)) if m else None
+    r["runtime_s"] = parse_duration_ms(m.group(2)) / 1000 if m and parse_duration_ms(m.group(2)) else None
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     r["non_2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     r["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    # connect + read + write; wrk's and wrk2's "timeout" counts connections
+    # whose request was older than 2 s at a check (wrk2 counts idle ones too).
+    r["errors"] = sum(int(x) for x in m.groups()[:3]) if m else 0
+    r["timeouts"] = int(m.group(4)) if m else 0
+    codes = parse_status_counts(text)
+    if codes is not None:
+        r["status_counts"] = codes
     m = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", text)
     if m:
         r["latency_avg_ms"] = parse_duration_ms(m.group(1))
@@ -140,6 +171,16 @@ def parse_wrk(text):
     for name, p in (("p50_ms", 50.0), ("p99_ms", 99.0), ("p999_ms", 99.9)):
         if p in pct:
             r[name] = pct[p]
+    # wrk2 -U also prints the latencies measured from the actual send, not
+    # from the time the request should have been sent.
+    m = re.search(r"Uncorrected Latency[^\n]*\n(.*?)Detailed Percentile spectrum", text, re.S)
+    if m:
+        upct = {float(p): parse_duration_ms(v)
+                for p, v in re.findall(r"^\s+([\d.]+)%\s+(\S+)\s*$", m.group(1), re.M)}
+        for name, p in (("uncorrected_p50_ms", 50.0), ("uncorrected_p99_ms", 99.0),
+                        ("uncorrected_p999_ms", 99.9)):
+            if upct.get(p) is not None:
+                r[name] = upct[p]
     m = re.search(r"refresh pool: (\d+) unused tokens kept in \S+; (\d+) requests found", text)
     if m:
         r["pool_left"], r["starved"] = int(m.group(1)), int(m.group(2))
@@ -164,7 +205,40 @@ def parse_oha(text):
         # "aborted due to deadline" left is not a server error.
         "errors": sum(v for k, v in errors.items() if "deadline" not in k),
         "error_kinds": errors,
+        "status_counts": {str(k): v for k, v in codes.items()},
     }
+
+
+def parse_any(tool, path):
+    text = read_out(path) if tool != "oha" else open(path).read()
+    if tool == "oha":
+        return dict(parse_oha(text), tool="oha")
+    return dict(parse_wrk(text), tool=tool)
+
+
+def cmd_brief(tool, path):
+    try:
+        if tool == "hold":
+            h = json.load(open(path))
+            st = h.get("settled", {})
+            print(f"{h.get('connections_answered')} of {h.get('connections_requested')} answered "
+                  f"{h.get('status_counts')}, {h.get('still_open_after_settle')} still open; tokend VmRSS "
+                  f"{st.get('vmrss_kib', 0) / 1024:.1f} MiB with them (before: "
+                  f"{h.get('before', {}).get('vmrss_kib', 0) / 1024:.1f} MiB), {st.get('open_fds')} fds")
+            return
+        r = parse_any(tool, path)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"cannot parse {path}: {e}")
+        return
+    line = (f"{fmt(r.get('rps'))} req/s, p50 {fmt(r.get('p50_ms'), 2)} ms, p99 {fmt(r.get('p99_ms'), 2)} ms, "
+            f"p99.9 {fmt(r.get('p999_ms'), 2)} ms")
+    if r.get("non_2xx"):
+        line += f", non-2xx {r['non_2xx']}"
+    if r.get("errors"):
+        line += f", errors {r['errors']}"
+    if r.get("status_counts"):
+        line += ", statuses " + " ".join(f"{k}={v}" for k, v in sorted(r["status_counts"].items()))
+    print(line)
 
 
 def fmt(v, nd=0):
@@ -176,16 +250,17 @@ def fmt(v, nd=0):
 def cmd_report(results):
     raw = os.path.join(results, "raw")
     meta = json.load(open(os.path.join(raw, "meta.json")))
-    full, rate = {}, {}
+    full, rate, storm = {}, {}, {}
     for line in read_lines(os.path.join(raw, "index.tsv")):
         kind, scenario, key, path = line.split("\t")
-        text = open(path).read()
         if kind == "full":
-            full.setdefault(scenario, []).append(parse_wrk(text))
-        elif kind == "rate-wrk2":
-            rate.setdefault(scenario, {})[key] = dict(parse_wrk(text), tool="wrk2")
-        elif kind == "rate-oha":
-            rate.setdefault(scenario, {})[key] = dict(parse_oha(text), tool="oha")
+            full.setdefault(scenario, []).append(parse_wrk(read_out(path)))
+        elif kind in ("rate-wrk2", "rate-oha"):
+            rate.setdefault(scenario, {})[key] = parse_any(kind[5:], path)
+        elif kind in ("storm-wrk2", "storm-oha"):
+            storm[scenario] = dict(parse_any(kind[6:], path), target_rps=int(key))
+        elif kind == "storm-login":
+            storm["login"] = dict(parse_wrk(read_out(path)), connections=int(key))
 
     scen = {}
     for name, runs in full.items():
@@ -224,6 +299,8 @@ def cmd_report(results):
         cap = argon2["hashes_per_second"] * usable
         out["argon2"]["login_ceiling"] = cap
         out["argon2"]["login_ratio"] = login_med / cap
+    out["login_storm"] = login_storm_section(meta, storm)
+    out["memory"] = memory_section(meta, raw)
     with open(os.path.join(results, "latest.json"), "w") as f:
         json.dump(out, f, indent=2, sort_keys=False)
         f.write("\n")
@@ -262,8 +339,8 @@ def cmd_report(results):
             L.append(f"Login ceiling = {st.get('login_pool_usable_cores', 1)} usable core(s) × that rate = "
                      f"{fmt(argon2['login_ceiling'], 1)} logins/s; measured login median is "
                      f"{fmt(argon2['login_ratio'], 2)} × that ceiling. "
-                     f"(The blocking pool has {st.get('blocking_threads')} threads, but `taskset -c "
-                     f"{st.get('server_cpu')}` confines them to one CPU.)")
+                     f"(The blocking pool has {st.get('blocking_threads')} thread(s): limits.blocking_threads "
+                     f"defaults to the CPUs tokend may use, and `taskset -c {st.get('server_cpu')}` leaves it one.)")
         L.append("")
     if rate:
         for scenario, rates in rate.items():
@@ -272,20 +349,35 @@ def cmd_report(results):
                      + (", `--latency-correction`, one token for every request since oha cannot vary headers"
                         if tool == "oha" else ", corrected for coordinated omission") + ")")
             L.append("")
-            L.append("| target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | errors |")
-            L.append("|---:|---:|---:|---:|---:|---:|---:|")
+            L.append("| target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | uncorrected p50 / p99 ms "
+                     "| non-2xx | errors | timeouts | statuses |")
+            L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
             for key in sorted(rates, key=lambda k: int(k)):
                 r = rates[key]
                 L.append(f"| {int(key):,} | {fmt(r.get('rps'))} | {fmt(r.get('p50_ms'), 3)} | "
-                         f"{fmt(r.get('p99_ms'), 3)} | {fmt(r.get('p999_ms'), 3)} | {r.get('non_2xx', 0)} | "
-                         f"{r.get('errors', r.get('socket_errors', 0))} |")
+                         f"{fmt(r.get('p99_ms'), 3)} | {fmt(r.get('p999_ms'), 3)} | {fmt_uncorrected(r)} | "
+                         f"{r.get('non_2xx', 0)} | "
+                         f"{r.get('errors', r.get('socket_errors', 0))} | {r.get('timeouts', '—')} | "
+                         f"{fmt_codes(r.get('status_counts'))} |")
             L.append("")
-    mem = meta.get("memory") or {}
-    if mem:
-        L.append(f"**Memory** of tokend after all runs: VmRSS {mem.get('vmrss_kib', 0) / 1024:.1f} MiB, "
-                 f"peak VmHWM {mem.get('vmhwm_kib', 0) / 1024:.1f} MiB "
-                 f"(1,000 users; connections open at the measurement: none — the 10,000-connection case is not measured).")
-        L.append("")
+            if scenario == "mixed":
+                L.extend(mixed_rate_text(rates, argon2, st))
+        if next(iter(next(iter(rate.values())).values())).get("tool") == "wrk2":
+            L.append("wrk2 columns: *non-2xx* is wrk2's count of responses with status ≥ 400; *errors* are "
+                     "connect, read and write errors; *timeouts* is wrk2's count, every 2 s, of connections whose "
+                     "last request started more than 2 s earlier (idle connections included, so at low "
+                     "per-connection rates it counts waits, not failures); *statuses* are counted by the Lua "
+                     "script's response() (mixed only: validate.lua has no response hook, to keep the client "
+                     "fast). wrk2 records the whole run when DURATION ≤ 10 s; with a longer DURATION it drops "
+                     "the first ~10 s as calibration. wrk2 measures each latency from the time the request "
+                     "should have been sent (that is its correction for coordinated omission), and it schedules "
+                     "each connection's next request with millisecond timers rounded up, so its own sending "
+                     "lateness (up to ~1 ms) is part of every latency it reports: p50 ≈ 1 ms even when tokend "
+                     "answers in 0.2 ms. *uncorrected* (wrk2 -U) is measured from the actual send; oha, which "
+                     "sends on time, reports figures close to those.")
+            L.append("")
+    L.extend(login_storm_text(out.get("login_storm"), st))
+    L.extend(memory_text(out.get("memory")))
     notes = meta.get("notes") or []
     if notes:
         L.append("Notes:")
@@ -298,8 +390,161 @@ def cmd_report(results):
     print("\n".join(L))
 
 
+def fmt_uncorrected(r):
+    if r.get("uncorrected_p50_ms") is None:
+        return "—"
+    return f"{fmt(r.get('uncorrected_p50_ms'), 3)} / {fmt(r.get('uncorrected_p99_ms'), 3)}"
+
+
+def fmt_codes(codes):
+    if not codes:
+        return "—"
+    return " ".join(f"{k}: {v:,}" for k, v in sorted(codes.items()))
+
+
+def mixed_rate_text(rates, argon2, st):
+    """Why the mix falls short at constant rate: its logins, against the
+    argon2 ceiling, from what the run saw (503s or none)."""
+    cap = argon2.get("login_ceiling") or argon2.get("hashes_per_second")
+    if not cap:
+        return []
+    conns = st.get("connections")
+    shed = sum(r.get("status_counts", {}).get("503", 0) for r in rates.values())
+    over = [int(k) for k in sorted(rates, key=int) if int(k) > 100 * cap]
+    lines = [f"mixed sends 1 login in every 100 requests, so at R req/s it asks for R/100 logins/s; one CPU "
+             f"verifies about {cap:.0f} argon2id hashes/s, so above about {100 * cap:,.0f} req/s the logins "
+             f"cannot all be served"
+             + (f" ({', '.join(f'{r:,}' for r in over)} req/s here)." if over else " (no rate here is above it).")]
+    if shed:
+        lines[0] += (f" tokend shed {shed:,} requests with 503 (its blocking pool's queue, "
+                     f"limits.blocking_queue = 256, was full: it answers them at once instead of queueing "
+                     f"them behind argon2)."
+                     " The other requests of the mix go on at the requested rate only as far as the "
+                     "connections that wait for an accepted login allow.")
+    else:
+        lines[0] += (f" No 503 was seen: wrk2 keeps at most {conns} requests in flight ({conns} connections), so "
+                     f"at most {conns} logins wait in tokend's blocking pool, fewer than its queue "
+                     f"(limits.blocking_queue = 256) holds; the queue never overflows, so nothing is shed. "
+                     f"Instead every login waits its turn (up to ~{conns / cap:.1f} s behind {conns} others), "
+                     f"the connection that sent it sends nothing meanwhile, and once every connection waits on a "
+                     f"login the mix runs at the login ceiling × 100. The latencies above, corrected for "
+                     f"coordinated omission, are that queue. Shedding (503) needs more logins in flight than "
+                     f"the queue holds, e.g. more connections than 256 + blocking_threads.")
+    lines.append("")
+    return lines
+
+
+def login_storm_section(meta, storm):
+    if "alone" not in storm or "storm" not in storm:
+        return None
+    a, w, lg = storm["alone"], storm["storm"], storm.get("login", {})
+    ratio = (w["p99_ms"] / a["p99_ms"]) if a.get("p99_ms") and w.get("p99_ms") is not None else None
+    ok = (lg.get("status_counts") or {}).get("200")
+    sec = {
+        "tool": a.get("tool"),
+        "target_rps": a.get("target_rps"),
+        "validate_alone": a,
+        "validate_with_storm": w,
+        "p99_ratio": ratio,
+        "target": "validate p99 with the storm <= 2 x without",
+        "target_met": (ratio <= 2.0) if ratio is not None else None,
+        "logins": {
+            "generator": f"wrk -t1 -c{lg.get('connections')} -s bench/login.lua, started 1 s before the "
+                         f"validate run and stopped ~2 s after it, same CPU as the validate generator",
+            "connections": lg.get("connections"),
+            "responses_per_s": lg.get("rps"),
+            "ok_per_s": (ok / lg["runtime_s"]) if ok is not None and lg.get("runtime_s") else None,
+            "status_counts": lg.get("status_counts"),
+            "p50_ms": lg.get("p50_ms"),
+            "p99_ms": lg.get("p99_ms"),
+            "errors": lg.get("errors"),
+        },
+    }
+    return sec
+
+
+def login_storm_text(sec, st):
+    if not sec:
+        return []
+    a, w, lg = sec["validate_alone"], sec["validate_with_storm"], sec["logins"]
+    L = [f"### Login storm: validate at a constant {sec['target_rps']:,} req/s ({sec['tool']}), "
+         f"alone and while logins keep the blocking pool busy", ""]
+    L.append("| validate | achieved req/s | p50 ms | p99 ms | p99.9 ms | uncorrected p50 / p99 ms | non-2xx | errors |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in (("alone", a), ("with the login storm", w)):
+        L.append(f"| {name} | {fmt(r.get('rps'))} | {fmt(r.get('p50_ms'), 3)} | {fmt(r.get('p99_ms'), 3)} | "
+                 f"{fmt(r.get('p999_ms'), 3)} | {fmt_uncorrected(r)} | {r.get('non_2xx', 0)} | {r.get('errors', 0)} |")
+    L.append("")
+    ratio = sec.get("p99_ratio")
+    verdict = "—" if ratio is None else ("met" if sec.get("target_met") else "missed")
+    L.append(f"p99 with the storm / p99 alone = **{fmt(ratio, 2)}** (target ≤ 2: {verdict}). "
+             f"Logins during the storm: {fmt(lg.get('ok_per_s'), 1)} successful/s "
+             f"({fmt(lg.get('responses_per_s'), 1)} responses/s; statuses {fmt_codes(lg.get('status_counts'))}; "
+             f"login p50 {fmt(lg.get('p50_ms'), 0)} ms) from {lg.get('generator')}. "
+             f"The blocking pool has {st.get('blocking_threads')} thread(s) (limits.blocking_threads defaults to "
+             f"the CPUs tokend may use, and `taskset -c {st.get('server_cpu')}` leaves it "
+             f"{st.get('login_pool_usable_cores', 1)}): argon2 and validation share that one CPU here, so the "
+             f"storm takes CPU time from the worker core even though the core itself never blocks.")
+    L.append("")
+    return L
+
+
+def memory_section(meta, raw):
+    mem = dict(meta.get("memory") or {})
+    path = os.path.join(raw, "connections.json")
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        try:
+            hold = json.load(open(path))
+        except ValueError:
+            hold = None
+        if hold:
+            mem["with_connections"] = hold
+            before = hold.get("before", {}).get("vmrss_kib")
+            with_ = hold.get("settled", {}).get("vmrss_kib")
+            n = hold.get("connections_answered") or 0
+            mem["connections_held"] = n
+            mem["vmrss_with_connections_kib"] = with_
+            mem["target_mib"] = 100
+            if with_ is not None:
+                mem["target_met"] = with_ / 1024 < 100
+                mem["over_target_mib"] = round(max(0.0, with_ / 1024 - 100), 1)
+            if before is not None and with_ is not None and n:
+                mem["kib_per_connection"] = round((with_ - before) / n, 2)
+    return mem
+
+
+def memory_text(mem):
+    if not mem:
+        return []
+    L = [f"### Memory", "",
+         f"tokend after all runs, no connection open: VmRSS {mem.get('vmrss_kib', 0) / 1024:.1f} MiB, "
+         f"peak VmHWM {mem.get('vmhwm_kib', 0) / 1024:.1f} MiB (1,000 users)."]
+    h = mem.get("with_connections")
+    if h:
+        st, b = h.get("settled", {}), h.get("before", {})
+        over = mem.get("over_target_mib")
+        verdict = ("met" if mem.get("target_met")
+                   else f"missed by {over:.1f} MiB ({st.get('vmrss_kib', 0) / 1024 / 100:.1f} × the target)")
+        L[-1] += (f" With {h.get('connections_answered'):,} of {h.get('connections_requested'):,} keep-alive "
+                  f"connections open (each answered one validate: statuses {fmt_codes(h.get('status_counts'))}; "
+                  f"{h.get('still_open_after_settle'):,} still open after {h.get('settle_seconds')} s idle; "
+                  f"tokend had {st.get('open_fds'):,} descriptors open): VmRSS "
+                  f"**{st.get('vmrss_kib', 0) / 1024:.1f} MiB** (before opening them "
+                  f"{b.get('vmrss_kib', 0) / 1024:.1f} MiB, right after the last answer "
+                  f"{h.get('all_answered', {}).get('vmrss_kib', 0) / 1024:.1f} MiB, after closing them "
+                  f"{h.get('after_close', {}).get('vmrss_kib', 0) / 1024:.1f} MiB; "
+                  f"{fmt(mem.get('kib_per_connection'), 1)} KiB per connection), peak VmHWM "
+                  f"{st.get('vmhwm_kib', 0) / 1024:.1f} MiB. Target < 100 MiB: {verdict}.")
+        if h.get("errors"):
+            L[-1] += f" Connection errors: {h['errors']}."
+    else:
+        L[-1] += " The held-connections case was not measured (HOLD_CONNECTIONS=0 or the holder failed)."
+    L.append("")
+    return L
+
+
 if __name__ == "__main__":
-    cmds = {"tokens": cmd_tokens, "argon2": cmd_argon2, "report": cmd_report}
+    cmds = {"tokens": cmd_tokens, "argon2": cmd_argon2, "report": cmd_report, "brief": cmd_brief}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         raise SystemExit(__doc__)
     cmds[sys.argv[1]](*sys.argv[2:])

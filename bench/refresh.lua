@@ -12,11 +12,11 @@ local basic, starved_req
 
 function setup(thread) B.setup(thread) end
 
-function init(args)
+init = B.protect("init", function(args)
   basic = B.client_basic()
   B.pool_init(id)
   starved_req = wrk.format("GET", "/healthz")
-end
+end)
 
 function request()
   local t = B.pool_take()
@@ -28,9 +28,11 @@ function request()
 end
 
 function response(status, headers, body)
+  B.count_status(status)
   B.pool_feed(body)
 end
 
-function done(summary, latency, requests)
+done = B.protect("done", function(summary, latency, requests)
   B.save_pool(B.threads)
-end
+  B.print_status_counts(B.threads)
+end)

@@ -13,18 +13,32 @@
 #   - argon2id's single-thread rate (sequential logins, one pool thread);
 #   - constant rate at RATES req/s: wrk2 (validate and mixed) when installed,
 #     otherwise oha -q RATE --latency-correction (validate only, one token);
-#   - tokend's resident memory after the runs.
-# Writes bench/results/latest.json and bench/results/summary.md.
+#   - the login storm: validate at a constant STORM_RATE req/s alone, then
+#     while wrk (bench/login.lua, STORM_CONNECTIONS connections) keeps the
+#     blocking pool busy with logins;
+#   - tokend's resident memory after the runs, with no connection and with
+#     HOLD_CONNECTIONS idle keep-alive connections (bench/hold_connections.py).
+# Writes bench/results/latest.json, bench/results/summary.md and
+# bench/results/chart.png (bench/chart, plotters).
 #
 # Env: DURATION (10s), RUNS (3), CONNECTIONS (64), RATES ("5000 10000 20000
-# 40000"), PORT (18080), BASELINE_PORT (18090), SERVER_CPU (0), CLIENT_CPU (1).
+# 40000"), RATE_TOOL (auto: wrk2 when installed, else oha; or wrk2, oha),
+# STORM_RATE (20000), STORM_CONNECTIONS (8), HOLD_CONNECTIONS (10000),
+# PORT (18080), BASELINE_PORT (18090), SERVER_CPU (0), CLIENT_CPU (1).
+# RATES=, STORM_RATE= or HOLD_CONNECTIONS=0 skips that part.
 # Needs: wrk (apt-get install wrk), python3, psql, redis-cli, taskset, curl;
-# oha is installed with `cargo install oha --locked` when neither wrk2 nor oha
-# is present (a few minutes, once).
+# oha is installed with `cargo install oha --locked` when constant-rate runs
+# need it and neither wrk2 nor oha is present (a few minutes, once). wrk2
+# (github.com/giltene/wrk2) is not packaged by Debian: build it from source
+# and put it on PATH as wrk2.
+# Takes about 7.5 minutes with the defaults, plus the release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"; RUNS="${RUNS:-3}"; CONNECTIONS="${CONNECTIONS:-64}"
 RATES="${RATES-5000 10000 20000 40000}"   # RATES= (empty) skips them
+RATE_TOOL="${RATE_TOOL:-auto}"
+STORM_RATE="${STORM_RATE-20000}"; STORM_CONNECTIONS="${STORM_CONNECTIONS:-8}"
+HOLD_CONNECTIONS="${HOLD_CONNECTIONS:-10000}"
 PORT="${PORT:-18080}"; BASELINE_PORT="${BASELINE_PORT:-18090}"
 SERVER_CPU="${SERVER_CPU:-0}"; CLIENT_CPU="${CLIENT_CPU:-1}"
 RES=bench/results; RAW=$RES/raw
@@ -34,30 +48,70 @@ START=$SECONDS
 say() { printf '[bench %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+# DURATION in whole seconds (wrk's forms: 10, 10s, 2m, 1h).
+case "$DURATION" in
+  *[0-9]s) DURATION_S=${DURATION%s} ;;
+  *[0-9]m) DURATION_S=$(( ${DURATION%m} * 60 )) ;;
+  *[0-9]h) DURATION_S=$(( ${DURATION%h} * 3600 )) ;;
+  *[0-9]) DURATION_S=$DURATION ;;
+  *) die "DURATION must be like 10s, 2m or 1h (got '$DURATION')" ;;
+esac
+[[ "$DURATION_S" =~ ^[0-9]+$ ]] || die "DURATION must be whole seconds, minutes or hours (got '$DURATION')"
+
+# Debian packages the run needs (wrk, and fonts for the chart), installed
+# when missing and we may (root with apt-get), as scripts/services.sh does.
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+ldconfig -p 2>/dev/null | grep -q libfontconfig.so.1 || missing+=(libfontconfig1)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing ${missing[*]} (apt-get)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
 for tool in wrk python3 psql redis-cli taskset curl cargo; do
   command -v "$tool" >/dev/null || die "$tool is missing (wrk: apt-get install wrk)"
 done
 
 # ------------------------------------------------------------------ build
-say "release builds (tokend, then the may_minihttp baseline)"
+say "release builds (tokend, the may_minihttp baseline, the chart)"
 cargo build --release -q
 (cd bench/baseline && cargo build --release -q)
+(cd bench/chart && cargo build --release -q)
 BIN=$PWD/target/release/tokend
 BASELINE_BIN=$PWD/bench/baseline/target/release/tokend-baseline
 
-RATE_TOOL=none
-if [ -z "$RATES" ]; then
-  :
-elif command -v wrk2 >/dev/null; then
-  RATE_TOOL=wrk2
-else
-  command -v oha >/dev/null || [ -x "$HOME/.cargo/bin/oha" ] || {
-    say "neither wrk2 nor oha found: cargo install oha --locked (takes a few minutes, once)"
-    cargo install oha --locked -q
-  }
-  RATE_TOOL=oha
-  command -v oha >/dev/null || PATH="$HOME/.cargo/bin:$PATH"
+# The constant-rate tool (RATES and the login storm): wrk2 when installed,
+# otherwise oha.
+if [ -z "$RATES" ] && [ -z "$STORM_RATE" ]; then
+  RATE_TOOL=none
+elif [ "$RATE_TOOL" = auto ]; then
+  if command -v wrk2 >/dev/null; then RATE_TOOL=wrk2; else RATE_TOOL=oha; fi
 fi
+case "$RATE_TOOL" in
+  none) ;;
+  wrk2) command -v wrk2 >/dev/null || die "RATE_TOOL=wrk2 but wrk2 is not on PATH" ;;
+  oha)
+    command -v oha >/dev/null || [ -x "$HOME/.cargo/bin/oha" ] || {
+      say "oha not found: cargo install oha --locked (takes a few minutes, once)"
+      cargo install oha --locked -q
+    }
+    command -v oha >/dev/null || PATH="$HOME/.cargo/bin:$PATH" ;;
+  *) die "RATE_TOOL must be auto, wrk2 or oha (got '$RATE_TOOL')" ;;
+esac
+
+# 10,000 held connections need as many descriptors in tokend and in the
+# holder (both inherit this limit): raise the soft limit to the hard one.
+if [ "$HOLD_CONNECTIONS" -gt 0 ]; then
+  NOFILE_WANT=$((HOLD_CONNECTIONS + 1024))
+  if [ "$(ulimit -Hn)" = unlimited ]; then ulimit -n "$NOFILE_WANT"; else ulimit -n "$(ulimit -Hn)"; fi
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NOFILE_WANT" ]; then
+    say "open files limit $(ulimit -n) < $NOFILE_WANT: holding $(( $(ulimit -n) - 1024 )) connections instead of $HOLD_CONNECTIONS"
+    HOLD_CONNECTIONS=$(( $(ulimit -n) - 1024 ))
+  fi
+fi
+# The measured tokend must accept them all on its one core (default cap
+# server.max_connections_per_core = 10000, and the holder is not alone).
+MAX_CONNS=$(( HOLD_CONNECTIONS + 1000 > 10000 ? HOLD_CONNECTIONS + 1000 : 10000 ))
 
 scripts/services.sh
 
@@ -79,6 +133,11 @@ export TOKEND_SERVER_PUBLIC_URL="$URL"
 export TOKEND_TOKENS_ACCESS_TTL=2h
 
 PIDS=()
+forget_pid() { # pid: a process that has ended is no longer cleanup's to kill
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
 cleanup() {
   local rc=$?
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -118,7 +177,19 @@ start_tokend() { # extra env assignments...
   for _ in $(seq 100); do curl -sf "$URL/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
   die "tokend did not start; see $RAW/tokend.log"
 }
-stop_tokend() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; }
+stop_tokend() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; forget_pid "$SERVER_PID"; }
+# Waits (at most 15 s) until tokend uses under 10% of a CPU, so that logins
+# still queued in its blocking pool by one run do not slow the next one.
+wait_idle() {
+  local a b
+  for _ in $(seq 30); do
+    a=$(awk '{print $14 + $15}' "/proc/$TOKEND_PID/stat")
+    sleep 0.5
+    b=$(awk '{print $14 + $15}' "/proc/$TOKEND_PID/stat")
+    [ $((b - a)) -le $(( $(getconf CLK_TCK) / 20 )) ] && return 0
+  done
+  say "tokend still busy after 15 s; going on"
+}
 
 # Tokens: every user logs in once (a tokend on both CPUs, to be quick).
 say "logging 1,000 users in"
@@ -134,9 +205,10 @@ stop_tokend
 say "argon2: $ARGON2"
 
 # The measured servers: both pinned to SERVER_CPU (an idle one costs nothing).
-start_tokend TOKEND_SERVER_CORES=1 taskset -c "$SERVER_CPU"
+start_tokend TOKEND_SERVER_CORES=1 TOKEND_SERVER_MAX_CONNECTIONS_PER_CORE="$MAX_CONNS" taskset -c "$SERVER_CPU"
 TOKEND_PID=$SERVER_PID
-BLOCKING_THREADS=$(nproc)   # limits.blocking_threads default: number of cores
+# limits.blocking_threads default: the CPUs the process may use (taskset's).
+BLOCKING_THREADS=$(taskset -c "$SERVER_CPU" nproc)
 BASELINE_WORKERS=1 taskset -c "$SERVER_CPU" "$BASELINE_BIN" "127.0.0.1:$BASELINE_PORT" 2>"$RAW/baseline.log" &
 PIDS+=("$!")
 for _ in $(seq 100); do curl -sf "$BASE_URL/" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -161,52 +233,111 @@ for run in $(seq "$RUNS"); do
     IFS='|' read -r name url script args <<<"$s"
     out="$RAW/full.$name.$run.txt"
     # shellcheck disable=SC2086
-    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "bench/$script" "$url" ${args:+-- $args} >"$out" 2>&1 ||
-      say "wrk failed for $name (see $out)"
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "bench/$script" "$url" ${args:+-- $args} >"$out" 2>"$out.err" ||
+      say "wrk failed for $name (see $out and $out.err)"
     printf 'full\t%s\t%s\t%s\n' "$name" "$run" "$out" >>"$RAW/index.tsv"
     say "run $run/$RUNS $name: $(awk '/Requests\/sec/ {print $2}' "$out") req/s$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$out" | sed 's/^/, /')"
+    case "$name" in login | mixed) wait_idle ;; esac
   done
 done
 
-# Constant rate.
+# Constant rate. wrk2 -U prints its HdrHistogram percentiles corrected for
+# coordinated omission, then uncorrected; the scripts' done() print status
+# counts on stderr.
 NOTES=()
-if [ "$RATE_TOOL" = none ]; then
+rate_wrk2() { # out scenario rate connections
+  taskset -c "$CLIENT_CPU" wrk2 -t1 -c"$4" -d"$DURATION" -R"$3" -U -s "bench/$2.lua" "$URL" >"$1" 2>"$1.err" ||
+    say "wrk2 failed for $2 @ $3/s (see $1 and $1.err)"
+}
+rate_oha() { # out rate
+  taskset -c "$CLIENT_CPU" oha --no-tui --output-format json -z "$DURATION" -w -c "$CONNECTIONS" -q "$2" --latency-correction \
+    -H "Authorization: Bearer $TOKEN" "$URL/validate" >"$1" 2>"$1.err" || say "oha failed @ $2/s (see $1.err)"
+}
+rate_said() { # out
+  python3 bench/prepare.py brief "$RATE_TOOL" "$1"
+}
+TOKEN=$(head -n1 "$RES/tokens.txt")
+if [ -z "$RATES" ]; then
   NOTES+=("RATES is empty: no constant-rate runs.")
 elif [ "$RATE_TOOL" = wrk2 ]; then
   for scenario in validate mixed; do
     for rate in $RATES; do
       out="$RAW/rate.$scenario.$rate.txt"
-      taskset -c "$CLIENT_CPU" wrk2 -t1 -c"$CONNECTIONS" -d"$DURATION" -R"$rate" --latency -s "bench/$scenario.lua" "$URL" >"$out" 2>&1 || true
+      wait_idle
+      rate_wrk2 "$out" "$scenario" "$rate" "$CONNECTIONS"
       printf 'rate-wrk2\t%s\t%s\t%s\n' "$scenario" "$rate" "$out" >>"$RAW/index.tsv"
-      say "wrk2 $scenario @ $rate/s done"
+      say "wrk2 $scenario @ $rate/s: $(rate_said "$out")"
     done
   done
 else
-  TOKEN=$(head -n1 "$RES/tokens.txt")
   for rate in $RATES; do
     out="$RAW/rate.validate.$rate.json"
-    taskset -c "$CLIENT_CPU" oha --no-tui --output-format json -z "$DURATION" -w -c "$CONNECTIONS" -q "$rate" --latency-correction \
-      -H "Authorization: Bearer $TOKEN" "$URL/validate" >"$out" 2>"$out.err" || true
+    wait_idle
+    rate_oha "$out" "$rate"
     printf 'rate-oha\t%s\t%s\t%s\n' validate "$rate" "$out" >>"$RAW/index.tsv"
-    say "oha validate @ $rate/s done"
+    say "oha validate @ $rate/s: $(rate_said "$out")"
   done
-  NOTES+=("wrk2 is not installed: constant-rate runs use oha -q RATE --latency-correction, for validate only (oha sends one fixed request, so every request carries the same token, and it cannot run the mixed script).")
+  NOTES+=("wrk2 is not installed (or RATE_TOOL=oha): constant-rate runs use oha -q RATE --latency-correction, for validate only (oha sends one fixed request, so every request carries the same token, and it cannot run the mixed script).")
 fi
 
-# Memory after the runs.
+# Login storm: validate at STORM_RATE alone, then again while wrk keeps
+# STORM_CONNECTIONS logins in flight (more than the blocking pool's threads,
+# so it never idles). Both load generators share CLIENT_CPU.
+if [ -n "$STORM_RATE" ]; then
+  ext=txt; [ "$RATE_TOOL" = oha ] && ext=json
+  for phase in alone storm; do
+    out="$RAW/storm.validate.$phase.$ext"
+    login_pid=
+    wait_idle
+    if [ "$phase" = storm ]; then
+      taskset -c "$CLIENT_CPU" wrk -t1 -c"$STORM_CONNECTIONS" -d"$((DURATION_S + 3))s" --latency -s bench/login.lua "$URL" \
+        >"$RAW/storm.login.txt" 2>"$RAW/storm.login.txt.err" &
+      login_pid=$!
+      PIDS+=("$login_pid")
+      sleep 1   # the pool is full before the measurement starts
+    fi
+    if [ "$RATE_TOOL" = wrk2 ]; then
+      rate_wrk2 "$out" validate "$STORM_RATE" "$CONNECTIONS"
+    else
+      rate_oha "$out" "$STORM_RATE"
+    fi
+    if [ -n "$login_pid" ]; then
+      wait "$login_pid" || say "wrk login.lua (storm) failed: see $RAW/storm.login.txt.err"
+      forget_pid "$login_pid"
+    fi
+    printf 'storm-%s\t%s\t%s\t%s\n' "$RATE_TOOL" "$phase" "$STORM_RATE" "$out" >>"$RAW/index.tsv"
+    say "storm, validate @ $STORM_RATE/s $phase: $(rate_said "$out")"
+  done
+  printf 'storm-login\tlogin\t%s\t%s\n' "$STORM_CONNECTIONS" "$RAW/storm.login.txt" >>"$RAW/index.tsv"
+fi
+
+# Memory after the runs, then with HOLD_CONNECTIONS idle keep-alive
+# connections (each answered one validate first).
+wait_idle
 VMRSS=$(awk '/^VmRSS/ {print $2}' "/proc/$TOKEND_PID/status")
 VMHWM=$(awk '/^VmHWM/ {print $2}' "/proc/$TOKEND_PID/status")
 say "tokend VmRSS ${VMRSS} KiB (peak ${VMHWM} KiB)"
+: >"$RAW/connections.json"
+if [ "$HOLD_CONNECTIONS" -gt 0 ]; then
+  taskset -c "$CLIENT_CPU" python3 bench/hold_connections.py "$URL" "$RES/tokens.txt" "$HOLD_CONNECTIONS" "$TOKEND_PID" 3 \
+    >"$RAW/connections.json" 2>"$RAW/connections.err" || say "hold_connections.py failed: see $RAW/connections.err"
+  say "with $HOLD_CONNECTIONS connections: $(python3 bench/prepare.py brief hold "$RAW/connections.json")"
+fi
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 NOTES+=("Load average (1, 5, 15 min) before the measurements: $LOAD_BEFORE; after: $LOAD_AFTER. With nproc 2 and both CPUs in use by the benchmark, a load well above 2 means other work shared the CPUs and the figures are low and noisy.")
 NOTES+=("All 1,000 users share one password (hashed once, its PHC string copied), so user creation is fast; every login still runs a full argon2id verify.")
-NOTES+=("Access tokens live 2h in this run (TOKENS_ACCESS_TTL) so none expires mid-run; everything else is tokend's default configuration.")
+if [ "$MAX_CONNS" -ne 10000 ]; then
+  NOTES+=("Access tokens live 2h in this run (TOKENS_ACCESS_TTL) so none expires mid-run, and server.max_connections_per_core is $MAX_CONNS (default 10000) so that the $HOLD_CONNECTIONS held connections fit beside the others; everything else is tokend's default configuration.")
+else
+  NOTES+=("Access tokens live 2h in this run (TOKENS_ACCESS_TTL) so none expires mid-run; everything else is tokend's default configuration.")
+fi
 ARGON2_RATE=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["hashes_per_second"]))' "$ARGON2")
 NOTES+=("mixed at full speed is bound by its 1% of logins: one CPU verifies ~$ARGON2_RATE argon2id hashes/s, so the mix cannot go much above 100 × that, and connections waiting on a login stall.")
-NOTES+=("Not yet measured: the login storm (validate p99 at a constant 20k/s while logins fill the blocking pool), RSS with 10,000 open connections, profiles, and the PNG chart.")
+NOTES+=("Not yet measured here: profiles.")
 
 export ARGON2 VMRSS VMHWM DURATION RUNS CONNECTIONS SERVER_CPU CLIENT_CPU BLOCKING_THREADS RATE_TOOL
+export STORM_RATE STORM_CONNECTIONS HOLD_CONNECTIONS MAX_CONNS
 export CMD="DURATION=$DURATION RUNS=$RUNS bench/run.sh"
 printf '%s\n' "${NOTES[@]}" >"$RAW/notes.txt"
 python3 - "$RAW/meta.json" <<'PY'
@@ -223,6 +354,10 @@ meta = {
         "server_cpu": e["SERVER_CPU"], "client_cpu": e["CLIENT_CPU"], "tokend_worker_cores": 1,
         "blocking_threads": int(e["BLOCKING_THREADS"]), "login_pool_usable_cores": 1,
         "rate_tool": e["RATE_TOOL"], "wrk": "wrk -t1 --latency",
+        "storm_rate": int(e["STORM_RATE"]) if e["STORM_RATE"] else None,
+        "storm_connections": int(e["STORM_CONNECTIONS"]),
+        "hold_connections": int(e["HOLD_CONNECTIONS"]),
+        "max_connections_per_core": int(e["MAX_CONNS"]),
     },
     "argon2": json.loads(e["ARGON2"]),
     "memory": {"vmrss_kib": int(e["VMRSS"]), "vmhwm_kib": int(e["VMHWM"])},
@@ -231,4 +366,6 @@ meta = {
 json.dump(meta, open(sys.argv[1], "w"), indent=2)
 PY
 python3 bench/prepare.py report "$RES"
+bench/chart/target/release/tokend-bench-chart "$RES/latest.json" "$RES/chart.png" ||
+  say "chart not drawn (see the error above)"
 say "done in $((SECONDS - START))s: $RES/latest.json, $RES/summary.md"

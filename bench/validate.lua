@@ -10,7 +10,7 @@ local reqs, n, i = {}, 0, 0
 
 function setup(thread) B.setup(thread) end
 
-function init(args)
+init = B.protect("init", function(args)
   local depth = tonumber(args[1] or "1") or 1
   local tokens = B.read_lines(B.path("TOKEND_BENCH_TOKENS", "tokens.txt"))
   local one = {}
@@ -25,7 +25,7 @@ function init(args)
     reqs[k] = table.concat(parts)
   end
   i = ((id or 0) * 7919) % n
-end
+end)
 
 function request()
   i = i % n + 1
