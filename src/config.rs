@@ -321,6 +321,10 @@ pub struct LimitsConfig {
     pub blocking_threads: Option<usize>,
     /// Jobs that may wait for the blocking pool; when full, `503` with `Retry-After`. Default 256.
     pub blocking_queue: usize,
+    /// Scheduling priority (nice, 0-19) of the blocking threads: above 0
+    /// they yield the CPU to the cores, so a login storm slows logins rather
+    /// than validations. Default 10.
+    pub blocking_nice: i32,
     /// Failed logins per username per window before `429`. Default 10.
     pub login_failures_per_user: u32,
     /// Failed logins per client IP per window before `429`. Default 100.
@@ -338,6 +342,7 @@ impl Default for LimitsConfig {
             max_headers: 64,
             blocking_threads: None,
             blocking_queue: 256,
+            blocking_nice: 10,
             login_failures_per_user: 10,
             login_failures_per_ip: 100,
             login_window: Duration::from_secs(300),
@@ -468,6 +473,12 @@ impl Config {
             return Err(ConfigError::key(
                 "limits.max_headers",
                 "must be between 1 and 1024",
+            ));
+        }
+        if !(0..=19).contains(&l.blocking_nice) {
+            return Err(ConfigError::key(
+                "limits.blocking_nice",
+                "must be between 0 and 19",
             ));
         }
         if l.blocking_threads == Some(0) {
@@ -679,6 +690,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("limits.blocking_queue"), "{e}");
+        let e = load("", &[("TOKEND_LIMITS_BLOCKING_NICE", "20")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.blocking_nice"), "{e}");
     }
 
     #[test]

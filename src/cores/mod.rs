@@ -509,7 +509,11 @@ impl Server {
                 addr: config.server.listen,
                 source,
             })?;
-        let (pool, pool_threads) = BlockingPool::start(threads, config.limits.blocking_queue);
+        let (pool, pool_threads) = BlockingPool::start(
+            threads,
+            config.limits.blocking_queue,
+            config.limits.blocking_nice,
+        );
         let limits = Limits {
             max_head: config.limits.max_head_bytes,
             max_body: config.limits.max_body_bytes,

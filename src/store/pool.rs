@@ -51,10 +51,11 @@ pub struct BlockingPool {
 }
 
 impl BlockingPool {
-    /// Starts `threads` threads sharing a queue of `queue` waiting jobs.
-    /// Returns the pool and the thread handles (joined at shutdown after the
-    /// last `BlockingPool` clone is dropped).
-    pub fn start(threads: usize, queue: usize) -> (BlockingPool, Vec<JoinHandle<()>>) {
+    /// Starts `threads` threads sharing a queue of `queue` waiting jobs, each
+    /// at scheduling priority `nice` (0 = as the cores; see
+    /// `limits.blocking_nice`). Returns the pool and the thread handles
+    /// (joined at shutdown after the last `BlockingPool` clone is dropped).
+    pub fn start(threads: usize, queue: usize, nice: i32) -> (BlockingPool, Vec<JoinHandle<()>>) {
         let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::bounded(queue);
         let stats = Arc::new(PoolStats::default());
         let handles = (0..threads)
@@ -63,6 +64,7 @@ impl BlockingPool {
                 std::thread::Builder::new()
                     .name(format!("tokend-blocking-{i}"))
                     .spawn(move || {
+                        lower_priority(i, nice);
                         for job in rx.iter() {
                             job();
                         }
@@ -120,6 +122,29 @@ impl BlockingPool {
     }
 }
 
+/// Lowers this thread's scheduling priority to `nice` so that argon2 on a
+/// CPU shared with a core yields to the core: under a login storm the
+/// validations keep their latency and logins take what CPU is left (the
+/// login storm in `bench/run.sh`, tokend confined to one CPU, measured it).
+/// On Linux `setpriority(PRIO_PROCESS, tid)` applies to the one thread;
+/// raising nice needs no privilege.
+fn lower_priority(index: usize, nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: plain syscalls on the calling thread, no memory is passed.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if rc != 0 {
+        tracing::warn!(
+            "blocking thread {index}: cannot set nice {nice}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,14 +159,14 @@ mod tests {
 
     #[test]
     fn runs_jobs_and_returns_results() {
-        let (pool, _h) = BlockingPool::start(2, 8);
+        let (pool, _h) = BlockingPool::start(2, 8, 0);
         let r = rt().block_on(async move { pool.run(|| 40 + 2).await });
         assert_eq!(r, Ok(42));
     }
 
     #[test]
     fn full_queue_is_refused_and_loop_keeps_running() {
-        let (pool, _h) = BlockingPool::start(1, 1);
+        let (pool, _h) = BlockingPool::start(1, 1, 0);
         rt().block_on(async move {
             let p1 = pool.clone();
             let slow = monoio::spawn(async move {
@@ -167,8 +192,21 @@ mod tests {
     }
 
     #[test]
+    fn threads_run_at_the_configured_nice() {
+        let (pool, _h) = BlockingPool::start(1, 4, 7);
+        let nice = rt().block_on(async move {
+            pool.run(|| {
+                // SAFETY: plain syscalls about the calling thread.
+                unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+            })
+            .await
+        });
+        assert_eq!(nice, Ok(7));
+    }
+
+    #[test]
     fn panics_are_contained() {
-        let (pool, _h) = BlockingPool::start(1, 4);
+        let (pool, _h) = BlockingPool::start(1, 4, 0);
         rt().block_on(async move {
             assert_eq!(
                 pool.run(|| -> u8 { panic!("boom") }).await,
