@@ -266,7 +266,9 @@ pub struct TokensConfig {
     /// family (for clients that lost a response). Default `0s`.
     #[serde(with = "humantime_serde")]
     pub refresh_reuse_grace: Duration,
-    /// Verified tokens cached per core. Default 100000.
+    /// Verified tokens cached per core. Default 100000. Each entry holds the
+    /// token and its claims, about 1.1 KiB with EdDSA tokens (~490 bytes):
+    /// a full cache of 100000 is about 110 MiB per core.
     pub verified_cache_size: usize,
 }
 

@@ -10,6 +10,47 @@ use clap::{Args, Parser, Subcommand};
 
 use tokend::config::Config;
 
+/// jemalloc, not glibc malloc (issue #4: resident memory). Measured on one
+/// core after the benchmark's runs (logins included, 2 blocking threads):
+/// glibc kept 124 to 186 MiB, mostly blocking-thread arenas of ~57 MiB each
+/// holding argon2id's 19 MiB working memory (glibc's dynamic mmap threshold
+/// moves such blocks into the arenas, which never shrink), and what 10,000
+/// closed connections had used stayed resident too. jemalloc with
+/// [`MALLOC_CONF`] is back to ~10 MiB a second after the logins, and after
+/// the connections close. Same session, CPU 0, interleaved runs: validate
+/// throughput the same within noise (wrk -c64, mean of 4: 82.8k req/s with
+/// glibc, 85.8k with jemalloc; callgrind: malloc and free cost ~210
+/// instructions per validation with glibc, ~75 with jemalloc), single-thread
+/// logins 62/s against glibc's 56/s.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main` (the `_RJEM_MALLOC_CONF`
+/// environment variable may add to them at run time):
+/// - `oversize_threshold:0`: no separate, eagerly purged arena for blocks of
+///   8 MiB and more. With it every login faulted argon2id's 19 MiB in afresh:
+///   31 logins/s on one thread instead of 56.
+/// - `background_thread:true,max_background_threads:1`: one jemalloc thread
+///   returns free pages on schedule even when the thread that freed them
+///   has gone idle (a blocking thread after a login burst, a core after its
+///   connections closed); without it purging waits for that thread's next
+///   allocations.
+/// - `dirty_decay_ms:1000`: free pages stay for reuse about a second (a
+///   login burst keeps argon2id's memory warm), then go back to the kernel.
+/// - `muzzy_decay_ms:0`: go back with `MADV_DONTNEED`, not `MADV_FREE`, whose
+///   pages still count in RSS until the kernel needs them.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf = MallocConf(
+    c"oversize_threshold:0,background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0"
+        .as_ptr(),
+);
+
+/// jemalloc reads `_rjem_malloc_conf` as a `const char *`.
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+// SAFETY: the pointer is to a 'static C string literal, never written.
+unsafe impl Sync for MallocConf {}
+
 /// tokend — a thread-per-core OAuth 2.0 token service.
 ///
 /// Issues, validates, refreshes and revokes JWT access tokens for users kept

@@ -199,6 +199,51 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     assert!(start.elapsed() >= Duration::from_millis(800));
 }
 
+/// Between requests a connection frees its buffers: a quiet one at once, a
+/// busy one after a second of silence (`IDLE_RELEASE` in src/net/mod.rs).
+/// Either way its next request, whole, in pieces or pipelined past the
+/// buffer's 4 KiB, is answered.
+#[test]
+fn connections_are_served_after_freeing_their_buffers() {
+    let s = TestServer::start();
+    let one = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut c = s.conn();
+    // New (quiet), then busy: requests back to back.
+    for _ in 0..3 {
+        healthy(&mut c);
+    }
+    // Silent past the release: the busy read is cancelled.
+    std::thread::sleep(Duration::from_millis(1300));
+    c.send(b"GET /hea");
+    std::thread::sleep(Duration::from_millis(30));
+    c.send(b"lthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response().unwrap().status, 200);
+    c.send(one.repeat(16).as_bytes());
+    for _ in 0..16 {
+        assert_eq!(c.read_response().unwrap().status, 200);
+    }
+    // Quiet again; then 200 pipelined requests, 6.8 KB in one write.
+    std::thread::sleep(Duration::from_millis(1300));
+    c.send(one.repeat(200).as_bytes());
+    for _ in 0..200 {
+        assert_eq!(c.read_response().unwrap().status, 200);
+    }
+    healthy(&mut c);
+}
+
+/// A busy connection that goes silent still meets the idle timeout after it
+/// has freed its buffers.
+#[test]
+fn a_busy_connection_that_goes_silent_is_closed_at_the_idle_timeout() {
+    let s = TestServer::with_env(&[("TOKEND_SERVER_IDLE_TIMEOUT", "2s")]);
+    let mut c = s.conn();
+    healthy(&mut c);
+    healthy(&mut c);
+    let start = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert!(start.elapsed() >= Duration::from_millis(1800));
+}
+
 #[test]
 fn connections_over_the_cap_are_closed_and_the_others_untouched() {
     let s = TestServer::with(Options {
