@@ -301,6 +301,7 @@ def cmd_report(results):
         out["argon2"]["login_ratio"] = login_med / cap
     out["login_storm"] = login_storm_section(meta, storm)
     out["memory"] = memory_section(meta, raw)
+    out["profile"] = profile_section(raw)
     with open(os.path.join(results, "latest.json"), "w") as f:
         json.dump(out, f, indent=2, sort_keys=False)
         f.write("\n")
@@ -378,6 +379,8 @@ def cmd_report(results):
             L.append("")
     L.extend(login_storm_text(out.get("login_storm"), st))
     L.extend(memory_text(out.get("memory")))
+    L.extend(profile_text(out.get("profile")))
+    L.extend(targets_text(out, st))
     notes = meta.get("notes") or []
     if notes:
         L.append("Notes:")
@@ -388,6 +391,75 @@ def cmd_report(results):
     with open(os.path.join(results, "summary.md"), "w") as f:
         f.write("\n".join(L))
     print("\n".join(L))
+
+
+def profile_section(raw):
+    """perf report's top entries for validate, as run.sh saved them."""
+    def rows(name, width):
+        out = []
+        for line in read_lines(os.path.join(raw, name)):
+            parts = line.split(None, width)
+            if len(parts) == width + 1 and parts[0].endswith("%"):
+                out.append(parts)
+        return out
+    symbols = [{"percent": float(p[0][:-1]), "dso": p[1], "symbol": p[3] if len(p) > 3 else p[2]}
+               for p in rows("profile.symbols.txt", 3)]
+    dsos = [{"percent": float(p[0][:-1]), "dso": p[1]} for p in rows("profile.dsos.txt", 1)]
+    if not symbols and not dsos:
+        return None
+    return {"scenario": "validate", "event": "cpu-clock", "process": "tokend", "top": symbols, "dsos": dsos}
+
+
+def profile_text(prof):
+    if not prof:
+        return []
+    L = ["### Profile: validate at full speed (`perf record -e cpu-clock`, tokend only)", ""]
+    if prof.get("dsos"):
+        L.append("Where tokend's CPU time goes: " + ", ".join(
+            f"{d['dso']} {d['percent']:.1f}%" for d in prof["dsos"]) + ".")
+        L.append("")
+    if prof.get("top"):
+        L.append("| % | where | symbol |")
+        L.append("|---:|---|---|")
+        for t in prof["top"]:
+            L.append(f"| {t['percent']:.2f} | {t['dso']} | `{t['symbol']}` |")
+        L.append("")
+    return L
+
+
+def targets_text(out, st):
+    """Each target of issue #4 against this run's figures."""
+    sc = out.get("scenarios", {})
+    ratio = lambda n: sc.get(n, {}).get("ratio_to_ceiling")
+    rows = []
+    def row(name, target, value, ok):
+        rows.append(f"| {name} | {target} | {value} | {'met' if ok else ('missed' if ok is not None else '—')} |")
+    v = ratio("validate")
+    row("validate", "≥ 0.75 × ceiling", fmt(v, 2) if v else "—", (v >= 0.75) if v else None)
+    v = ratio("introspect")
+    row("introspect", "≥ 0.6 × ceiling", fmt(v, 2) if v else "—", (v >= 0.6) if v else None)
+    v = sc.get("refresh", {}).get("rps_median")
+    row("refresh", "≥ 10,000 req/s", fmt(v) if v else "—", (v >= 10000) if v else None)
+    a = out.get("argon2") or {}
+    v = a.get("login_ratio")
+    row("login", "≥ 0.9 × pool threads × argon2 rate (usable cores)", fmt(v, 2) if v else "—",
+        (v >= 0.9) if v else None)
+    m = (out.get("constant_rate", {}).get("mixed") or {}).get("20000")
+    if m:
+        ok = (m.get("p99_ms") or 1e9) <= 2 and not m.get("non_2xx") and not m.get("errors") \
+            and (m.get("rps") or 0) >= 0.95 * 20000
+        row("mixed at 20k req/s", "p99 ≤ 2 ms, zero errors",
+            f"achieved {fmt(m.get('rps'))} req/s, p99 {fmt(m.get('p99_ms'), 2)} ms", ok)
+    else:
+        row("mixed at 20k req/s", "p99 ≤ 2 ms, zero errors", "not measured (needs wrk2)", None)
+    s = out.get("login_storm") or {}
+    v = s.get("p99_ratio")
+    row("login storm", "validate p99 ≤ 2 × without", fmt(v, 2) if v else "—", (v <= 2) if v else None)
+    mem = out.get("memory") or {}
+    held = mem.get("vmrss_with_connections_kib")
+    row("memory, 10,000 connections", "< 100 MiB", f"{held / 1024:.1f} MiB" if held else "—",
+        (held < 100 * 1024) if held else None)
+    return ["### Targets", "", "| what | target | this run | |", "|---|---|---|---|"] + rows + [""]
 
 
 def fmt_uncorrected(r):
