@@ -81,6 +81,27 @@ pub enum Driver {
     Epoll,
 }
 
+impl Driver {
+    /// The driver the cores actually run: `Auto` becomes io_uring where the
+    /// kernel offers it, epoll otherwise.
+    pub fn resolve(self) -> Driver {
+        match self {
+            Driver::Auto if monoio::utils::detect_uring() => Driver::IoUring,
+            Driver::Auto => Driver::Epoll,
+            d => d,
+        }
+    }
+
+    /// The name in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Auto => "auto",
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
 /// Which cores run a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cores {

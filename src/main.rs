@@ -493,12 +493,12 @@ fn serve(config: Config, config_path: Option<&std::path::Path>) -> anyhow::Resul
         "effective configuration (secrets redacted):\n{}",
         config.redacted_toml()
     );
-    let driver = config.server.driver;
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
     let server = tokend::cores::Server::start(config)?;
     let cores = server.shared().counters.len();
-    tracing::info!(driver = ?driver, cores, "tokend listening on http://{}", server.addr);
+    let driver = server.shared().driver.name();
+    tracing::info!(driver, cores, "tokend listening on http://{}", server.addr);
     // READY=1 comes from the control loop, once Redis has answered too.
     control_loop(server, &mut signals, config_path, log_handle.as_ref());
     Ok(())

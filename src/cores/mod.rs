@@ -137,8 +137,8 @@ pub struct Shared {
     /// Time of each login verification on the blocking pool (argon2id,
     /// plus the user lookup).
     pub argon2: Arc<crate::metrics::SharedHistogram>,
-    /// The driver the cores run: "epoll" or "io_uring".
-    pub driver: &'static str,
+    /// The driver the cores run, resolved (never `Auto`).
+    pub driver: Driver,
 }
 
 impl Shared {
@@ -525,12 +525,7 @@ impl Server {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{addr}"),
         };
-        let driver = match config.server.driver {
-            Driver::IoUring => "io_uring",
-            Driver::Epoll => "epoll",
-            Driver::Auto if monoio::utils::detect_uring() => "io_uring",
-            Driver::Auto => "epoll",
-        };
+        let driver = config.server.driver.resolve();
         let issuer = config
             .tokens
             .issuer
@@ -649,11 +644,7 @@ fn run_core(
     stop: oneshot::Receiver<()>,
     ready: mpsc::Sender<Result<usize, ServeError>>,
 ) {
-    let driver = match shared.config.server.driver {
-        Driver::Auto if monoio::utils::detect_uring() => Driver::IoUring,
-        Driver::Auto => Driver::Epoll,
-        d => d,
-    };
+    let driver = shared.driver;
     let fut = core_main(index, shared, listener, stop, ready.clone());
     let built = match driver {
         Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()

@@ -24,7 +24,7 @@ pub fn metrics(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
         pool: shared.pool.stats(),
         pool_threads: shared.pool.threads(),
         argon2: &shared.argon2,
-        driver: shared.driver,
+        driver: shared.driver.name(),
         uptime: shared.started.elapsed(),
     };
     let mut body = Vec::with_capacity(16 * 1024);

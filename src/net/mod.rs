@@ -126,7 +126,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
     let mut readiness_stale = false;
     // Cancels the read of a busy connection gone silent, with io_uring only
     // (see `linger_read`; epoll drops it).
-    let mut canceller = (core.shared.driver == "io_uring").then(Canceller::new);
+    let mut canceller = (core.shared.driver == crate::config::Driver::IoUring).then(Canceller::new);
     // When the first byte of the request being read arrived: the head (and
     // body) must be complete within `head_timeout` of it.
     let mut request_started: Option<Instant> = None;
