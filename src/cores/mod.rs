@@ -139,6 +139,9 @@ pub struct Shared {
     pub argon2: Arc<crate::metrics::SharedHistogram>,
     /// The driver the cores run, resolved (never `Auto`).
     pub driver: Driver,
+    /// Held while a draining core closes its listener, so that the cores of
+    /// one process stop listening one after another (see `stop_listening`).
+    pub listener_close: Mutex<()>,
 }
 
 impl Shared {
@@ -552,6 +555,7 @@ impl Server {
             public_url,
             argon2: Arc::new(crate::metrics::SharedHistogram::default()),
             driver,
+            listener_close: Mutex::new(()),
         });
 
         // Make sure Redis holds every revocation before the first
@@ -733,32 +737,43 @@ async fn core_main(
     }
     let _ = ready.send(Ok(index));
 
+    // Accepts are cancelable so that a drain can take back the one in flight
+    // instead of dropping it. With io_uring, a dropped accept is cancelled,
+    // but the kernel may have completed it already: monoio then discards the
+    // result, and the accepted socket is neither served nor closed until the
+    // process exits, when it is reset. With epoll a pending accept has taken
+    // nothing, and the cancel costs nothing.
+    let canceller = monoio::io::Canceller::new();
     loop {
-        monoio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    if core.try_open_connection() {
-                        monoio::spawn(crate::net::serve_connection(core.clone(), stream, peer));
-                    } else {
-                        // Over the cap: close at once, the others are untouched.
-                        core.counters.refused_connections.inc();
-                        drop(stream);
-                    }
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
+        let accepted = monoio::select! {
+            accepted = &mut accept => accepted,
+            _ = &mut stop => {
+                // Cancel the accept and wait for its result: the kernel may
+                // have completed it already, and that connection is served
+                // like any other (the drain below waits for it).
+                let _ = canceller.cancel();
+                if let Ok((stream, peer)) = accept.await {
+                    accept_connection(&core, stream, peer);
                 }
-                Err(e) => {
-                    // EMFILE and friends: log, back off briefly, keep serving.
-                    core.counters.accept_errors.inc();
-                    tracing::warn!(core = index, "accept failed: {e}");
-                    monoio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            _ = &mut stop => break,
+                break;
+            }
+        };
+        match accepted {
+            Ok((stream, peer)) => accept_connection(&core, stream, peer),
+            Err(e) => {
+                // EMFILE and friends: log, back off briefly, keep serving.
+                core.counters.accept_errors.inc();
+                tracing::warn!(core = index, "accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 
     // Graceful shutdown: no new connections; finish what is in flight.
     core.shutting_down.set(true);
-    drop(listener);
+    stop_listening(&core.shared, listener);
     let deadline = Instant::now() + core.shared.config.server.shutdown_timeout;
     let fresh_deadline = Instant::now() + FRESH_CONNECTION_GRACE;
     while (core.in_flight.get() > 0 || (core.fresh.get() > 0 && Instant::now() < fresh_deadline))
@@ -775,6 +790,39 @@ async fn core_main(
     }
     // Returning drops the runtime with every idle connection task: their
     // sockets are closed.
+}
+
+/// Stops listening at once, and one core at a time.
+///
+/// `shutdown(SHUT_RD)` on a listening socket stops it synchronously, whatever
+/// the driver (monoio's io_uring driver closes a socket asynchronously, at its
+/// next submission). With `net.ipv4.tcp_migrate_req`, the kernel then hands
+/// the connections waiting in its queues to another listener of the
+/// SO_REUSEPORT group, the new process's on a restart, or one of this
+/// process's cores that has not closed yet. The lock keeps two cores from
+/// closing at the same moment, so that a connection is never handed to a
+/// sibling listener that is closing too (which the kernel answers with a
+/// reset, counted in TcpExt's TCPMigrateReqFailure).
+fn stop_listening(shared: &Shared, listener: monoio::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    let _one_at_a_time = shared
+        .listener_close
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // SAFETY: shutdown(2) on a descriptor this core owns and still holds.
+    unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) };
+    drop(listener);
+}
+
+/// Serves an accepted connection, or closes it at once when the core is at
+/// its connection cap (the others are untouched).
+fn accept_connection(core: &Rc<Core>, stream: monoio::net::TcpStream, peer: SocketAddr) {
+    if core.try_open_connection() {
+        monoio::spawn(crate::net::serve_connection(core.clone(), stream, peer));
+    } else {
+        core.counters.refused_connections.inc();
+        drop(stream);
+    }
 }
 
 /// Re-renders the core's `Date` header value once a second.

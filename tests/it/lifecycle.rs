@@ -542,6 +542,8 @@ fn zero_downtime_restart_loses_no_request() {
     let d = deployment(&[]);
     let mut old = d.server;
     let addr = old.addr;
+    let kernel_before = tcp_counters();
+    eprintln!("zero-downtime restart: load on {addr}");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let counts = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
     let t0 = Instant::now();
@@ -597,6 +599,10 @@ fn zero_downtime_restart_loses_no_request() {
     }
     let (ok, failed) = *counts.lock().unwrap();
     eprintln!("zero-downtime restart: {ok} requests answered, {failed} failed");
+    eprintln!(
+        "zero-downtime restart: kernel counters during the test: {}",
+        tcp_counters_delta(&kernel_before)
+    );
     assert!(ok > 100, "too little load to mean anything: {ok}");
     assert_eq!(
         failed,
@@ -605,6 +611,43 @@ fn zero_downtime_restart_loses_no_request() {
         ok + failed
     );
     assert_eq!(new.get("/healthz").status, 200);
+}
+
+/// The machine's TcpExt counters that tell where a connection was reset or
+/// dropped around a listener's close (for the failure message; other tests
+/// running at the same time count in them too).
+fn tcp_counters() -> Vec<(String, i64)> {
+    const NAMES: [&str; 7] = [
+        "TCPMigrateReqSuccess",
+        "TCPMigrateReqFailure",
+        "ListenOverflows",
+        "ListenDrops",
+        "TCPReqQFullDrop",
+        "TCPAbortOnClose",
+        "TCPAbortOnData",
+    ];
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut rows = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+        return Vec::new();
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(n, _)| NAMES.contains(n))
+        .map(|(n, v)| (n.to_string(), v.parse().unwrap_or(0)))
+        .collect()
+}
+
+fn tcp_counters_delta(before: &[(String, i64)]) -> String {
+    tcp_counters()
+        .iter()
+        .map(|(n, v)| {
+            let was = before.iter().find(|(b, _)| b == n).map_or(0, |(_, v)| *v);
+            format!("{n} +{}", v - was)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One `GET /healthz` on a new connection, with `Connection: close`; the

@@ -347,3 +347,47 @@ fn graceful_shutdown_completes_the_request_in_flight() {
     // And new connections are refused.
     assert!(std::net::TcpStream::connect(s.addr).is_err());
 }
+
+/// A draining tokend stops listening at once, with either driver: a
+/// connection that comes after SIGTERM is refused (on a restart the kernel
+/// gives it to the other process instead), never accepted and left unserved;
+/// and a connection accepted before SIGTERM still gets its answer.
+#[test]
+fn a_draining_server_stops_listening_at_once() {
+    let mut drivers = vec!["epoll"];
+    if tokend::config::Driver::Auto.resolve() == tokend::config::Driver::IoUring {
+        drivers.push("io_uring");
+    } else {
+        eprintln!("note: io_uring is not available here; testing epoll only");
+    }
+    for driver in drivers {
+        let mut s = TestServer::with(Options {
+            env: vec![("TOKEND_SERVER_DRIVER".into(), driver.into())],
+            cores: 1,
+            ..Options::default()
+        });
+        // Accepted, but no request yet: the drain waits up to a second for it.
+        let mut early = s.conn();
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(s.pid() as i32, libc::SIGTERM) };
+        let refused = eventually(Duration::from_millis(500), || {
+            matches!(
+                std::net::TcpStream::connect(s.addr),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            )
+        });
+        assert!(
+            refused,
+            "{driver}: still accepting after SIGTERM\n{}",
+            s.log()
+        );
+        early.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = early
+            .read_response()
+            .unwrap_or_else(|| panic!("{driver}: the early connection was answered"));
+        assert_eq!(r.status, 200, "{driver}");
+        assert_eq!(r.header("connection"), Some("close"), "{driver}");
+        assert!(s.terminate().success(), "{driver}\n{}", s.log());
+    }
+}
