@@ -536,6 +536,18 @@ impl Conn {
 }
 
 /// Waits until `f` returns true or `timeout` passes.
+/// A raw keep-alive `POST /oauth/token` as client `app` (Basic credentials)
+/// with a form `body`, for tests that send it from their own connections and
+/// threads.
+pub fn raw_token_request(secret: &str, body: &str) -> String {
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("app:{secret}"));
+    format!(
+        "POST /oauth/token HTTP/1.1\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
     while Instant::now() < end {

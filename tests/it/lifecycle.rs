@@ -176,11 +176,9 @@ fn concurrent_refreshes_of_one_token_exactly_one_wins() {
         .map(|_| {
             let (rt, secret) = (rt.clone(), secret.clone());
             std::thread::spawn(move || {
-                use base64::Engine;
-                let basic = base64::engine::general_purpose::STANDARD.encode(format!("app:{secret}"));
                 let body = format!("grant_type=refresh_token&refresh_token={rt}");
                 let mut c = Conn::new(std::net::TcpStream::connect(addr).unwrap());
-                c.send(format!("POST /oauth/token HTTP/1.1\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+                c.send(raw_token_request(&secret, &body).as_bytes());
                 c.read_response().unwrap().status
             })
         })

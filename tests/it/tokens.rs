@@ -562,10 +562,8 @@ fn healthz_keeps_answering_while_logins_are_in_flight() {
             let secret = secret.clone();
             std::thread::spawn(move || {
                 let mut c = Conn::new(std::net::TcpStream::connect(addr).unwrap());
-                use base64::Engine;
-                let basic = base64::engine::general_purpose::STANDARD.encode(format!("app:{secret}"));
                 let body = "grant_type=password&username=bob&password=wrong+password";
-                c.send(format!("POST /oauth/token HTTP/1.1\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+                c.send(raw_token_request(&secret, body).as_bytes());
                 c.read_response().map(|r| r.status)
             })
         })
@@ -623,10 +621,8 @@ fn metrics_scrape_answers_within_a_second_under_full_load() {
     for _ in 0..6 {
         let (stop, secret) = (stop.clone(), d.secret.clone());
         load.push(std::thread::spawn(move || {
-            use base64::Engine;
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("app:{secret}"));
             let body = "grant_type=password&username=bob&password=wrong+password";
-            let request = format!("POST /oauth/token HTTP/1.1\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let request = raw_token_request(&secret, body);
             let mut c = Conn::new(std::net::TcpStream::connect(addr).unwrap());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 c.send(request.as_bytes());
