@@ -254,6 +254,15 @@ pub struct RedisConfig {
     /// Default `100ms`.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Answer the revocation check from an in-memory mirror on each core,
+    /// fed by a Redis stream, instead of one Redis round trip per check.
+    /// Default `false`. See `revocation::mirror`.
+    pub revocation_mirror: bool,
+    /// With the mirror: the longest a core trusts it without hearing from
+    /// Redis; past it the core asks Redis (and fails closed). Bounds how
+    /// late another node's revocation can be seen. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub mirror_max_lag: Duration,
 }
 
 impl Default for RedisConfig {
@@ -262,6 +271,8 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379/0".into(),
             prefix: "tokend:".into(),
             timeout: Duration::from_millis(100),
+            revocation_mirror: false,
+            mirror_max_lag: Duration::from_secs(1),
         }
     }
 }
@@ -502,6 +513,15 @@ impl Config {
             return Err(ConfigError::key(
                 "limits.blocking_nice",
                 "must be between 0 and 19",
+            ));
+        }
+        if !(Duration::from_millis(500)..=Duration::from_secs(60))
+            .contains(&self.redis.mirror_max_lag)
+        {
+            // The mirror hears from Redis every 250 ms at least.
+            return Err(ConfigError::key(
+                "redis.mirror_max_lag",
+                "must be between 500ms and 60s",
             ));
         }
         if l.blocking_threads == Some(0) {

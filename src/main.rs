@@ -301,14 +301,12 @@ fn set_not_before_in_redis(config: &Config, sub: &str, mark: i64) -> anyhow::Res
     r.query(
         redis::cmd("EVAL")
             .arg(tokend::revocation::SET_NOT_BEFORE_LUA)
-            .arg(1)
-            .arg(format!(
-                "{}{}{sub}",
-                config.redis.prefix,
-                tokend::revocation::NOT_BEFORE_KEY_INFIX
-            ))
+            .arg(3)
+            .arg(&tokend::revocation::set_not_before_keys(&config.redis.prefix, sub)[..])
             .arg(mark)
-            .arg(ttl),
+            .arg(ttl)
+            .arg(sub)
+            .arg(tokend::revocation::mirror::STREAM_MAXLEN),
     )
     .map_err(|e| anyhow::anyhow!("cannot write the user's not-before mark to Redis: {e}"))?;
     Ok(())

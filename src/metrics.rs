@@ -361,6 +361,38 @@ pub fn render(out: &mut Vec<u8>, snapshot: &Snapshot) {
         sum(&|c| c.counters.verified_cache_misses.get()),
     );
 
+    // Revocation mirror (redis.revocation_mirror).
+    counter(
+        out,
+        "tokend_revocation_mirror_answers_total",
+        "Revocation checks answered by the in-memory mirror.",
+        sum(&|c| c.counters.mirror_answers.get()),
+    );
+    counter(
+        out,
+        "tokend_revocation_mirror_fallbacks_total",
+        "Revocation checks sent to Redis because the mirror was not current.",
+        sum(&|c| c.counters.mirror_fallbacks.get()),
+    );
+    counter(
+        out,
+        "tokend_revocation_mirror_syncs_total",
+        "Full loads of the mirror from Redis (start, re-seed, gap in the stream).",
+        sum(&|c| c.counters.mirror_resyncs.get()),
+    );
+    gauge(
+        out,
+        "tokend_revocation_mirror_current_cores",
+        "Cores whose mirror answers now.",
+        sum(&|c| c.counters.mirror_current.get()) as f64,
+    );
+    gauge(
+        out,
+        "tokend_revocation_mirror_entries",
+        "Revocations held by the mirrors, summed over cores.",
+        sum(&|c| c.counters.mirror_entries.get()) as f64,
+    );
+
     // Redis.
     counter(
         out,
@@ -821,6 +853,11 @@ mod tests {
             ("tokend_bad_requests_total", "counter"),
             ("tokend_verified_cache_hits_total", "counter"),
             ("tokend_verified_cache_misses_total", "counter"),
+            ("tokend_revocation_mirror_answers_total", "counter"),
+            ("tokend_revocation_mirror_fallbacks_total", "counter"),
+            ("tokend_revocation_mirror_syncs_total", "counter"),
+            ("tokend_revocation_mirror_current_cores", "gauge"),
+            ("tokend_revocation_mirror_entries", "gauge"),
             ("tokend_redis_round_trips_total", "counter"),
             ("tokend_redis_commands_total", "counter"),
             ("tokend_redis_errors_total", "counter"),
@@ -838,7 +875,7 @@ mod tests {
         ] {
             assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
         }
-        assert_eq!(types.len(), 23);
+        assert_eq!(types.len(), 28);
 
         // Requests: every route × class present, summed across cores.
         let req = |route, class| {

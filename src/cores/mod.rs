@@ -24,6 +24,7 @@ use futures_channel::oneshot;
 use crate::config::{Config, Cores, Driver};
 use crate::http::{DateCache, Limits};
 use crate::identity::{ClientTable, Hasher};
+use crate::revocation::mirror::{self, Mirror};
 use crate::revocation::redis::{RedisConn, RedisTarget};
 use crate::revocation::RedisRevocations;
 use crate::store::{self, BlockingPool, PgPool};
@@ -288,8 +289,11 @@ pub struct Core {
     pub date: DateCache,
     pub redis: Rc<RedisConn>,
     pub counters: Arc<CoreCounters>,
-    /// The revocation check (one Redis round trip).
+    /// The revocation check (one Redis round trip) and revocation writes.
     pub revocations: RedisRevocations,
+    /// The in-memory revocation mirror, when `redis.revocation_mirror` is
+    /// on; asked before `revocations` (see `revocation::mirror`).
+    pub mirror: Option<Rc<Mirror>>,
     /// Refresh tokens (rotation in one Lua script).
     pub refresh: crate::revocation::refresh::RefreshStore,
     /// What a valid token must say (issuer, audience, leeway).
@@ -315,6 +319,22 @@ pub struct Core {
 }
 
 impl Core {
+    /// After a revocation write whose stream entry is `seq`: waits until
+    /// every core of this process whose mirror is current has applied it, so
+    /// the revocation is in force on this whole node once it is answered
+    /// (at most `redis.mirror_max_lag`). Nothing to wait for without the
+    /// mirror.
+    pub async fn revocation_applied(&self, seq: u64) {
+        if self.mirror.is_some() {
+            mirror::wait_applied(
+                &self.shared.counters,
+                seq,
+                self.shared.config.redis.mirror_max_lag,
+            )
+            .await;
+        }
+    }
+
     /// Counts a new connection unless the core is at its cap.
     pub fn try_open_connection(&self) -> bool {
         let open = self.open.get();
@@ -700,8 +720,18 @@ async fn core_main(
         tokens.audience.clone(),
         tokens.leeway.as_secs(),
     );
+    let mirror = shared.config.redis.revocation_mirror.then(|| {
+        Mirror::new(
+            shared.config.redis.prefix.clone(),
+            tokens.access_ttl,
+            tokens.leeway,
+            shared.config.redis.mirror_max_lag,
+            shared.counters[index].clone(),
+        )
+    });
     let core = Rc::new(Core {
         id: index,
+        mirror: mirror.clone(),
         revocations: RedisRevocations::with_seed_marker(
             redis.clone(),
             shared.config.redis.prefix.clone(),
@@ -726,6 +756,14 @@ async fn core_main(
         shutting_down: Cell::new(false),
     });
     monoio::spawn(date_ticker(core.clone()));
+    if let Some(mirror) = mirror {
+        // Its own connection: `XREAD BLOCK` holds it between entries.
+        let conn = RedisConn::new(
+            core.shared.redis_target.clone(),
+            mirror::reader_timeout(core.shared.config.redis.timeout),
+        );
+        monoio::spawn(mirror.run(conn));
+    }
     // Give the core's Redis connection a moment to come up, so the first
     // requests after "listening" don't fail closed for nothing. Redis down
     // is not fatal: requests that need it answer 503 until it is back.

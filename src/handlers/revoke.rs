@@ -81,12 +81,15 @@ async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
         }
         Err(_) => return Err(OAuthError::TemporarilyUnavailable("server busy")),
     }
-    core.revocations
+    let seq = core
+        .revocations
         // Until the token would be refused anyway: its exp plus the leeway.
-        .revoke_access(
+        .revoke_access_logged(
             &v.jti,
             (v.exp + core.expect.leeway()).saturating_sub(now).max(1),
         )
         .await
-        .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable"))
+        .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable"))?;
+    core.revocation_applied(seq).await;
+    Ok(())
 }

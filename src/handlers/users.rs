@@ -107,11 +107,13 @@ enum PasswordOutcome {
 async fn mirror_not_before(core: &Core, sub: &str, mark: i64) -> Result<(), OAuthError> {
     let t = &core.shared.config.tokens;
     let ttl = t.access_ttl.max(t.refresh_ttl).as_secs();
-    core.revocations
-        .set_not_before(sub, mark.max(0) as u64, ttl)
+    let (_, seq) = core
+        .revocations
+        .set_not_before_logged(sub, mark.max(0) as u64, ttl)
         .await
-        .map(|_| ())
-        .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable"))
+        .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable"))?;
+    core.revocation_applied(seq).await;
+    Ok(())
 }
 
 fn no_content(out: &mut Vec<u8>, ctx: &ResponseCtx<'_>) -> u16 {

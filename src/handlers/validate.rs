@@ -1,7 +1,8 @@
 //! `GET /validate` (forward auth for nginx `auth_request`, Traefik
 //! `forwardAuth`, Envoy `ext_authz`) and the verification path it shares
 //! with introspection: verified-token cache → signature and claims →
-//! one Redis round trip for revocation.
+//! revocation: the core's in-memory mirror when it is on and current, else
+//! one Redis round trip.
 
 use std::rc::Rc;
 
@@ -53,7 +54,23 @@ pub async fn check_access_token(core: &Core, token: &str) -> Result<Rc<VerifiedT
     let now = unix_now();
     let v =
         verify_cached(core, token, now).map_err(|e| OAuthError::InvalidToken(e.description()))?;
-    match core.revocations.is_revoked(&v.jti, &v.sub, v.iat).await {
+    let revoked = match core
+        .mirror
+        .as_ref()
+        .and_then(|m| m.verdict(&v.jti, &v.sub, v.iat, v.exp))
+    {
+        Some(revoked) => {
+            core.counters.mirror_answers.inc();
+            Ok(revoked)
+        }
+        None => {
+            if core.mirror.is_some() {
+                core.counters.mirror_fallbacks.inc();
+            }
+            core.revocations.is_revoked(&v.jti, &v.sub, v.iat).await
+        }
+    };
+    match revoked {
         Ok(false) => Ok(v),
         Ok(true) => Err(OAuthError::InvalidToken("token revoked")),
         Err(_) => Err(OAuthError::TemporarilyUnavailable(

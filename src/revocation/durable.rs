@@ -66,7 +66,7 @@ use postgres::GenericClient;
 use super::blocking::BlockingRedis;
 use super::redis::{RedisError, Reply};
 use super::refresh::{FAMILY_KEY_INFIX, FAMILY_REVOKED_FIELD};
-use super::{ACCESS_KEY_INFIX, NOT_BEFORE_KEY_INFIX};
+use super::ACCESS_KEY_INFIX;
 
 /// Key suffix of the "Redis holds every revocation" marker:
 /// `{prefix}seeded`. Validation treats its absence as "cannot tell" (503).
@@ -419,10 +419,12 @@ pub fn reseed_blocking(
         }
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&mark_sha)
-            .arg(1)
-            .arg([prefix, NOT_BEFORE_KEY_INFIX, sub].concat())
+            .arg(3)
+            .arg(&super::set_not_before_keys(prefix, sub)[..])
             .arg(*mark)
-            .arg(ttl);
+            .arg(ttl)
+            .arg(sub)
+            .arg(super::mirror::STREAM_MAXLEN);
         batch.push(cmd);
         stats.marks += 1;
         flush_if_full(redis, &mut batch)?;

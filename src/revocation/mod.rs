@@ -19,6 +19,7 @@
 
 pub mod blocking;
 pub mod durable;
+pub mod mirror;
 pub mod redis;
 pub mod refresh;
 
@@ -47,13 +48,29 @@ pub trait RevocationCheck {
     async fn is_revoked(&self, jti: &str, sub: &str, iat: u64) -> Result<bool, RedisError>;
 }
 
-/// Sets a user's "not before" mark, never lowering a later one.
+/// Revokes one access token and logs it for the mirrors.
 ///
-/// KEYS[1] = the mark's key; ARGV[1] = the mark (unix seconds); ARGV[2] = TTL
-/// in seconds. A later existing mark is kept (and its TTL only ever
+/// KEYS[1] = `{prefix}rev:at:{jti}`, KEYS[2] = `{prefix}revlog:seq`,
+/// KEYS[3] = `{prefix}revlog`; ARGV[1] = TTL in seconds, ARGV[2] = the jti,
+/// ARGV[3] = the stream's approximate length cap. Returns the entry's
+/// sequence number (see [`mirror`]).
+pub const REVOKE_ACCESS_LUA: &str = r"
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 's', seq, 't', 'at', 'k', ARGV[2], 'v', ARGV[1])
+return seq
+";
+
+/// Sets a user's "not before" mark, never lowering a later one, and logs a
+/// change for the mirrors.
+///
+/// KEYS[1] = the mark's key, KEYS[2] = `{prefix}revlog:seq`, KEYS[3] =
+/// `{prefix}revlog`; ARGV[1] = the mark (unix seconds); ARGV[2] = TTL in
+/// seconds; ARGV[3] = the user's `sub`; ARGV[4] = the stream's approximate
+/// length cap. A later existing mark is kept (and its TTL only ever
 /// extended), so two racing logouts, or a retried one, can never re-validate
-/// tokens. A value that is not a number is overwritten. Returns the mark in
-/// force.
+/// tokens. A value that is not a number is overwritten. Returns
+/// `{mark in force, sequence number of the stream entry or 0 if none}`.
 pub const SET_NOT_BEFORE_LUA: &str = r"
 local new = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -63,11 +80,23 @@ if cur ~= nil and cur >= new then
   if left >= 0 and left < ttl then
     redis.call('EXPIRE', KEYS[1], ttl)
   end
-  return cur
+  return {cur, 0}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
-return new
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 's', seq, 't', 'nbf', 'k', ARGV[3], 'v', ARGV[1])
+return {new, seq}
 ";
+
+/// The keys and arguments of [`SET_NOT_BEFORE_LUA`] for `sub`, for callers
+/// that run it through another client (the CLI, the re-seed).
+pub fn set_not_before_keys(prefix: &str, sub: &str) -> [String; 3] {
+    [
+        [prefix, NOT_BEFORE_KEY_INFIX, sub].concat(),
+        [prefix, mirror::SEQ_SUFFIX].concat(),
+        [prefix, mirror::STREAM_SUFFIX].concat(),
+    ]
+}
 
 /// The revocation check and revocation writes, stored in Redis.
 pub struct RedisRevocations {
@@ -76,6 +105,10 @@ pub struct RedisRevocations {
     /// share one Redis.
     prefix: String,
     set_not_before: Script,
+    revoke_access: Script,
+    /// `{prefix}revlog:seq` and `{prefix}revlog`: the mirrors' stream.
+    seq_key: String,
+    stream_key: String,
     /// Also read `{prefix}seeded` in the same round trip and answer "cannot
     /// tell" while it is missing: Redis lost its data and the revocations
     /// have not been re-seeded from PostgreSQL yet (see `durable`).
@@ -96,10 +129,14 @@ impl RedisRevocations {
 
     /// Revocations under `prefix`, on the core's connection.
     pub fn new(conn: Rc<RedisConn>, prefix: impl Into<String>) -> RedisRevocations {
+        let prefix = prefix.into();
         RedisRevocations {
             conn,
-            prefix: prefix.into(),
+            seq_key: [prefix.as_str(), mirror::SEQ_SUFFIX].concat(),
+            stream_key: [prefix.as_str(), mirror::STREAM_SUFFIX].concat(),
+            prefix,
             set_not_before: Script::new(SET_NOT_BEFORE_LUA),
+            revoke_access: Script::new(REVOKE_ACCESS_LUA),
             require_seed_marker: false,
         }
     }
@@ -128,26 +165,37 @@ impl RedisRevocations {
     /// lifetime: Redis expiry does the clean-up). A `ttl_secs` of 0 means the
     /// token has already expired, so nothing is written.
     pub async fn revoke_access(&self, jti: &str, ttl_secs: u64) -> Result<(), RedisError> {
+        self.revoke_access_logged(jti, ttl_secs).await.map(|_| ())
+    }
+
+    /// [`RedisRevocations::revoke_access`], returning the sequence number of
+    /// the stream entry the mirrors apply (0: nothing written), for
+    /// [`mirror::wait_applied`].
+    pub async fn revoke_access_logged(&self, jti: &str, ttl_secs: u64) -> Result<u64, RedisError> {
         if ttl_secs == 0 {
-            return Ok(());
+            return Ok(0);
         }
-        let p = self.prefix.as_bytes();
+        let key = self.access_key(jti);
         let reply = self
             .conn
-            .query_with(|w| {
-                w.command(5)
-                    .arg(b"SET")
-                    .arg_parts(&[p, ACCESS_KEY_INFIX.as_bytes(), jti.as_bytes()])
-                    .arg(b"1")
-                    .arg(b"EX")
-                    .arg_u64(ttl_secs);
-            })
+            .eval(
+                &self.revoke_access,
+                &[
+                    key.as_str(),
+                    self.seq_key.as_str(),
+                    self.stream_key.as_str(),
+                ],
+                &[
+                    ttl_secs.to_string().as_str(),
+                    jti,
+                    &mirror::STREAM_MAXLEN.to_string(),
+                ],
+            )
             .await?;
-        if reply.is_ok() {
-            Ok(())
-        } else {
-            Err(RedisError::Protocol)
-        }
+        reply
+            .as_int()
+            .and_then(|s| u64::try_from(s).ok())
+            .ok_or(RedisError::Protocol)
     }
 
     /// Voids every token of `sub` issued at or before `unix_secs` (logout
@@ -161,16 +209,39 @@ impl RedisRevocations {
         unix_secs: u64,
         ttl_secs: u64,
     ) -> Result<u64, RedisError> {
+        self.set_not_before_logged(sub, unix_secs, ttl_secs)
+            .await
+            .map(|(mark, _)| mark)
+    }
+
+    /// [`RedisRevocations::set_not_before`], returning `(mark in force,
+    /// sequence number of the stream entry or 0)`.
+    pub async fn set_not_before_logged(
+        &self,
+        sub: &str,
+        unix_secs: u64,
+        ttl_secs: u64,
+    ) -> Result<(u64, u64), RedisError> {
         let key = self.not_before_key(sub);
         let ttl = ttl_secs.max(1);
         let reply = self
             .conn
-            .eval(&self.set_not_before, &[key.as_str()], &[unix_secs, ttl])
+            .eval(
+                &self.set_not_before,
+                &[
+                    key.as_str(),
+                    self.seq_key.as_str(),
+                    self.stream_key.as_str(),
+                ],
+                &[
+                    unix_secs.to_string().as_str(),
+                    &ttl.to_string(),
+                    sub,
+                    &mirror::STREAM_MAXLEN.to_string(),
+                ],
+            )
             .await?;
-        reply
-            .as_int()
-            .and_then(|m| u64::try_from(m).ok())
-            .ok_or(RedisError::Protocol)
+        parse_mark_reply(&reply).ok_or(RedisError::Protocol)
     }
 
     /// The user's "not before" mark, if any (cold path: admin, tests).
@@ -246,6 +317,17 @@ fn decide(reply: &Reply, iat: u64) -> Result<bool, RedisError> {
             tracing::warn!("revocation: a not-before mark is not a number ({mark:?}); treating the token as revoked");
             Ok(true)
         }
+    }
+}
+
+/// `{mark, seq}` as [`SET_NOT_BEFORE_LUA`] returns it.
+pub fn parse_mark_reply(reply: &Reply) -> Option<(u64, u64)> {
+    match reply.as_array()? {
+        [mark, seq] => Some((
+            u64::try_from(mark.as_int()?).ok()?,
+            u64::try_from(seq.as_int()?).ok()?,
+        )),
+        _ => None,
     }
 }
 

@@ -31,15 +31,62 @@ fn validate(server: &TestServer, token: &str) -> u16 {
         .status
 }
 
+/// The environment that turns the in-memory revocation mirror on, or
+/// nothing: the revocation tests run once with each way of checking.
+fn mirror_env(mirror: bool) -> Vec<(&'static str, &'static str)> {
+    if mirror {
+        vec![("TOKEND_REDIS_REVOCATION_MIRROR", "true")]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A sample of `server`'s metrics page (summed over cores).
+fn metric(server: &TestServer, name: &str) -> f64 {
+    let page = server.get("/metrics").text();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{page}"))
+}
+
+/// With the mirror: waits until both cores' mirrors answer.
+fn wait_mirror_current(server: &TestServer, mirror: bool) {
+    if mirror {
+        assert!(
+            eventually(Duration::from_secs(5), || metric(
+                server,
+                "tokend_revocation_mirror_current_cores"
+            ) == 2.0),
+            "the mirror never became current:\n{}",
+            server.log()
+        );
+    }
+}
+
+/// With the mirror: it answered checks (the test exercised it, not only the
+/// Redis fallback).
+fn assert_mirror_answered(server: &TestServer, mirror: bool) {
+    if mirror {
+        let n = metric(server, "tokend_revocation_mirror_answers_total");
+        assert!(n > 0.0, "the mirror answered no check");
+    }
+}
+
 /// A second node of the same deployment: same database, same Redis prefix.
-fn second_node(d: &Deployment) -> TestServer {
+fn second_node(d: &Deployment, mirror: bool) -> TestServer {
     // Nodes of one deployment share an issuer (set `tokens.issuer` or
     // `server.public_url` in production); here, the first node's.
+    let mut env = vec![(
+        "TOKEND_TOKENS_ISSUER".to_string(),
+        format!("http://{}", d.server.addr),
+    )];
+    env.extend(
+        mirror_env(mirror)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     TestServer::with(Options {
-        env: vec![(
-            "TOKEND_TOKENS_ISSUER".into(),
-            format!("http://{}", d.server.addr),
-        )],
+        env,
         db_url: Some(d.db.url.clone()),
         prefix: Some(d.server.prefix.clone()),
         ..Options::default()
@@ -48,8 +95,19 @@ fn second_node(d: &Deployment) -> TestServer {
 
 #[test]
 fn revoke_access_token_on_every_core_and_on_a_second_node() {
-    let d = deployment(&[]);
-    let node2 = second_node(&d);
+    revoke_on_every_core_and_on_a_second_node(false);
+}
+
+#[test]
+fn revoke_access_token_on_every_core_and_on_a_second_node_with_the_mirror() {
+    revoke_on_every_core_and_on_a_second_node(true);
+}
+
+fn revoke_on_every_core_and_on_a_second_node(mirror: bool) {
+    let d = deployment(&mirror_env(mirror));
+    let node2 = second_node(&d, mirror);
+    wait_mirror_current(&d.server, mirror);
+    wait_mirror_current(&node2, mirror);
     let (access, _) = login_full(&d, "alice");
     // Warm the verified caches of several connections (both cores).
     for _ in 0..8 {
@@ -62,10 +120,20 @@ fn revoke_access_token_on_every_core_and_on_a_second_node() {
         &[("token", &access)],
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    if mirror {
+        // The node that took the revoke has it on every core before it
+        // answers; another node sees it when its mirror reads the entry.
+        assert_eq!(validate(&d.server, &access), 401);
+        assert!(eventually(Duration::from_secs(1), || validate(
+            &node2, &access
+        ) == 401));
+    }
     for _ in 0..8 {
         assert_eq!(validate(&d.server, &access), 401);
         assert_eq!(validate(&node2, &access), 401);
     }
+    assert_mirror_answered(&d.server, mirror);
+    assert_mirror_answered(&node2, mirror);
     let r = d.server.post_form(
         "/oauth/introspect",
         Some(("app", &d.secret)),
@@ -120,7 +188,7 @@ fn a_client_cannot_revoke_another_clients_token() {
 #[test]
 fn refresh_rotation_and_reuse_revokes_the_family() {
     let d = deployment(&[]);
-    let node2 = second_node(&d);
+    let node2 = second_node(&d, false);
     let (_, rt1) = login_full(&d, "alice");
     assert!(rt1.starts_with("tokend_rt_"));
     let r = refresh(&d, &d.server, &rt1);
@@ -197,7 +265,17 @@ fn concurrent_refreshes_of_one_token_exactly_one_wins() {
 
 #[test]
 fn logout_all_voids_every_token_of_the_user() {
-    let d = deployment(&[]);
+    logout_all_voids_every_token(false);
+}
+
+#[test]
+fn logout_all_voids_every_token_of_the_user_with_the_mirror() {
+    logout_all_voids_every_token(true);
+}
+
+fn logout_all_voids_every_token(mirror: bool) {
+    let d = deployment(&mirror_env(mirror));
+    wait_mirror_current(&d.server, mirror);
     let (a1, r1) = login_full(&d, "alice");
     let (a2, _) = login_full(&d, "alice");
     let (bob, _) = login_full(&d, "bob");
@@ -211,11 +289,22 @@ fn logout_all_voids_every_token_of_the_user() {
     std::thread::sleep(Duration::from_millis(1100));
     let (a3, _) = login_full(&d, "alice");
     assert_eq!(validate(&d.server, &a3), 200);
+    assert_mirror_answered(&d.server, mirror);
 }
 
 #[test]
 fn password_change_and_admin_disable_end_sessions() {
-    let d = deployment(&[]);
+    password_change_and_admin_disable(false);
+}
+
+#[test]
+fn password_change_and_admin_disable_end_sessions_with_the_mirror() {
+    password_change_and_admin_disable(true);
+}
+
+fn password_change_and_admin_disable(mirror: bool) {
+    let d = deployment(&mirror_env(mirror));
+    wait_mirror_current(&d.server, mirror);
     let (alice, _) = login_full(&d, "alice");
     let r = d.server.post_json(
         "/users/me/password",
@@ -258,6 +347,7 @@ fn password_change_and_admin_disable_end_sessions() {
             .status,
         404
     );
+    assert_mirror_answered(&d.server, mirror);
 }
 
 /// A private redis-server this test can stop, start and flush.
@@ -328,12 +418,34 @@ impl Drop for PrivateRedis {
 
 #[test]
 fn redis_down_fails_closed_then_recovers() {
+    redis_down_fails_closed(false);
+}
+
+#[test]
+fn redis_down_fails_closed_then_recovers_with_the_mirror() {
+    redis_down_fails_closed(true);
+}
+
+fn redis_down_fails_closed(mirror: bool) {
     let mut redis = PrivateRedis::start();
     let url = redis.url();
-    let d = deployment(&[("TOKEND_REDIS_URL", &url)]);
+    let mut env = mirror_env(mirror);
+    env.push(("TOKEND_REDIS_URL", &url));
+    let d = deployment(&env);
+    wait_mirror_current(&d.server, mirror);
     let (access, _) = login_full(&d, "alice");
     assert_eq!(validate(&d.server, &access), 200);
+    assert_mirror_answered(&d.server, mirror);
     redis.stop();
+    if mirror {
+        // The mirror stops answering as soon as its reader loses Redis (at
+        // the latest after redis.mirror_max_lag, 1 s); from then on, 503.
+        assert!(
+            eventually(Duration::from_millis(1500), || validate(&d.server, &access)
+                == 503),
+            "the mirror kept answering without Redis"
+        );
+    }
     for _ in 0..6 {
         let r = d.server.get_auth("/validate", &format!("Bearer {access}"));
         assert_eq!(r.status, 503, "{}", r.text());
@@ -359,9 +471,21 @@ fn redis_down_fails_closed_then_recovers() {
 
 #[test]
 fn flushall_does_not_bring_a_revoked_token_back() {
+    flushall_does_not_bring_it_back(false);
+}
+
+#[test]
+fn flushall_does_not_bring_a_revoked_token_back_with_the_mirror() {
+    flushall_does_not_bring_it_back(true);
+}
+
+fn flushall_does_not_bring_it_back(mirror: bool) {
     let redis = PrivateRedis::start();
     let url = redis.url();
-    let d = deployment(&[("TOKEND_REDIS_URL", &url)]);
+    let mut env = mirror_env(mirror);
+    env.push(("TOKEND_REDIS_URL", &url));
+    let d = deployment(&env);
+    wait_mirror_current(&d.server, mirror);
     let (revoked, _) = login_full(&d, "alice");
     let (alive, _) = login_full(&d, "bob");
     assert_eq!(
@@ -376,20 +500,43 @@ fn flushall_does_not_bring_a_revoked_token_back() {
     );
     assert_eq!(validate(&d.server, &revoked), 401);
     redis.flushall();
-    // Never 200 for the revoked token, not even in the window before the
-    // re-seed (503 there), and 401 after it.
-    let mut saw_401 = false;
-    for _ in 0..100 {
-        let s = validate(&d.server, &revoked);
-        assert!(s == 401 || s == 503, "revoked token answered {s}");
-        if s == 401 {
-            saw_401 = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    // Never 200 for the revoked token: not in the window before the re-seed
+    // (503 there, or 401 from the mirror's memory), nor after it (401).
+    let reseeded = || d.server.log().matches("redis: re-seeded").count() >= 2;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let s = validate(&d.server, &revoked);
+            assert!(s == 401 || s == 503, "revoked token answered {s}");
+            reseeded()
+        }),
+        "never re-seeded:\n{}",
+        d.server.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            assert_eq!(validate(&d.server, &revoked), 401);
+            validate(&d.server, &alive) == 200
+        }),
+        "validation did not recover after the re-seed:\n{}",
+        d.server.log()
+    );
+    if mirror {
+        // Each core's mirror syncs again from the re-seeded Redis (2 cores:
+        // 2 syncs at start, 2 after), answers again, and still refuses the
+        // revoked token.
+        let syncs = || metric(&d.server, "tokend_revocation_mirror_syncs_total");
+        assert!(
+            eventually(Duration::from_secs(2), || syncs() >= 4.0),
+            "{} syncs:\n{}",
+            syncs(),
+            d.server.log()
+        );
+        wait_mirror_current(&d.server, mirror);
+        let before = metric(&d.server, "tokend_revocation_mirror_answers_total");
+        assert_eq!(validate(&d.server, &revoked), 401);
+        assert_eq!(validate(&d.server, &alive), 200);
+        assert!(metric(&d.server, "tokend_revocation_mirror_answers_total") > before);
     }
-    assert!(saw_401, "never re-seeded:\n{}", d.server.log());
-    assert_eq!(validate(&d.server, &alive), 200);
 }
 
 #[test]

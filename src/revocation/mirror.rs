@@ -1,0 +1,797 @@
+//! The in-memory revocation mirror (DESIGN §7), one per core.
+//!
+//! With `redis.revocation_mirror = true`, each core keeps the revocations
+//! that can still matter in memory and answers the revocation check without
+//! a network round trip. A validation then costs no Redis I/O at all: on this
+//! machine the Redis round trip, in tokend's and in Redis's own CPU time,
+//! was most of the gap between `/validate` and the HTTP ceiling (issue #4).
+//!
+//! # How it is fed
+//!
+//! Every revocation write appends an entry to the stream `{prefix}revlog` in
+//! the same Lua script that writes the key, numbered by `{prefix}revlog:seq`
+//! (an `INCR`, so consecutive): [`super::REVOKE_ACCESS_LUA`] and
+//! [`super::SET_NOT_BEFORE_LUA`]. Each core's reader task, on a Redis
+//! connection of its own:
+//!
+//! 1. **syncs**: one script reads the seeded marker, the sequence number and
+//!    the stream's last id at one instant; then `SCAN` loads every
+//!    `rev:at:*` key (with its `PTTL`) and every `nbf:*` mark;
+//! 2. **follows**: `GET {prefix}seeded` and `XREAD BLOCK 250` from the last
+//!    id, pipelined, in a loop. Entries are applied in order; each round
+//!    that comes back proves the mirror held everything Redis held when the
+//!    round was sent.
+//!
+//! It syncs again from scratch when an entry's number is not the next one (a
+//! trimmed stream, or `FLUSHALL`: the counter restarts) or when the seeded
+//! marker changed or vanished (Redis lost its data and was, or is about to
+//! be, re-seeded from PostgreSQL; see `durable`).
+//!
+//! # When it answers
+//!
+//! [`Mirror::verdict`] answers only while the last round that came back was
+//! sent less than `redis.mirror_max_lag` ago (default 1 s). Otherwise (not
+//! synced yet, Redis down, reader stuck) it answers `None` and the caller
+//! asks Redis directly, which fails closed (503) when Redis cannot answer.
+//! Redis trouble therefore still never turns into a `200`: the mirror only
+//! answers while Redis has just proven it holds nothing newer.
+//!
+//! Consistency: a revocation written through one node is applied by every
+//! core of that node before the revoke request is answered
+//! ([`wait_applied`]); other nodes see it when their readers receive the
+//! entry, normally well under a millisecond on a LAN, and never later than
+//! `mirror_max_lag` (after that a lagging node falls back to Redis).
+//!
+//! # What it holds
+//!
+//! - revoked `jti`s, until their Redis key expires (the token's `exp` plus
+//!   the leeway);
+//! - "not before" marks, while they can void an unexpired access token: up
+//!   to `tokens.access_ttl + tokens.leeway + 60 s` after the mark (Redis
+//!   keeps them longer, for refresh tokens). A token whose lifetime is longer
+//!   than that (another node with a longer `access_ttl`) is checked in Redis.
+//!
+//! That is the revocations of the last access-token lifetime: small. Every
+//! core holds its own copy (thread-per-core: nothing shared on the hot path).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::durable;
+use super::redis::{RedisConn, RedisError, Reply, Script};
+use super::{ACCESS_KEY_INFIX, NOT_BEFORE_KEY_INFIX};
+use crate::cores::CoreCounters;
+
+/// Key suffix of the revocation stream: `{prefix}revlog`.
+pub const STREAM_SUFFIX: &str = "revlog";
+/// Key suffix of the stream's sequence counter: `{prefix}revlog:seq`.
+pub const SEQ_SUFFIX: &str = "revlog:seq";
+/// Approximate length the stream is trimmed to (`XADD MAXLEN ~`). A reader
+/// more than this many entries behind notices the gap and syncs again.
+pub const STREAM_MAXLEN: u64 = 100_000;
+
+/// How long one `XREAD` waits for new entries; also the mirror's heartbeat.
+const BLOCK_MS: u64 = 250;
+/// Entries read per round.
+const READ_COUNT: usize = 1024;
+/// Keys asked per `SCAN` step and per pipelined batch during a sync.
+const SYNC_BATCH: usize = 1000;
+/// Pause after a failed round or sync before the next attempt.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Marks are kept this long beyond `access_ttl + leeway` (clock skew between
+/// the node that issued a token and the one that set the mark).
+const MARK_SLACK_SECS: u64 = 60;
+
+/// Reads, at one instant: the seeded marker, the sequence number and the
+/// stream's last id (`0-0` when there is no stream yet).
+const SNAPSHOT_LUA: &str = r"
+local m = redis.call('GET', KEYS[1])
+local s = redis.call('GET', KEYS[2])
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local id = '0-0'
+if last[1] then id = last[1][1] end
+return {m, s, id}
+";
+
+/// One core's mirror: the revocations, and how fresh they are.
+pub struct Mirror {
+    prefix: String,
+    /// `tokens.access_ttl + tokens.leeway + MARK_SLACK_SECS`, seconds.
+    lifetime_bound: u64,
+    max_lag: Duration,
+    counters: Arc<CoreCounters>,
+    state: RefCell<State>,
+    /// Sent time of the last round that came back complete; `None` while
+    /// not synced or after an error.
+    confirmed: Cell<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Revoked `jti` → unix second after which its token is refused anyway.
+    access: hashbrown::HashMap<Box<str>, u64, ahash::RandomState>,
+    /// `sub` → its "not before" mark (unix seconds).
+    marks: hashbrown::HashMap<Box<str>, u64, ahash::RandomState>,
+}
+
+/// Where the reader is in the stream.
+struct Position {
+    marker: bytes::Bytes,
+    last_id: String,
+    last_seq: u64,
+}
+
+impl Mirror {
+    /// An empty mirror that answers nothing until its reader ([`Mirror::run`])
+    /// has synced.
+    pub fn new(
+        prefix: impl Into<String>,
+        access_ttl: Duration,
+        leeway: Duration,
+        max_lag: Duration,
+        counters: Arc<CoreCounters>,
+    ) -> Rc<Mirror> {
+        Rc::new(Mirror {
+            prefix: prefix.into(),
+            lifetime_bound: access_ttl.as_secs() + leeway.as_secs() + MARK_SLACK_SECS,
+            max_lag,
+            counters,
+            state: RefCell::new(State::default()),
+            confirmed: Cell::new(None),
+        })
+    }
+
+    /// The revocation check from memory: `Some(revoked)`, or `None` when the
+    /// mirror cannot vouch for being current (the caller asks Redis). Same
+    /// rules as the Redis check: the `jti` is revoked, or the user's mark is
+    /// at or after `iat`.
+    #[inline]
+    pub fn verdict(&self, jti: &str, sub: &str, iat: u64, exp: u64) -> Option<bool> {
+        let confirmed = self.confirmed.get()?;
+        if confirmed.elapsed() > self.max_lag || exp.saturating_sub(iat) > self.lifetime_bound {
+            return None;
+        }
+        let s = self.state.borrow();
+        if s.access.contains_key(jti) {
+            return Some(true);
+        }
+        Some(matches!(s.marks.get(sub), Some(&mark) if iat <= mark))
+    }
+
+    /// Whether the mirror answers now (tests, metrics).
+    pub fn is_current(&self) -> bool {
+        self.confirmed
+            .get()
+            .is_some_and(|t| t.elapsed() <= self.max_lag)
+    }
+
+    /// Revocations held: (revoked `jti`s, marks).
+    pub fn len(&self) -> (usize, usize) {
+        let s = self.state.borrow();
+        (s.access.len(), s.marks.len())
+    }
+
+    /// The reader: syncs, then follows the stream, forever (the task ends
+    /// with the core's event loop). `conn` must be this task's own
+    /// connection: `XREAD BLOCK` holds it, and its timeout must exceed the
+    /// block time (see [`reader_timeout`]).
+    pub async fn run(self: Rc<Self>, conn: Rc<RedisConn>) {
+        let keys = Keys::new(&self.prefix);
+        let snapshot = Script::new(SNAPSHOT_LUA);
+        let mut pos: Option<Position> = None;
+        let mut last_sweep = 0u64;
+        loop {
+            if pos.is_none() {
+                match self.sync(&conn, &keys, &snapshot).await {
+                    Ok(p) => {
+                        self.counters.mirror_resyncs.inc();
+                        pos = Some(p);
+                    }
+                    Err(e) => {
+                        self.lost(&e);
+                        monoio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    }
+                }
+            }
+            let p = pos.as_mut().expect("synced above");
+            let sent = Instant::now();
+            match self.follow(&conn, &keys, p).await {
+                Ok(Round::Current) => {
+                    self.confirmed.set(Some(sent));
+                    self.counters.mirror_current.set(1);
+                }
+                Ok(Round::More) => {}
+                Ok(Round::Resync(why)) => {
+                    tracing::info!("revocation mirror: syncing again ({why})");
+                    self.lost(&RedisError::Unavailable);
+                    pos = None;
+                }
+                Err(e) => {
+                    self.lost(&e);
+                    monoio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+            let now = crate::handlers::validate::unix_now();
+            if now != last_sweep {
+                last_sweep = now;
+                self.sweep(now);
+            }
+        }
+    }
+
+    /// Stops answering until a round comes back again.
+    fn lost(&self, e: &RedisError) {
+        if self.confirmed.take().is_some() {
+            tracing::debug!("revocation mirror: not current ({e})");
+        }
+        self.counters.mirror_current.set(0);
+    }
+
+    /// Loads everything from scratch.
+    async fn sync(
+        &self,
+        conn: &RedisConn,
+        keys: &Keys,
+        snapshot: &Script,
+    ) -> Result<Position, RedisError> {
+        let snap = conn
+            .eval(
+                snapshot,
+                &[
+                    keys.marker.as_str(),
+                    keys.seq.as_str(),
+                    keys.stream.as_str(),
+                ],
+                &[] as &[&str],
+            )
+            .await?;
+        let (marker, seq, last_id) = match snap.as_array() {
+            Some([m, s, id]) => (m, s, id),
+            _ => return Err(RedisError::Protocol),
+        };
+        // No marker: Redis lost its data and is not re-seeded yet.
+        let marker = match marker {
+            Reply::Bulk(b) => b.clone(),
+            _ => return Err(RedisError::Unavailable),
+        };
+        let last_seq = if seq.is_nil() {
+            0
+        } else {
+            seq.as_int()
+                .and_then(|s| u64::try_from(s).ok())
+                .ok_or(RedisError::Protocol)?
+        };
+        let last_id = last_id.as_str().ok_or(RedisError::Protocol)?.to_owned();
+
+        let now = crate::handlers::validate::unix_now();
+        let mut fresh = State::default();
+        let access_pattern = glob_escape(&[self.prefix.as_str(), ACCESS_KEY_INFIX].concat()) + "*";
+        for batch in scan(conn, &access_pattern).await?.chunks(SYNC_BATCH) {
+            let cmds: Vec<redis::Cmd> = batch
+                .iter()
+                .map(|k| redis::cmd("PTTL").arg(k.as_slice()).clone())
+                .collect();
+            for (key, ttl) in batch.iter().zip(conn.query_many(&cmds).await?) {
+                let jti = &key[self.prefix.len() + ACCESS_KEY_INFIX.len()..];
+                let until = match ttl.as_int() {
+                    Some(-2) => continue, // expired since the SCAN
+                    Some(ms) if ms >= 0 => now + (ms as u64).div_ceil(1000) + 1,
+                    // No expiry (written by hand?): keep it a full lifetime.
+                    _ => now + self.lifetime_bound,
+                };
+                if let Ok(jti) = std::str::from_utf8(jti) {
+                    fresh.access.insert(jti.into(), until);
+                }
+            }
+        }
+        let mark_pattern =
+            glob_escape(&[self.prefix.as_str(), NOT_BEFORE_KEY_INFIX].concat()) + "*";
+        for batch in scan(conn, &mark_pattern).await?.chunks(SYNC_BATCH) {
+            let mut mget = redis::cmd("MGET");
+            for k in batch {
+                mget.arg(k.as_slice());
+            }
+            let values = conn
+                .query(&mget)
+                .await?
+                .into_array()
+                .ok_or(RedisError::Protocol)?;
+            for (key, value) in batch.iter().zip(values) {
+                let sub = &key[self.prefix.len() + NOT_BEFORE_KEY_INFIX.len()..];
+                let Ok(sub) = std::str::from_utf8(sub) else {
+                    continue;
+                };
+                if value.is_nil() {
+                    continue;
+                }
+                // A mark that is not a number voids everything, as in Redis.
+                let mark = value
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(u64::MAX);
+                fresh.marks.insert(sub.into(), mark);
+            }
+        }
+        *self.state.borrow_mut() = fresh;
+        self.publish_len();
+        self.counters.mirror_seq.set(last_seq);
+        Ok(Position {
+            marker,
+            last_id,
+            last_seq,
+        })
+    }
+
+    /// One round: the marker, and the entries after `pos`.
+    async fn follow(
+        &self,
+        conn: &RedisConn,
+        keys: &Keys,
+        pos: &mut Position,
+    ) -> Result<Round, RedisError> {
+        // The first round after a sync catches up without blocking.
+        let block = if self.confirmed.get().is_some() {
+            BLOCK_MS
+        } else {
+            0
+        };
+        let mut xread = redis::cmd("XREAD");
+        xread.arg("COUNT").arg(READ_COUNT);
+        if block > 0 {
+            xread.arg("BLOCK").arg(block);
+        }
+        xread.arg("STREAMS").arg(&keys.stream).arg(&pos.last_id);
+        let replies = conn
+            .query_many(&[redis::cmd("GET").arg(&keys.marker).clone(), xread])
+            .await?;
+        let [marker, read] = replies.as_slice() else {
+            return Err(RedisError::Protocol);
+        };
+        match marker {
+            Reply::Bulk(b) if *b == pos.marker => {}
+            Reply::Bulk(_) => return Ok(Round::Resync("Redis was re-seeded")),
+            _ => return Ok(Round::Resync("the seeded marker is missing")),
+        }
+        let entries = match read {
+            Reply::Nil => return Ok(Round::Current),
+            // [[stream, [[id, [field, value, …]], …]]]
+            Reply::Array(streams) => match streams.as_slice() {
+                [stream] => match stream.as_array() {
+                    Some([_, entries]) => entries.as_array().ok_or(RedisError::Protocol)?,
+                    _ => return Err(RedisError::Protocol),
+                },
+                [] => return Ok(Round::Current),
+                _ => return Err(RedisError::Protocol),
+            },
+            _ => return Err(RedisError::Protocol),
+        };
+        let now = crate::handlers::validate::unix_now();
+        {
+            let mut state = self.state.borrow_mut();
+            for entry in entries {
+                let (id, fields) = match entry.as_array() {
+                    Some([id, fields]) => (
+                        id.as_str().ok_or(RedisError::Protocol)?,
+                        fields.as_array().ok_or(RedisError::Protocol)?,
+                    ),
+                    _ => return Err(RedisError::Protocol),
+                };
+                let e = Entry::parse(fields).ok_or(RedisError::Protocol)?;
+                if e.seq != pos.last_seq + 1 {
+                    drop(state);
+                    self.publish_len();
+                    return Ok(Round::Resync(if e.seq <= pos.last_seq {
+                        "the sequence restarted"
+                    } else {
+                        "entries were trimmed before they were read"
+                    }));
+                }
+                e.apply(&mut state, now);
+                pos.last_seq = e.seq;
+                pos.last_id.clear();
+                pos.last_id.push_str(id);
+            }
+        }
+        self.publish_len();
+        self.counters.mirror_seq.set(pos.last_seq);
+        Ok(if entries.len() >= READ_COUNT {
+            Round::More
+        } else {
+            Round::Current
+        })
+    }
+
+    /// Drops what can no longer void an unexpired token.
+    fn sweep(&self, now: u64) {
+        let bound = self.lifetime_bound;
+        let mut s = self.state.borrow_mut();
+        s.access.retain(|_, until| *until >= now);
+        s.marks.retain(|_, mark| mark.saturating_add(bound) >= now);
+        drop(s);
+        self.publish_len();
+    }
+
+    fn publish_len(&self) {
+        let (a, m) = self.len();
+        self.counters.mirror_entries.set((a + m) as u64);
+    }
+}
+
+/// What a round came to.
+enum Round {
+    /// Everything up to the moment the round was sent is applied.
+    Current,
+    /// A full batch: more entries wait.
+    More,
+    /// The mirror cannot follow on from here.
+    Resync(&'static str),
+}
+
+/// One stream entry: `s` sequence number, `t` kind, `k` jti or sub, `v` TTL
+/// seconds (`at`) or the mark in force (`nbf`).
+struct Entry<'a> {
+    seq: u64,
+    kind: &'a [u8],
+    key: &'a str,
+    value: u64,
+}
+
+impl<'a> Entry<'a> {
+    fn parse(fields: &'a [Reply]) -> Option<Entry<'a>> {
+        let (mut seq, mut kind, mut key, mut value) = (None, None, None, None);
+        for pair in fields.chunks_exact(2) {
+            match pair[0].as_bytes()? {
+                b"s" => seq = pair[1].as_str()?.parse().ok(),
+                b"t" => kind = pair[1].as_bytes(),
+                b"k" => key = pair[1].as_str(),
+                b"v" => value = pair[1].as_str()?.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(Entry {
+            seq: seq?,
+            kind: kind?,
+            key: key?,
+            value: value?,
+        })
+    }
+
+    fn apply(&self, s: &mut State, now: u64) {
+        match self.kind {
+            b"at" => {
+                let until = now + self.value + 1;
+                let e = s.access.entry(self.key.into()).or_insert(until);
+                *e = (*e).max(until);
+            }
+            b"nbf" => {
+                let e = s.marks.entry(self.key.into()).or_insert(self.value);
+                *e = (*e).max(self.value);
+            }
+            // A kind from a newer tokend: cannot tell what it revokes.
+            other => tracing::warn!(
+                "revocation mirror: unknown entry kind {:?}, ignored",
+                String::from_utf8_lossy(other)
+            ),
+        }
+    }
+}
+
+/// The keys the reader uses.
+struct Keys {
+    marker: String,
+    seq: String,
+    stream: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys {
+            marker: durable::marker_key(prefix),
+            seq: [prefix, SEQ_SUFFIX].concat(),
+            stream: [prefix, STREAM_SUFFIX].concat(),
+        }
+    }
+}
+
+/// The timeout of the reader's connection: the block time plus the usual
+/// command timeout.
+pub fn reader_timeout(command_timeout: Duration) -> Duration {
+    Duration::from_millis(BLOCK_MS) + command_timeout.max(Duration::from_millis(100))
+}
+
+/// Every key matching `pattern`.
+async fn scan(conn: &RedisConn, pattern: &str) -> Result<Vec<Vec<u8>>, RedisError> {
+    let mut cursor = b"0".to_vec();
+    let mut keys = Vec::new();
+    loop {
+        let reply = conn
+            .query(
+                redis::cmd("SCAN")
+                    .arg(cursor.as_slice())
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(SYNC_BATCH),
+            )
+            .await?;
+        let (next, found) = match reply.as_array() {
+            Some([next, found]) => (
+                next.as_bytes().ok_or(RedisError::Protocol)?,
+                found.as_array().ok_or(RedisError::Protocol)?,
+            ),
+            _ => return Err(RedisError::Protocol),
+        };
+        keys.extend(
+            found
+                .iter()
+                .filter_map(|k| k.as_bytes().map(<[u8]>::to_vec)),
+        );
+        if next == b"0" {
+            return Ok(keys);
+        }
+        cursor = next.to_vec();
+    }
+}
+
+/// `s` with the glob characters of `SCAN MATCH` escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Waits until every core of this process whose mirror is current has
+/// applied entry `seq` (at most `max`), so that a revoke answered by this
+/// node is in force on all of its cores. Cold path: revoke and logout only.
+pub async fn wait_applied(counters: &[Arc<CoreCounters>], seq: u64, max: Duration) {
+    if seq == 0 {
+        return;
+    }
+    let deadline = Instant::now() + max;
+    while counters
+        .iter()
+        .any(|c| c.mirror_current.get() == 1 && c.mirror_seq.get() < seq)
+        && Instant::now() < deadline
+    {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::RedisRevocations;
+    use super::*;
+
+    async fn until(what: &str, max: Duration, f: impl Fn() -> bool) {
+        let end = Instant::now() + max;
+        while !f() {
+            assert!(Instant::now() < end, "timed out waiting until {what}");
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn syncs_follows_the_stream_and_syncs_again_on_a_gap() {
+        on_both_drivers(|driver| async move {
+            let prefix = random_prefix();
+            let conn = RedisConn::new(shared_target(), Duration::from_secs(2));
+            assert!(
+                conn.wait_connected(Duration::from_secs(5)).await,
+                "{driver}"
+            );
+            let rev = RedisRevocations::new(conn.clone(), prefix.clone());
+            let marker = durable::marker_key(&prefix);
+            let set = |k: &str, v: &str| redis::cmd("SET").arg(k).arg(v).clone();
+            conn.query(&set(&marker, "1:boot-a")).await.unwrap();
+            // Written before the mirror starts: loaded by the sync.
+            rev.revoke_access("early", 60).await.unwrap();
+            // Marks are recent: the mirror drops those older than an
+            // access-token lifetime.
+            let t = crate::handlers::validate::unix_now();
+            rev.set_not_before("alice", t - 100, 600).await.unwrap();
+
+            let counters = Arc::new(CoreCounters::default());
+            let m = Mirror::new(
+                prefix.clone(),
+                Duration::from_secs(900),
+                Duration::ZERO,
+                Duration::from_secs(1),
+                counters.clone(),
+            );
+            let reader =
+                RedisConn::new(shared_target(), reader_timeout(Duration::from_millis(100)));
+            monoio::spawn(m.clone().run(reader));
+            until("current", Duration::from_secs(5), || m.is_current()).await;
+            assert_eq!(m.verdict("early", "bob", 100, 200), Some(true), "{driver}");
+            assert_eq!(m.verdict("other", "alice", t - 101, t + 500), Some(true));
+            assert_eq!(m.verdict("other", "alice", t - 99, t + 500), Some(false));
+            assert_eq!(m.len(), (1, 1));
+
+            // Written after: applied from the stream, and wait_applied
+            // returns once it is.
+            let seq = rev.revoke_access_logged("late", 60).await.unwrap();
+            assert!(seq > 0);
+            wait_applied(std::slice::from_ref(&counters), seq, Duration::from_secs(1)).await;
+            assert_eq!(m.verdict("late", "bob", 100, 200), Some(true));
+            let (mark, seq) = rev.set_not_before_logged("bob", t - 50, 600).await.unwrap();
+            assert_eq!(mark, t - 50);
+            wait_applied(std::slice::from_ref(&counters), seq, Duration::from_secs(1)).await;
+            assert_eq!(m.verdict("other", "bob", t - 51, t + 500), Some(true));
+            // A mark that does not move writes no entry.
+            assert_eq!(
+                rev.set_not_before_logged("bob", 10, 600).await,
+                Ok((t - 50, 0))
+            );
+
+            // An entry out of sequence (a trimmed stream, a restarted
+            // counter): sync again from the keys, which never held "ghost".
+            let syncs = counters.mirror_resyncs.get();
+            conn.query(
+                redis::cmd("XADD")
+                    .arg(format!("{prefix}{STREAM_SUFFIX}"))
+                    .arg("*")
+                    .arg(&["s", "999999", "t", "at", "k", "ghost", "v", "60"][..]),
+            )
+            .await
+            .unwrap();
+            until("synced again", Duration::from_secs(5), || {
+                counters.mirror_resyncs.get() > syncs && m.is_current()
+            })
+            .await;
+            assert_eq!(m.verdict("ghost", "carol", 100, 200), Some(false));
+            assert_eq!(m.verdict("late", "carol", 100, 200), Some(true));
+
+            // A re-seed (the marker changed): sync again.
+            let syncs = counters.mirror_resyncs.get();
+            conn.query(&set(&marker, "2:boot-b")).await.unwrap();
+            until("synced after the re-seed", Duration::from_secs(5), || {
+                counters.mirror_resyncs.get() > syncs && m.is_current()
+            })
+            .await;
+            // The marker gone (Redis lost its data): no answer until it is
+            // back.
+            conn.query(redis::cmd("DEL").arg(&marker)).await.unwrap();
+            until("not current", Duration::from_secs(1), || !m.is_current()).await;
+            assert_eq!(m.verdict("x", "carol", 100, 200), None);
+            assert_eq!(counters.mirror_current.get(), 0);
+            conn.query(&set(&marker, "3:boot-c")).await.unwrap();
+            until("current again", Duration::from_secs(5), || m.is_current()).await;
+            assert_eq!(m.verdict("late", "carol", 100, 200), Some(true));
+            cleanup(&prefix);
+        });
+    }
+
+    #[test]
+    fn stops_answering_when_redis_goes_away() {
+        legacy(async {
+            let mut server = PrivateRedis::start(&[]);
+            let prefix = "p:";
+            let conn = RedisConn::new(server.target(), Duration::from_secs(2));
+            assert!(conn.wait_connected(Duration::from_secs(5)).await);
+            conn.query(
+                redis::cmd("SET")
+                    .arg(durable::marker_key(prefix))
+                    .arg("1:x"),
+            )
+            .await
+            .unwrap();
+            let m = Mirror::new(
+                prefix,
+                Duration::from_secs(900),
+                Duration::ZERO,
+                Duration::from_secs(1),
+                Arc::new(CoreCounters::default()),
+            );
+            let reader =
+                RedisConn::new(server.target(), reader_timeout(Duration::from_millis(100)));
+            monoio::spawn(m.clone().run(reader));
+            until("current", Duration::from_secs(5), || m.is_current()).await;
+            server.kill();
+            until("not current", Duration::from_millis(500), || {
+                !m.is_current()
+            })
+            .await;
+            assert_eq!(m.verdict("j", "u", 100, 200), None);
+        });
+    }
+
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(bytes::Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn glob_escaping() {
+        assert_eq!(glob_escape("tokend:"), "tokend:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn entries_parse_and_apply() {
+        let fields = [
+            bulk("s"),
+            bulk("7"),
+            bulk("t"),
+            bulk("at"),
+            bulk("k"),
+            bulk("jti-1"),
+            bulk("v"),
+            bulk("30"),
+        ];
+        let e = Entry::parse(&fields).unwrap();
+        assert_eq!(
+            (e.seq, e.kind, e.key, e.value),
+            (7, &b"at"[..], "jti-1", 30)
+        );
+        let mut s = State::default();
+        e.apply(&mut s, 1_000);
+        assert_eq!(s.access.get("jti-1"), Some(&1_031));
+
+        // A mark never goes down.
+        let mark = |v: &str| {
+            [
+                bulk("s"),
+                bulk("8"),
+                bulk("t"),
+                bulk("nbf"),
+                bulk("k"),
+                bulk("u"),
+                bulk("v"),
+                bulk(v),
+            ]
+        };
+        Entry::parse(&mark("500")).unwrap().apply(&mut s, 1_000);
+        Entry::parse(&mark("400")).unwrap().apply(&mut s, 1_000);
+        assert_eq!(s.marks.get("u"), Some(&500));
+
+        // Missing fields are a protocol error, not an empty revocation.
+        assert!(Entry::parse(&fields[..6]).is_none());
+    }
+
+    #[test]
+    fn verdicts() {
+        let counters = Arc::new(CoreCounters::default());
+        let m = Mirror::new(
+            "p:",
+            Duration::from_secs(900),
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            counters,
+        );
+        // Not synced: no answer.
+        assert_eq!(m.verdict("j", "u", 100, 1_000), None);
+        {
+            let mut s = m.state.borrow_mut();
+            s.access.insert("revoked".into(), u64::MAX);
+            s.marks.insert("alice".into(), 2_000);
+        }
+        m.confirmed.set(Some(Instant::now()));
+        assert_eq!(m.verdict("j", "bob", 100, 1_000), Some(false));
+        assert_eq!(m.verdict("revoked", "bob", 100, 1_000), Some(true));
+        assert_eq!(m.verdict("j", "alice", 1_999, 2_900), Some(true));
+        assert_eq!(m.verdict("j", "alice", 2_000, 2_900), Some(true));
+        assert_eq!(m.verdict("j", "alice", 2_001, 2_901), Some(false));
+        // A lifetime longer than this node's bound: ask Redis.
+        assert_eq!(m.verdict("j", "alice", 2_001, 2_001 + 991), None);
+        // Stale: ask Redis.
+        m.confirmed
+            .set(Some(Instant::now() - Duration::from_millis(1_500)));
+        assert_eq!(m.verdict("j", "bob", 100, 1_000), None);
+
+        // The sweep keeps what can still void a token.
+        m.confirmed.set(Some(Instant::now()));
+        m.state.borrow_mut().access.insert("old".into(), 5_000);
+        m.sweep(5_001);
+        assert_eq!(m.verdict("old", "bob", 4_000, 4_100), Some(false));
+        // alice's mark (2,000) + 990 s bound < 5,001: gone.
+        assert_eq!(m.len(), (1, 0));
+    }
+}
