@@ -313,14 +313,16 @@ def cmd_report(results):
     L.append("")
     L.append(f"Command: `{meta.get('command')}`  ")
     L.append(f"Machine: {m.get('cpu_model')}, nproc {m.get('nproc')}, kernel {m.get('kernel')}  ")
-    L.append(f"tokend: `taskset -c {st.get('server_cpu')}`, `TOKEND_SERVER_CORES=1`; "
+    L.append(f"tokend: `taskset -c {st.get('server_cpu')}`, `TOKEND_SERVER_CORES=1`, "
+             f"`TOKEND_REDIS_REVOCATION_MIRROR=true` (validate_redis: a second tokend with the mirror off, "
+             f"one Redis round trip per revocation check, the default); "
              f"load: `taskset -c {st.get('client_cpu')} wrk -t1 -c{st.get('connections')} -d{st.get('duration')}`, "
              f"{st.get('runs')} runs per scenario (interleaved); ceiling: may_minihttp hello-world "
              f"(`bench/baseline`) pinned the same way, same wrk settings.")
     L.append("")
     L.append("| scenario | req/s median | min | max | ceiling | ratio to ceiling | non-2xx | socket errors |")
     L.append("|---|---:|---:|---:|---|---:|---:|---:|")
-    order = ["baseline", "baseline_p16", "healthz", "validate", "validate_p16",
+    order = ["baseline", "baseline_p16", "healthz", "validate", "validate_p16", "validate_redis",
              "introspect", "refresh", "login", "mixed"]
     for name in order + sorted(k for k in scen if k not in order):
         if name not in scen:

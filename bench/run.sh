@@ -9,7 +9,9 @@
 # CPU 1:
 #   - full speed, RUNS runs per scenario, interleaved (median, min, max):
 #     baseline and baseline_p16 (the ceiling), healthz, validate,
-#     validate_p16 (16 requests pipelined), introspect, refresh, login, mixed;
+#     validate_p16 (16 requests pipelined), validate_redis (a second tokend
+#     with the revocation mirror off), introspect, refresh, login, mixed;
+#     the measured tokend runs with redis.revocation_mirror = true;
 #   - argon2id's single-thread rate (sequential logins, one pool thread);
 #   - constant rate at RATES req/s: wrk2 (validate and mixed) when installed,
 #     otherwise oha -q RATE --latency-correction (validate only, one token);
@@ -24,7 +26,8 @@
 # Env: DURATION (10s), RUNS (3), CONNECTIONS (64), RATES ("5000 10000 20000
 # 40000"), RATE_TOOL (auto: wrk2 when installed, else oha; or wrk2, oha),
 # STORM_RATE (20000), STORM_CONNECTIONS (8), HOLD_CONNECTIONS (10000),
-# PORT (18080), BASELINE_PORT (18090), SERVER_CPU (0), CLIENT_CPU (1).
+# PORT (18080), REDIS_CHECK_PORT (PORT + 1), BASELINE_PORT (18090),
+# SERVER_CPU (0), CLIENT_CPU (1).
 # RATES=, STORM_RATE= or HOLD_CONNECTIONS=0 skips that part.
 # Needs: wrk (apt-get install wrk), python3, psql, redis-cli, taskset, curl;
 # oha is installed with `cargo install oha --locked` when constant-rate runs
@@ -43,6 +46,7 @@ PORT="${PORT:-18080}"; BASELINE_PORT="${BASELINE_PORT:-18090}"
 SERVER_CPU="${SERVER_CPU:-0}"; CLIENT_CPU="${CLIENT_CPU:-1}"
 RES=bench/results; RAW=$RES/raw
 URL="http://127.0.0.1:$PORT"; BASE_URL="http://127.0.0.1:$BASELINE_PORT"
+REDIS_CHECK_PORT="${REDIS_CHECK_PORT:-$((PORT + 1))}"; REDIS_CHECK_URL="http://127.0.0.1:$REDIS_CHECK_PORT"
 START=$SECONDS
 
 say() { printf '[bench %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
@@ -204,9 +208,24 @@ ARGON2=$(python3 bench/prepare.py argon2 "$URL" "$RES" 40)
 stop_tokend
 say "argon2: $ARGON2"
 
-# The measured servers: both pinned to SERVER_CPU (an idle one costs nothing).
-start_tokend TOKEND_SERVER_CORES=1 TOKEND_SERVER_MAX_CONNECTIONS_PER_CORE="$MAX_CONNS" taskset -c "$SERVER_CPU"
+# The measured servers, all pinned to SERVER_CPU (an idle one costs
+# nothing): tokend with the in-memory revocation mirror on
+# (redis.revocation_mirror, the setting for the fastest validation), a second
+# tokend with it off (validate_redis: one Redis round trip per check, the
+# default), and the ceiling.
+start_tokend TOKEND_SERVER_CORES=1 TOKEND_SERVER_MAX_CONNECTIONS_PER_CORE="$MAX_CONNS" \
+  TOKEND_REDIS_REVOCATION_MIRROR=true taskset -c "$SERVER_CPU"
 TOKEND_PID=$SERVER_PID
+for _ in $(seq 100); do
+  curl -sf "$URL/metrics" 2>/dev/null | grep -q '^tokend_revocation_mirror_current_cores 1$' && break
+  sleep 0.1
+done
+curl -sf "$URL/metrics" | grep -q '^tokend_revocation_mirror_current_cores 1$' ||
+  die "tokend's revocation mirror did not become current; see $RAW/tokend.log"
+TOKEND_SERVER_CORES=1 TOKEND_SERVER_LISTEN="127.0.0.1:$REDIS_CHECK_PORT" taskset -c "$SERVER_CPU" \
+  "$BIN" serve 2>>"$RAW/tokend.log" &
+PIDS+=("$!")
+for _ in $(seq 100); do curl -sf "$REDIS_CHECK_URL/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 # limits.blocking_threads default: the CPUs the process may use (taskset's).
 BLOCKING_THREADS=$(taskset -c "$SERVER_CPU" nproc)
 BASELINE_WORKERS=1 taskset -c "$SERVER_CPU" "$BASELINE_BIN" "127.0.0.1:$BASELINE_PORT" 2>"$RAW/baseline.log" &
@@ -221,6 +240,7 @@ SCENARIOS=(
   "healthz|$URL|healthz.lua|"
   "validate|$URL|validate.lua|"
   "validate_p16|$URL|validate.lua|16"
+  "validate_redis|$REDIS_CHECK_URL|validate.lua|"
   "introspect|$URL|introspect.lua|"
   "refresh|$URL|refresh.lua|"
   "login|$URL|login.lua|"
