@@ -55,6 +55,8 @@
 //! core holds its own copy (thread-per-core: nothing shared on the hot path).
 
 use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,9 +113,74 @@ pub struct Mirror {
 #[derive(Default)]
 struct State {
     /// Revoked `jti` → unix second after which its token is refused anyway.
-    access: hashbrown::HashMap<Box<str>, u64, ahash::RandomState>,
+    access: hashbrown::HashMap<Rc<str>, u64, ahash::RandomState>,
     /// `sub` → its "not before" mark (unix seconds).
-    marks: hashbrown::HashMap<Box<str>, u64, ahash::RandomState>,
+    marks: hashbrown::HashMap<Rc<str>, u64, ahash::RandomState>,
+    /// When entries may go: (unix second, is a mark, key), earliest first.
+    /// An entry whose expiry moved later leaves a stale item here, skipped
+    /// when popped. Expiring costs what expires, not what is held, so a
+    /// large mirror never stalls the core's loop.
+    expiry: BinaryHeap<Reverse<(u64, bool, Rc<str>)>>,
+}
+
+impl State {
+    /// Revokes `jti` until `until` (never shortening an earlier revocation).
+    fn revoke(&mut self, jti: &str, until: u64) {
+        let key = match self.access.get_key_value_mut(jti) {
+            Some((_, u)) if *u >= until => return,
+            Some((k, u)) => {
+                *u = until;
+                k.clone()
+            }
+            None => {
+                let k: Rc<str> = jti.into();
+                self.access.insert(k.clone(), until);
+                k
+            }
+        };
+        self.expiry.push(Reverse((until, false, key)));
+    }
+
+    /// Sets `sub`'s mark (never lowering it), kept until `mark + bound`.
+    fn mark(&mut self, sub: &str, mark: u64, bound: u64) {
+        let key = match self.marks.get_key_value_mut(sub) {
+            Some((_, m)) if *m >= mark => return,
+            Some((k, m)) => {
+                *m = mark;
+                k.clone()
+            }
+            None => {
+                let k: Rc<str> = sub.into();
+                self.marks.insert(k.clone(), mark);
+                k
+            }
+        };
+        self.expiry
+            .push(Reverse((mark.saturating_add(bound), true, key)));
+    }
+
+    /// Drops the entries that expired before `now`.
+    fn expire(&mut self, now: u64, bound: u64) {
+        while let Some(Reverse((until, _, _))) = self.expiry.peek() {
+            if *until >= now {
+                break;
+            }
+            let Some(Reverse((_, is_mark, key))) = self.expiry.pop() else {
+                break;
+            };
+            if is_mark {
+                if self
+                    .marks
+                    .get(&*key)
+                    .is_some_and(|m| m.saturating_add(bound) < now)
+                {
+                    self.marks.remove(&*key);
+                }
+            } else if self.access.get(&*key).is_some_and(|u| *u < now) {
+                self.access.remove(&*key);
+            }
+        }
+    }
 }
 
 /// Where the reader is in the stream.
@@ -283,7 +350,7 @@ impl Mirror {
                     _ => now + self.lifetime_bound,
                 };
                 if let Ok(jti) = std::str::from_utf8(jti) {
-                    fresh.access.insert(jti.into(), until);
+                    fresh.revoke(jti, until);
                 }
             }
         }
@@ -312,7 +379,7 @@ impl Mirror {
                     .as_str()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(u64::MAX);
-                fresh.marks.insert(sub.into(), mark);
+                fresh.mark(sub, mark, self.lifetime_bound);
             }
         }
         *self.state.borrow_mut() = fresh;
@@ -389,7 +456,7 @@ impl Mirror {
                         "entries were trimmed before they were read"
                     }));
                 }
-                e.apply(&mut state, now);
+                e.apply(&mut state, now, self.lifetime_bound);
                 pos.last_seq = e.seq;
                 pos.last_id.clear();
                 pos.last_id.push_str(id);
@@ -406,11 +473,7 @@ impl Mirror {
 
     /// Drops what can no longer void an unexpired token.
     fn sweep(&self, now: u64) {
-        let bound = self.lifetime_bound;
-        let mut s = self.state.borrow_mut();
-        s.access.retain(|_, until| *until >= now);
-        s.marks.retain(|_, mark| mark.saturating_add(bound) >= now);
-        drop(s);
+        self.state.borrow_mut().expire(now, self.lifetime_bound);
         self.publish_len();
     }
 
@@ -459,17 +522,10 @@ impl<'a> Entry<'a> {
         })
     }
 
-    fn apply(&self, s: &mut State, now: u64) {
+    fn apply(&self, s: &mut State, now: u64, bound: u64) {
         match self.kind {
-            b"at" => {
-                let until = now + self.value + 1;
-                let e = s.access.entry(self.key.into()).or_insert(until);
-                *e = (*e).max(until);
-            }
-            b"nbf" => {
-                let e = s.marks.entry(self.key.into()).or_insert(self.value);
-                *e = (*e).max(self.value);
-            }
+            b"at" => s.revoke(self.key, now + self.value + 1),
+            b"nbf" => s.mark(self.key, self.value, bound),
             // A kind from a newer tokend: cannot tell what it revokes.
             other => tracing::warn!(
                 "revocation mirror: unknown entry kind {:?}, ignored",
@@ -732,7 +788,7 @@ mod tests {
             (7, &b"at"[..], "jti-1", 30)
         );
         let mut s = State::default();
-        e.apply(&mut s, 1_000);
+        e.apply(&mut s, 1_000, 960);
         assert_eq!(s.access.get("jti-1"), Some(&1_031));
 
         // A mark never goes down.
@@ -748,9 +804,28 @@ mod tests {
                 bulk(v),
             ]
         };
-        Entry::parse(&mark("500")).unwrap().apply(&mut s, 1_000);
-        Entry::parse(&mark("400")).unwrap().apply(&mut s, 1_000);
+        Entry::parse(&mark("500"))
+            .unwrap()
+            .apply(&mut s, 1_000, 960);
+        Entry::parse(&mark("400"))
+            .unwrap()
+            .apply(&mut s, 1_000, 960);
         assert_eq!(s.marks.get("u"), Some(&500));
+
+        // Expiry: a revocation extended later survives its first expiry
+        // time; a raised mark lives from the new mark.
+        let mut s = State::default();
+        s.revoke("j", 100);
+        s.revoke("j", 200);
+        s.revoke("j", 150); // never shortened
+        s.mark("u", 1_000, 50);
+        s.mark("u", 1_100, 50);
+        s.expire(160, 50);
+        assert_eq!(s.access.get("j"), Some(&200));
+        s.expire(1_120, 50);
+        assert_eq!((s.access.len(), s.marks.get("u")), (0, Some(&1_100)));
+        s.expire(1_151, 50);
+        assert!(s.marks.is_empty() && s.expiry.is_empty());
 
         // Missing fields are a protocol error, not an empty revocation.
         assert!(Entry::parse(&fields[..6]).is_none());
@@ -770,8 +845,8 @@ mod tests {
         assert_eq!(m.verdict("j", "u", 100, 1_000), None);
         {
             let mut s = m.state.borrow_mut();
-            s.access.insert("revoked".into(), u64::MAX);
-            s.marks.insert("alice".into(), 2_000);
+            s.revoke("revoked", u64::MAX);
+            s.mark("alice", 2_000, 990);
         }
         m.confirmed.set(Some(Instant::now()));
         assert_eq!(m.verdict("j", "bob", 100, 1_000), Some(false));
@@ -788,7 +863,7 @@ mod tests {
 
         // The sweep keeps what can still void a token.
         m.confirmed.set(Some(Instant::now()));
-        m.state.borrow_mut().access.insert("old".into(), 5_000);
+        m.state.borrow_mut().revoke("old", 5_000);
         m.sweep(5_001);
         assert_eq!(m.verdict("old", "bob", 4_000, 4_100), Some(false));
         // alice's mark (2,000) + 990 s bound < 5,001: gone.

@@ -1,11 +1,15 @@
 //! The revocation check, and the per-core pipelined Redis connection behind it.
 //!
-//! - [`RevocationCheck`]: "is this access token revoked?" — one interface, so
-//!   that a later in-memory mirror fed by a Redis stream (DESIGN §7) can
-//!   replace the Redis lookup without touching the handlers.
-//! - [`RedisRevocations`]: the first implementation, one `MGET` round trip
-//!   per check, pipelined with the other requests of the core; also the
-//!   writes (revoke one token, "not before" mark for a user).
+//! - [`RevocationCheck`]: "is this access token revoked?", answered from
+//!   Redis.
+//! - [`RedisRevocations`]: its implementation, one `MGET` round trip per
+//!   check, pipelined with the other requests of the core; also the writes
+//!   (revoke one token, "not before" mark for a user), each logged in the
+//!   stream the mirrors follow.
+//! - [`mirror`]: the in-memory revocation mirror (DESIGN §7,
+//!   `redis.revocation_mirror`), asked first when it is on. Its verdict is
+//!   `None` whenever it cannot vouch for being current, and the check then
+//!   goes to [`RedisRevocations`] (see `handlers::validate`).
 //! - [`redis`]: the per-core pipelined connection [`RedisConn`].
 //! - [`blocking`]: a synchronous client for the CLI, the control thread and
 //!   tests.
@@ -16,6 +20,8 @@
 //! |---|---|---|
 //! | `{prefix}rev:at:{jti}` | `1` | when the token would have expired |
 //! | `{prefix}nbf:{sub}` | unix seconds, decimal | after the longest token lifetime |
+//! | `{prefix}revlog` | stream of revocation writes, for the mirrors | trimmed to ~100,000 entries |
+//! | `{prefix}revlog:seq` | number of the last entry of `revlog` | never |
 
 pub mod blocking;
 pub mod durable;
