@@ -654,6 +654,18 @@ mod tests {
             // access-token lifetime.
             let t = crate::handlers::validate::unix_now();
             rev.set_not_before("alice", t - 100, 600).await.unwrap();
+            // Enough keys for several SCAN steps and PTTL batches.
+            let bulk: Vec<redis::Cmd> = (0..2_500)
+                .map(|i| {
+                    redis::cmd("SET")
+                        .arg(rev.access_key(&format!("bulk-{i}")))
+                        .arg("1")
+                        .arg("EX")
+                        .arg(60)
+                        .clone()
+                })
+                .collect();
+            conn.query_many(&bulk).await.unwrap();
 
             let counters = Arc::new(CoreCounters::default());
             let m = Mirror::new(
@@ -670,7 +682,8 @@ mod tests {
             assert_eq!(m.verdict("early", "bob", 100, 200), Some(true), "{driver}");
             assert_eq!(m.verdict("other", "alice", t - 101, t + 500), Some(true));
             assert_eq!(m.verdict("other", "alice", t - 99, t + 500), Some(false));
-            assert_eq!(m.len(), (1, 1));
+            assert_eq!(m.len(), (2_501, 1));
+            assert_eq!(m.verdict("bulk-2499", "bob", 100, 200), Some(true));
 
             // Written after: applied from the stream, and wait_applied
             // returns once it is.
