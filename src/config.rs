@@ -355,9 +355,15 @@ pub struct LimitsConfig {
     pub blocking_threads: Option<usize>,
     /// Jobs that may wait for the blocking pool; when full, `503` with `Retry-After`. Default 256.
     pub blocking_queue: usize,
-    /// Scheduling priority (nice, 0-19) of the blocking threads: above 0
-    /// they yield the CPU to the cores, so a login storm slows logins rather
-    /// than validations. Default 10.
+    /// Run the blocking threads under the `SCHED_IDLE` policy: a core that
+    /// wakes up takes the CPU from a login at once, so a login storm slows
+    /// logins, not validations. Logins then get only the CPU time the cores
+    /// leave; when validation fills every CPU they wait, and a full queue
+    /// sheds them with `503`. `false`: use `blocking_nice`. Default true.
+    pub blocking_sched_idle: bool,
+    /// Scheduling priority (nice, 0-19) of the blocking threads when
+    /// `blocking_sched_idle` is false: above 0 they yield the CPU to the
+    /// cores, but a woken core may wait for the next scheduler tick. Default 10.
     pub blocking_nice: i32,
     /// Failed logins per username per window before `429`. Default 10.
     pub login_failures_per_user: u32,
@@ -376,6 +382,7 @@ impl Default for LimitsConfig {
             max_headers: 64,
             blocking_threads: None,
             blocking_queue: 256,
+            blocking_sched_idle: true,
             blocking_nice: 10,
             login_failures_per_user: 10,
             login_failures_per_ip: 100,

@@ -536,6 +536,7 @@ impl Server {
             threads,
             config.limits.blocking_queue,
             config.limits.blocking_nice,
+            config.limits.blocking_sched_idle,
         );
         let limits = Limits {
             max_head: config.limits.max_head_bytes,

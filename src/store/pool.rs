@@ -52,10 +52,16 @@ pub struct BlockingPool {
 
 impl BlockingPool {
     /// Starts `threads` threads sharing a queue of `queue` waiting jobs, each
-    /// at scheduling priority `nice` (0 = as the cores; see
-    /// `limits.blocking_nice`). Returns the pool and the thread handles
+    /// under the `SCHED_IDLE` policy when `sched_idle`, else at scheduling
+    /// priority `nice` (0 = as the cores); see `limits.blocking_sched_idle`
+    /// and `limits.blocking_nice`. Returns the pool and the thread handles
     /// (joined at shutdown after the last `BlockingPool` clone is dropped).
-    pub fn start(threads: usize, queue: usize, nice: i32) -> (BlockingPool, Vec<JoinHandle<()>>) {
+    pub fn start(
+        threads: usize,
+        queue: usize,
+        nice: i32,
+        sched_idle: bool,
+    ) -> (BlockingPool, Vec<JoinHandle<()>>) {
         let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::bounded(queue);
         let stats = Arc::new(PoolStats::default());
         let handles = (0..threads)
@@ -64,7 +70,7 @@ impl BlockingPool {
                 std::thread::Builder::new()
                     .name(format!("tokend-blocking-{i}"))
                     .spawn(move || {
-                        lower_priority(i, nice);
+                        lower_priority(i, nice, sched_idle);
                         for job in rx.iter() {
                             job();
                         }
@@ -128,7 +134,24 @@ impl BlockingPool {
 /// login storm in `bench/run.sh`, tokend confined to one CPU, measured it).
 /// On Linux `setpriority(PRIO_PROCESS, tid)` applies to the one thread;
 /// raising nice needs no privilege.
-fn lower_priority(index: usize, nice: i32) {
+fn lower_priority(index: usize, nice: i32, sched_idle: bool) {
+    if sched_idle {
+        // SCHED_IDLE: a core thread that wakes up preempts this one at once.
+        // With nice alone, the scheduler may let an argon2 verification run
+        // on until the next tick (4 ms at HZ=250) before the woken core gets
+        // the CPU: `perf sched` showed core wake-up delays of up to 4 ms
+        // during the benchmark's login storm, and bench/run.sh's storm
+        // validate p99 (uncorrected) went from ~4 ms to ~1 ms with this.
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a plain syscall about the calling thread, valid param.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            tracing::warn!(
+                "blocking thread {index}: cannot set SCHED_IDLE: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        return;
+    }
     if nice <= 0 {
         return;
     }
@@ -159,14 +182,14 @@ mod tests {
 
     #[test]
     fn runs_jobs_and_returns_results() {
-        let (pool, _h) = BlockingPool::start(2, 8, 0);
+        let (pool, _h) = BlockingPool::start(2, 8, 0, false);
         let r = rt().block_on(async move { pool.run(|| 40 + 2).await });
         assert_eq!(r, Ok(42));
     }
 
     #[test]
     fn full_queue_is_refused_and_loop_keeps_running() {
-        let (pool, _h) = BlockingPool::start(1, 1, 0);
+        let (pool, _h) = BlockingPool::start(1, 1, 0, false);
         rt().block_on(async move {
             let p1 = pool.clone();
             let slow = monoio::spawn(async move {
@@ -193,7 +216,7 @@ mod tests {
 
     #[test]
     fn threads_run_at_the_configured_nice() {
-        let (pool, _h) = BlockingPool::start(1, 4, 7);
+        let (pool, _h) = BlockingPool::start(1, 4, 7, false);
         let nice = rt().block_on(async move {
             pool.run(|| {
                 // SAFETY: plain syscalls about the calling thread.
@@ -205,8 +228,18 @@ mod tests {
     }
 
     #[test]
+    fn threads_run_under_sched_idle_when_asked() {
+        let (pool, _h) = BlockingPool::start(1, 4, 7, true);
+        let policy = rt().block_on(async move {
+            // SAFETY: a plain syscall about the calling thread.
+            pool.run(|| unsafe { libc::sched_getscheduler(0) }).await
+        });
+        assert_eq!(policy, Ok(libc::SCHED_IDLE));
+    }
+
+    #[test]
     fn panics_are_contained() {
-        let (pool, _h) = BlockingPool::start(1, 4, 0);
+        let (pool, _h) = BlockingPool::start(1, 4, 0, false);
         rt().block_on(async move {
             assert_eq!(
                 pool.run(|| -> u8 { panic!("boom") }).await,
