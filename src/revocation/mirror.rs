@@ -47,9 +47,10 @@
 //! - revoked `jti`s, until their Redis key expires (the token's `exp` plus
 //!   the leeway);
 //! - "not before" marks, while they can void an unexpired access token: up
-//!   to `tokens.access_ttl + tokens.leeway + 60 s` after the mark (Redis
+//!   to `tokens.access_ttl + 60 s + tokens.leeway` after the mark (Redis
 //!   keeps them longer, for refresh tokens). A token whose lifetime is longer
-//!   than that (another node with a longer `access_ttl`) is checked in Redis.
+//!   than `tokens.access_ttl + 60 s` (a client with a longer access TTL,
+//!   another node's setting) is checked in Redis.
 //!
 //! That is the revocations of the last access-token lifetime: small. Every
 //! core holds its own copy (thread-per-core: nothing shared on the hot path).
@@ -100,8 +101,14 @@ return {m, s, id}
 /// One core's mirror: the revocations, and how fresh they are.
 pub struct Mirror {
     prefix: String,
-    /// `tokens.access_ttl + tokens.leeway + MARK_SLACK_SECS`, seconds.
+    /// Longest token lifetime (`exp - iat`) the mirror answers for:
+    /// `tokens.access_ttl + MARK_SLACK_SECS`, seconds. Longer-lived tokens
+    /// are checked in Redis.
     lifetime_bound: u64,
+    /// How long a mark is kept: `lifetime_bound + tokens.leeway`. A token
+    /// the mark voids was issued at or before it, so it expires by
+    /// `mark + lifetime_bound` and is refused by `+ leeway` at the latest.
+    mark_keep: u64,
     max_lag: Duration,
     counters: Arc<CoreCounters>,
     state: RefCell<State>,
@@ -202,7 +209,8 @@ impl Mirror {
     ) -> Rc<Mirror> {
         Rc::new(Mirror {
             prefix: prefix.into(),
-            lifetime_bound: access_ttl.as_secs() + leeway.as_secs() + MARK_SLACK_SECS,
+            lifetime_bound: access_ttl.as_secs() + MARK_SLACK_SECS,
+            mark_keep: access_ttl.as_secs() + MARK_SLACK_SECS + leeway.as_secs(),
             max_lag,
             counters,
             state: RefCell::new(State::default()),
@@ -347,7 +355,7 @@ impl Mirror {
                     Some(-2) => continue, // expired since the SCAN
                     Some(ms) if ms >= 0 => now + (ms as u64).div_ceil(1000) + 1,
                     // No expiry (written by hand?): keep it a full lifetime.
-                    _ => now + self.lifetime_bound,
+                    _ => now + self.mark_keep,
                 };
                 if let Ok(jti) = std::str::from_utf8(jti) {
                     fresh.revoke(jti, until);
@@ -379,7 +387,7 @@ impl Mirror {
                     .as_str()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(u64::MAX);
-                fresh.mark(sub, mark, self.lifetime_bound);
+                fresh.mark(sub, mark, self.mark_keep);
             }
         }
         *self.state.borrow_mut() = fresh;
@@ -456,7 +464,7 @@ impl Mirror {
                         "entries were trimmed before they were read"
                     }));
                 }
-                e.apply(&mut state, now, self.lifetime_bound);
+                e.apply(&mut state, now, self.mark_keep);
                 pos.last_seq = e.seq;
                 pos.last_id.clear();
                 pos.last_id.push_str(id);
@@ -473,7 +481,7 @@ impl Mirror {
 
     /// Drops what can no longer void an unexpired token.
     fn sweep(&self, now: u64) {
-        self.state.borrow_mut().expire(now, self.lifetime_bound);
+        self.state.borrow_mut().expire(now, self.mark_keep);
         self.publish_len();
     }
 
@@ -867,8 +875,9 @@ mod tests {
         assert_eq!(m.verdict("j", "alice", 1_999, 2_900), Some(true));
         assert_eq!(m.verdict("j", "alice", 2_000, 2_900), Some(true));
         assert_eq!(m.verdict("j", "alice", 2_001, 2_901), Some(false));
-        // A lifetime longer than this node's bound: ask Redis.
-        assert_eq!(m.verdict("j", "alice", 2_001, 2_001 + 991), None);
+        // access_ttl 900 + 60 s: longer-lived tokens are checked in Redis.
+        assert_eq!(m.verdict("j", "alice", 2_001, 2_001 + 960), Some(false));
+        assert_eq!(m.verdict("j", "alice", 2_001, 2_001 + 961), None);
         // Stale: ask Redis.
         m.confirmed
             .set(Some(Instant::now() - Duration::from_millis(1_500)));
