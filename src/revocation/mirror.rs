@@ -133,37 +133,17 @@ struct State {
 impl State {
     /// Revokes `jti` until `until` (never shortening an earlier revocation).
     fn revoke(&mut self, jti: &str, until: u64) {
-        let key = match self.access.get_key_value_mut(jti) {
-            Some((_, u)) if *u >= until => return,
-            Some((k, u)) => {
-                *u = until;
-                k.clone()
-            }
-            None => {
-                let k: Rc<str> = jti.into();
-                self.access.insert(k.clone(), until);
-                k
-            }
-        };
-        self.expiry.push(Reverse((until, false, key)));
+        if let Some(key) = raise(&mut self.access, jti, until) {
+            self.expiry.push(Reverse((until, false, key)));
+        }
     }
 
     /// Sets `sub`'s mark (never lowering it), kept until `mark + bound`.
     fn mark(&mut self, sub: &str, mark: u64, bound: u64) {
-        let key = match self.marks.get_key_value_mut(sub) {
-            Some((_, m)) if *m >= mark => return,
-            Some((k, m)) => {
-                *m = mark;
-                k.clone()
-            }
-            None => {
-                let k: Rc<str> = sub.into();
-                self.marks.insert(k.clone(), mark);
-                k
-            }
-        };
-        self.expiry
-            .push(Reverse((mark.saturating_add(bound), true, key)));
+        if let Some(key) = raise(&mut self.marks, sub, mark) {
+            self.expiry
+                .push(Reverse((mark.saturating_add(bound), true, key)));
+        }
     }
 
     /// Drops the entries that expired before `now`.
@@ -186,6 +166,27 @@ impl State {
             } else if self.access.get(&*key).is_some_and(|u| *u < now) {
                 self.access.remove(&*key);
             }
+        }
+    }
+}
+
+/// Sets `map[key]` to `value` unless it already holds as much; returns the
+/// key when the value went up (its expiry must be scheduled).
+fn raise(
+    map: &mut hashbrown::HashMap<Rc<str>, u64, ahash::RandomState>,
+    key: &str,
+    value: u64,
+) -> Option<Rc<str>> {
+    match map.get_key_value_mut(key) {
+        Some((_, v)) if *v >= value => None,
+        Some((k, v)) => {
+            *v = value;
+            Some(k.clone())
+        }
+        None => {
+            let k: Rc<str> = key.into();
+            map.insert(k.clone(), value);
+            Some(k)
         }
     }
 }
@@ -317,8 +318,8 @@ impl Mirror {
                 snapshot,
                 &[
                     keys.marker.as_str(),
-                    keys.seq.as_str(),
-                    keys.stream.as_str(),
+                    keys.log.seq.as_str(),
+                    keys.log.stream.as_str(),
                 ],
                 &[] as &[&str],
             )
@@ -418,7 +419,7 @@ impl Mirror {
         if block > 0 {
             xread.arg("BLOCK").arg(block);
         }
-        xread.arg("STREAMS").arg(&keys.stream).arg(&pos.last_id);
+        xread.arg("STREAMS").arg(&keys.log.stream).arg(&pos.last_id);
         let replies = conn
             .query_many(&[redis::cmd("GET").arg(&keys.marker).clone(), xread])
             .await?;
@@ -543,19 +544,35 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// The stream's two keys under `prefix`: one derivation for the writers
+/// (the revocation scripts) and the readers.
+pub struct StreamKeys {
+    /// `{prefix}revlog:seq`.
+    pub seq: String,
+    /// `{prefix}revlog`.
+    pub stream: String,
+}
+
+impl StreamKeys {
+    pub fn new(prefix: &str) -> StreamKeys {
+        StreamKeys {
+            seq: [prefix, SEQ_SUFFIX].concat(),
+            stream: [prefix, STREAM_SUFFIX].concat(),
+        }
+    }
+}
+
 /// The keys the reader uses.
 struct Keys {
     marker: String,
-    seq: String,
-    stream: String,
+    log: StreamKeys,
 }
 
 impl Keys {
     fn new(prefix: &str) -> Keys {
         Keys {
             marker: durable::marker_key(prefix),
-            seq: [prefix, SEQ_SUFFIX].concat(),
-            stream: [prefix, STREAM_SUFFIX].concat(),
+            log: StreamKeys::new(prefix),
         }
     }
 }

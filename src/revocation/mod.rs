@@ -97,10 +97,11 @@ return {new, seq}
 /// The keys and arguments of [`SET_NOT_BEFORE_LUA`] for `sub`, for callers
 /// that run it through another client (the CLI, the re-seed).
 pub fn set_not_before_keys(prefix: &str, sub: &str) -> [String; 3] {
+    let log = mirror::StreamKeys::new(prefix);
     [
         [prefix, NOT_BEFORE_KEY_INFIX, sub].concat(),
-        [prefix, mirror::SEQ_SUFFIX].concat(),
-        [prefix, mirror::STREAM_SUFFIX].concat(),
+        log.seq,
+        log.stream,
     ]
 }
 
@@ -113,8 +114,7 @@ pub struct RedisRevocations {
     set_not_before: Script,
     revoke_access: Script,
     /// `{prefix}revlog:seq` and `{prefix}revlog`: the mirrors' stream.
-    seq_key: String,
-    stream_key: String,
+    log: mirror::StreamKeys,
     /// Also read `{prefix}seeded` in the same round trip and answer "cannot
     /// tell" while it is missing: Redis lost its data and the revocations
     /// have not been re-seeded from PostgreSQL yet (see `durable`).
@@ -138,8 +138,7 @@ impl RedisRevocations {
         let prefix = prefix.into();
         RedisRevocations {
             conn,
-            seq_key: [prefix.as_str(), mirror::SEQ_SUFFIX].concat(),
-            stream_key: [prefix.as_str(), mirror::STREAM_SUFFIX].concat(),
+            log: mirror::StreamKeys::new(&prefix),
             prefix,
             set_not_before: Script::new(SET_NOT_BEFORE_LUA),
             revoke_access: Script::new(REVOKE_ACCESS_LUA),
@@ -188,8 +187,8 @@ impl RedisRevocations {
                 &self.revoke_access,
                 &[
                     key.as_str(),
-                    self.seq_key.as_str(),
-                    self.stream_key.as_str(),
+                    self.log.seq.as_str(),
+                    self.log.stream.as_str(),
                 ],
                 &[
                     ttl_secs.to_string().as_str(),
@@ -236,8 +235,8 @@ impl RedisRevocations {
                 &self.set_not_before,
                 &[
                     key.as_str(),
-                    self.seq_key.as_str(),
-                    self.stream_key.as_str(),
+                    self.log.seq.as_str(),
+                    self.log.stream.as_str(),
                 ],
                 &[
                     unix_secs.to_string().as_str(),
