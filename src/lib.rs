@@ -29,4 +29,6 @@ pub mod net;
 pub mod revocation;
 pub mod router;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod tokens;
