@@ -19,6 +19,7 @@
 //! - [`metrics`]: Prometheus text rendering of the per-core counters.
 //! - [`store`]: the blocking pool, the PostgreSQL pool, the migrations runner.
 
+pub mod clock;
 pub mod config;
 pub mod cores;
 pub mod handlers;
