@@ -1051,6 +1051,79 @@ mod tests {
         }
     }
 
+    /// A snapshot with a distinct known value in every counter, gauge and
+    /// histogram: two cores, the pool, argon2, the driver and the uptime.
+    fn golden_page() -> String {
+        let cores = [fake_core(), fake_core()];
+        for (i, c) in cores.iter().enumerate() {
+            let k = i as u64 + 1;
+            for (slot, row) in c.counters.requests.iter().enumerate() {
+                for (class, cell) in row.iter().enumerate() {
+                    cell.add(k * 100 + slot as u64 * 4 + class as u64);
+                }
+            }
+            c.counters.open_connections.set(k * 3);
+            c.counters.refused_connections.add(k * 5);
+            c.counters.accept_errors.add(k * 7);
+            c.counters.timeouts.add(k * 11);
+            c.counters.bad_requests.add(k * 13);
+            c.counters.verified_cache_hits.add(k * 17);
+            c.counters.verified_cache_misses.add(k * 19);
+            c.counters.mirror_answers.add(k * 23);
+            c.counters.mirror_fallbacks.add(k * 29);
+            c.counters.mirror_resyncs.add(k * 31);
+            c.counters.mirror_entries.set(k * 37);
+            c.counters.mirror_seq.set(k * 41);
+            c.latency
+                .observe(Route::Validate, Duration::from_nanos(k * 30_000));
+            c.latency
+                .observe(Route::Validate, Duration::from_millis(k * 3));
+            c.latency
+                .observe(Route::Introspect, Duration::from_micros(k * 700));
+            c.latency
+                .observe(Route::Token, Duration::from_millis(k * 40));
+            c.latency.observe(Route::Token, Duration::from_secs(k * 2));
+            c.redis.publish(&RedisStats {
+                round_trips: k * 43,
+                commands: k * 47,
+                errors: k * 53,
+                reconnects: k * 59,
+                connect_failures: k * 61,
+                timeouts: k * 67,
+            });
+        }
+        // One core's mirror is current, the other's is not.
+        cores[0].counters.mirror_current.set(1);
+        let pool = PoolStats::default();
+        pool.depth.store(71, Ordering::Relaxed);
+        pool.rejected.store(73, Ordering::Relaxed);
+        pool.completed.store(79, Ordering::Relaxed);
+        let argon2 = SharedHistogram::default();
+        argon2.observe(Duration::from_millis(4));
+        argon2.observe(Duration::from_millis(60));
+        argon2.observe(Duration::from_millis(60));
+        argon2.observe(Duration::from_secs(7));
+        page(&cores, &pool, &argon2, "io_uring \"x\\y\"\n")
+    }
+
+    /// The page before the reshaping of issue #11, byte for byte: every
+    /// name, HELP and TYPE line, label and value must stay as it was.
+    /// `{version}` stands for the crate's version.
+    const GOLDEN: &str = include_str!("metrics/golden.prom");
+
+    #[test]
+    fn renders_the_golden_page() {
+        let golden = GOLDEN.replace("{version}", env!("CARGO_PKG_VERSION"));
+        let page = golden_page();
+        if page != golden {
+            std::fs::write("/tmp/metrics-page.prom", &page).unwrap();
+        }
+        assert!(
+            page == golden,
+            "the page differs from metrics/golden.prom: see /tmp/metrics-page.prom"
+        );
+    }
+
     #[test]
     fn empty_server_renders() {
         let pool = PoolStats::default();
