@@ -33,52 +33,13 @@ use crate::store::pool::PoolStats;
 /// `Content-Type` of the page [`render`] writes.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Route slot of requests that matched no route (404, 405, parse errors).
-pub const OTHER_SLOT: usize = ROUTE_SLOTS - 1;
+pub use crate::router::OTHER_SLOT;
 
-/// The `route` label of each route slot (`route as usize`; the last is "other").
-pub const ROUTE_LABELS: [&str; ROUTE_SLOTS] = [
-    "healthz",
-    "readyz",
-    "metrics",
-    "validate",
-    "token",
-    "introspect",
-    "revoke",
-    "jwks",
-    "metadata",
-    "users",
-    "users_me",
-    "users_me_password",
-    "users_me_logout_all",
-    "user_disable",
-    "other",
-];
+/// The `route` label of each route slot (`route.slot()`; the last is "other").
+pub const ROUTE_LABELS: [&str; ROUTE_SLOTS] = crate::router::SLOT_LABELS;
 
 /// The `status_class` label of each status slot of [`CoreCounters::requests`].
 pub const STATUS_LABELS: [&str; STATUS_SLOTS] = ["2xx", "3xx", "4xx", "5xx"];
-
-/// The `route` label of a route. Exhaustive on purpose: a new route does not
-/// compile until it has a label (and a slot below [`OTHER_SLOT`]).
-pub fn route_label(route: Route) -> &'static str {
-    use Route::*;
-    match route {
-        Healthz => "healthz",
-        Readyz => "readyz",
-        Metrics => "metrics",
-        Validate => "validate",
-        Token => "token",
-        Introspect => "introspect",
-        Revoke => "revoke",
-        Jwks => "jwks",
-        Metadata => "metadata",
-        Users => "users",
-        UsersMe => "users_me",
-        UsersMePassword => "users_me_password",
-        UsersMeLogoutAll => "users_me_logout_all",
-        UserDisable => "user_disable",
-    }
-}
 
 /// Upper bounds of the request-latency buckets, nanoseconds: 50µs … 1s.
 pub const LATENCY_BOUNDS_NS: [u64; 14] = [
@@ -727,29 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn route_slots_match_the_router() {
-        use Route::*;
-        let all = [
-            Healthz,
-            Readyz,
-            Metrics,
-            Validate,
-            Token,
-            Introspect,
-            Revoke,
-            Jwks,
-            Metadata,
-            Users,
-            UsersMe,
-            UsersMePassword,
-            UsersMeLogoutAll,
-            UserDisable,
-        ];
-        assert_eq!(all.len(), OTHER_SLOT);
-        for r in all {
-            assert_eq!(ROUTE_LABELS[r as usize], route_label(r), "{r:?}");
-        }
-        assert_eq!(ROUTE_LABELS[OTHER_SLOT], "other");
+    fn le_labels_match_the_bounds() {
         assert_eq!(LATENCY_LE.len(), LATENCY_BOUNDS_NS.len());
         for (le, ns) in LATENCY_LE.iter().zip(LATENCY_BOUNDS_NS) {
             assert_eq!(le.parse::<f64>().unwrap(), ns as f64 / 1e9);
@@ -780,12 +719,12 @@ mod tests {
         let cores = [fake_core(), fake_core()];
         let (a, b) = (&cores[0], &cores[1]);
         // Requests.
-        a.counters.count(Route::Validate as usize, 200);
-        a.counters.count(Route::Validate as usize, 200);
-        b.counters.count(Route::Validate as usize, 204);
-        b.counters.count(Route::Validate as usize, 401);
+        a.counters.count(Route::Validate.slot(), 200);
+        a.counters.count(Route::Validate.slot(), 200);
+        b.counters.count(Route::Validate.slot(), 204);
+        b.counters.count(Route::Validate.slot(), 401);
         a.counters.count(OTHER_SLOT, 404);
-        b.counters.count(Route::UserDisable as usize, 503);
+        b.counters.count(Route::UserDisable.slot(), 503);
         a.counters.count(99, 200); // out of range: ignored
         a.counters.open_connections.set(7);
         b.counters.open_connections.set(5);

@@ -1,30 +1,95 @@
 //! `(method, path)` → route. No I/O, no allocation.
+//!
+//! Owns the route table: every route, its metrics slot and its `route`
+//! label, declared once (the "other" slot of unmatched requests follows the
+//! last route). Imports nothing of the crate but `http::Method`; never a
+//! handler, a service, a store or `metrics` (which reads its labels here).
 
 use crate::http::Method;
 
-/// Every endpoint tokend serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Healthz,
-    Readyz,
-    Metrics,
-    Validate,
-    Token,
-    Introspect,
-    Revoke,
-    Jwks,
-    Metadata,
-    /// `POST /users`
-    Users,
-    /// `GET /users/me`
-    UsersMe,
-    /// `POST /users/me/password`
-    UsersMePassword,
-    /// `POST /users/me/logout-all`
-    UsersMeLogoutAll,
-    /// `POST /users/{username}/disable`
-    UserDisable,
+/// Declares [`Route`] and its table from one list, so that a route cannot
+/// exist without a metrics slot and a label: the variants in slot order,
+/// each with its `route` label.
+macro_rules! routes {
+    ($($(#[$doc:meta])* $name:ident => $label:literal,)+) => {
+        /// Every endpoint tokend serves.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Route {
+            $($(#[$doc])* $name,)+
+        }
+
+        impl Route {
+            /// Every route, in slot order: `Route::ALL[r.slot()] == r`.
+            pub const ALL: &'static [Route] = &[$(Route::$name),+];
+
+            /// The route's `route` label in metrics.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(Route::$name => $label,)+
+                }
+            }
+        }
+    };
 }
+
+routes! {
+    Healthz => "healthz",
+    Readyz => "readyz",
+    Metrics => "metrics",
+    Validate => "validate",
+    Token => "token",
+    Introspect => "introspect",
+    Revoke => "revoke",
+    Jwks => "jwks",
+    Metadata => "metadata",
+    /// `POST /users`
+    Users => "users",
+    /// `GET /users/me`
+    UsersMe => "users_me",
+    /// `POST /users/me/password`
+    UsersMePassword => "users_me_password",
+    /// `POST /users/me/logout-all`
+    UsersMeLogoutAll => "users_me_logout_all",
+    /// `POST /users/{username}/disable`
+    UserDisable => "user_disable",
+}
+
+impl Route {
+    /// The route's metrics slot, below [`OTHER_SLOT`]: its place in
+    /// [`Route::ALL`] (the macro declares the variants in that order, so the
+    /// discriminant is the place; checked at compile time below).
+    #[inline]
+    pub const fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// Metrics slot of the requests that matched no route (404, 405).
+pub const OTHER_SLOT: usize = Route::ALL.len();
+/// `route` label of [`OTHER_SLOT`].
+pub const OTHER_LABEL: &str = "other";
+/// Number of metrics slots: one per route, then "other".
+pub const ROUTE_SLOTS: usize = OTHER_SLOT + 1;
+
+/// The `route` label of each slot, "other" last.
+pub const SLOT_LABELS: [&str; ROUTE_SLOTS] = {
+    let mut labels = [OTHER_LABEL; ROUTE_SLOTS];
+    let mut i = 0;
+    while i < Route::ALL.len() {
+        labels[i] = Route::ALL[i].label();
+        i += 1;
+    }
+    labels
+};
+
+// Every route sits at its slot, so slots are distinct and below OTHER_SLOT.
+const _: () = {
+    let mut i = 0;
+    while i < Route::ALL.len() {
+        assert!(Route::ALL[i].slot() == i);
+        i += 1;
+    }
+};
 
 /// The result of routing a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,5 +175,25 @@ mod tests {
         );
         assert_eq!(route(Method::Post, "/users//disable"), Routed::NotFound);
         assert_eq!(route(Method::Post, "/users/a/b/disable"), Routed::NotFound);
+    }
+
+    #[test]
+    fn every_route_has_its_own_slot_and_label() {
+        let mut slots = std::collections::HashSet::new();
+        let mut labels = std::collections::HashSet::from([OTHER_LABEL]);
+        for &r in Route::ALL {
+            assert!(slots.insert(r.slot()), "{r:?}: slot taken");
+            assert!(labels.insert(r.label()), "{r:?}: label taken");
+            assert!(r.slot() < OTHER_SLOT, "{r:?}");
+            assert_eq!(Route::ALL[r.slot()], r);
+            assert_eq!(SLOT_LABELS[r.slot()], r.label());
+            assert!(r
+                .label()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+        assert_eq!(slots.len(), Route::ALL.len());
+        assert_eq!(SLOT_LABELS[OTHER_SLOT], OTHER_LABEL);
+        assert_eq!(SLOT_LABELS.len(), ROUTE_SLOTS);
     }
 }

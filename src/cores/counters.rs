@@ -37,9 +37,7 @@ impl Counter {
     }
 }
 
-/// Number of route labels: one per [`crate::router::Route`] plus "other"
-/// (404, 405 and parse errors).
-pub const ROUTE_SLOTS: usize = 15;
+pub use crate::router::ROUTE_SLOTS;
 /// Status classes counted per route: 2xx, 3xx, 4xx, 5xx.
 pub const STATUS_SLOTS: usize = 4;
 

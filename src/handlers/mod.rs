@@ -21,10 +21,7 @@ use std::rc::Rc;
 
 use crate::cores::Core;
 use crate::http::{response, Method, Request, ResponseCtx};
-use crate::router::{self, Route, Routed};
-
-/// Route slot for metrics of requests that matched no route.
-const OTHER_SLOT: usize = 14;
+use crate::router::{self, Route, Routed, OTHER_SLOT};
 
 /// Answers one request into `out`. Returns whether the connection stays open.
 pub async fn handle(
@@ -64,7 +61,7 @@ pub async fn handle(
             if let Some(start) = start {
                 core.counters.latency.observe(route, start.elapsed());
             }
-            (route as usize, status)
+            (route.slot(), status)
         }
         Routed::MethodNotAllowed(allow) => (OTHER_SLOT, method_not_allowed(&ctx, allow, out)),
         Routed::NotFound => (OTHER_SLOT, not_found(&ctx, out)),
