@@ -7,8 +7,6 @@
 //! blocking pool, start the cores and wait until each reports it is serving.
 //! Only then is the service "ready".
 
-pub mod counters;
-
 use std::cell::Cell;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -30,7 +28,7 @@ use crate::revocation::RedisRevocations;
 use crate::store::{self, BlockingPool, PgPool};
 use crate::tokens::{CoreKeys, Expectations, Kek, KeyMaterial, VerifiedCache};
 
-pub use counters::{CoreCounters, Counter};
+use crate::metrics::CoreCounters;
 
 /// Occurs when `tokend serve` cannot start or stops abnormally. Each message
 /// names the part at fault, in one line.

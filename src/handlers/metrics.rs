@@ -1,28 +1,30 @@
 //! `GET /metrics`: every core's counters, summed at scrape time, in the
 //! Prometheus text format. Runs on whichever core the scrape lands on and
 //! only reads other cores' atomics: no lock, no cross-core message.
+//!
+//! Thin: collects the figures `metrics` does not own (the blocking pool's,
+//! this core's fresh Redis figures) into a [`Snapshot`] and renders it.
+
+use std::sync::atomic::Ordering;
 
 use crate::cores::Core;
 use crate::http::{response, ResponseCtx};
-use crate::metrics::{self, CoreView, Snapshot};
+use crate::metrics::{self, PoolValues, Snapshot};
 
 /// `GET /metrics`.
 pub fn metrics(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
     // This core's Redis figures, fresh; the others publish theirs each second.
     core.counters.redis.publish(&core.redis.stats());
     let shared = &core.shared;
+    let pool = shared.pool.stats();
     let snapshot = Snapshot {
-        cores: shared
-            .counters
-            .iter()
-            .map(|c| CoreView {
-                counters: c,
-                latency: &c.latency,
-                redis: &c.redis,
-            })
-            .collect(),
-        pool: shared.pool.stats(),
-        pool_threads: shared.pool.threads(),
+        cores: &shared.counters,
+        pool: PoolValues {
+            depth: pool.depth.load(Ordering::Relaxed) as u64,
+            rejected: pool.rejected.load(Ordering::Relaxed),
+            completed: pool.completed.load(Ordering::Relaxed),
+            threads: shared.pool.threads(),
+        },
         argon2: &shared.argon2,
         driver: shared.driver.name(),
         uptime: shared.started.elapsed(),

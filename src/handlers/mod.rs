@@ -21,6 +21,7 @@ use std::rc::Rc;
 
 use crate::cores::Core;
 use crate::http::{response, Method, Request, ResponseCtx};
+use crate::metrics::RequestLatency;
 use crate::router::{self, Route, Routed, OTHER_SLOT};
 
 /// Answers one request into `out`. Returns whether the connection stays open.
@@ -40,8 +41,7 @@ pub async fn handle(
     };
     let (slot, status) = match router::route(req.method, req.path) {
         Routed::Found(route, param) => {
-            let timed = matches!(route, Route::Validate | Route::Introspect | Route::Token);
-            let start = timed.then(std::time::Instant::now);
+            let start = RequestLatency::records(route).then(std::time::Instant::now);
             let status = match route {
                 Route::Healthz => health::healthz(&ctx, out),
                 Route::Metrics => metrics::metrics(core, &ctx, out),

@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 use super::durable;
 use super::redis::{RedisConn, RedisError, Reply, Script};
 use super::{ACCESS_KEY_INFIX, NOT_BEFORE_KEY_INFIX};
-use crate::cores::CoreCounters;
+use crate::metrics::CoreCounters;
 
 /// Key suffix of the revocation stream: `{prefix}revlog`.
 pub const STREAM_SUFFIX: &str = "revlog";

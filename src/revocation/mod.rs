@@ -32,7 +32,7 @@ pub mod refresh;
 use std::rc::Rc;
 
 pub use self::redis::{
-    CommandWriter, RedisConn, RedisError, RedisStats, RedisTarget, Reply, Script, ServerErrorCode,
+    CommandWriter, RedisConn, RedisError, RedisTarget, Reply, Script, ServerErrorCode,
 };
 pub use self::refresh::{FamilyId, FamilyInfo, RefreshError, RefreshRecord, RefreshStore, Rotated};
 

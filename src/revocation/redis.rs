@@ -44,6 +44,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::net::TcpStream;
 use redis::ToRedisArgs;
 
+use crate::metrics::RedisStats;
+
 /// First delay before reconnecting after an error; doubled after each failed
 /// attempt up to [`BACKOFF_MAX`], reset after a successful connect.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -776,24 +778,6 @@ impl Script {
 // ---------------------------------------------------------------------------
 // The connection
 // ---------------------------------------------------------------------------
-
-/// Counters of one core's Redis connection, read by the metrics endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RedisStats {
-    /// Batches written to the socket (each carries one or more commands).
-    pub round_trips: u64,
-    /// Commands queued for sending.
-    pub commands: u64,
-    /// Queries that failed for a reason other than a timeout (unavailable,
-    /// error reply, protocol error).
-    pub errors: u64,
-    /// Successful connections after the first one.
-    pub reconnects: u64,
-    /// Failed connection attempts (connect, AUTH, SELECT or PING).
-    pub connect_failures: u64,
-    /// Queries that gave up waiting after `redis.timeout`.
-    pub timeouts: u64,
-}
 
 #[derive(Default)]
 struct StatCells {
