@@ -114,6 +114,9 @@ pub struct Shared {
     /// One set of counters per core; each core writes only its own, the
     /// metrics scrape sums them.
     pub counters: Vec<Arc<CoreCounters>>,
+    /// How far each core's revocation mirror got in the stream: what a
+    /// revoke waits on (see `Core::revocation_applied`).
+    pub progress: mirror::Progress,
     pub started: Instant,
     /// The key-encryption key (for reloads).
     pub kek: Kek,
@@ -325,7 +328,7 @@ impl Core {
     pub async fn revocation_applied(&self, seq: u64) {
         if self.mirror.is_some() {
             mirror::wait_applied(
-                &self.shared.counters,
+                &self.shared.progress,
                 seq,
                 self.shared.config.redis.mirror_max_lag,
             )
@@ -563,6 +566,7 @@ impl Server {
             pg,
             redis_target,
             counters,
+            progress: mirror::Progress::new(cores.len()),
             started: Instant::now(),
             kek,
             hasher,
@@ -726,6 +730,7 @@ async fn core_main(
             tokens.leeway,
             shared.config.redis.mirror_max_lag,
             shared.counters[index].clone(),
+            shared.progress.slot(index),
         )
     });
     let core = Rc::new(Core {

@@ -3,7 +3,7 @@
 //! only reads other cores' atomics: no lock, no cross-core message.
 //!
 //! Thin: collects the figures `metrics` does not own (the blocking pool's,
-//! this core's fresh Redis figures) into a [`Snapshot`] and renders it.
+//! the mirrors' progress, this core's fresh Redis figures) into a [`Snapshot`] and renders it.
 
 use std::sync::atomic::Ordering;
 
@@ -19,6 +19,7 @@ pub fn metrics(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
     let pool = shared.pool.stats();
     let snapshot = Snapshot {
         cores: &shared.counters,
+        mirror_current_cores: shared.progress.current_cores(),
         pool: PoolValues {
             depth: pool.depth.load(Ordering::Relaxed) as u64,
             rejected: pool.rejected.load(Ordering::Relaxed),

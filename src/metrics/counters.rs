@@ -72,11 +72,10 @@ pub struct CoreCounters {
     /// The core's Redis connection counters, published once a second.
     pub redis: RedisCounters,
     pub verified_cache_misses: Counter,
-    /// The revocation mirror (`redis.revocation_mirror`): 1 while it
-    /// answers, the last stream entry it applied, the revocations it holds,
-    /// its full syncs, and checks it answered or left to Redis.
-    pub mirror_current: Counter,
-    pub mirror_seq: Counter,
+    /// The revocation mirror (`redis.revocation_mirror`): the revocations
+    /// it holds, its full syncs, and checks it answered or left to Redis.
+    /// Whether it is current, and how far it got, is its own progress
+    /// (`revocation::mirror::Progress`), not a counter: revokes wait on it.
     pub mirror_entries: Counter,
     pub mirror_resyncs: Counter,
     pub mirror_answers: Counter,

@@ -59,6 +59,7 @@ use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,7 +111,11 @@ pub struct Mirror {
     /// `mark + lifetime_bound` and is refused by `+ leeway` at the latest.
     mark_keep: u64,
     max_lag: Duration,
+    /// This core's metrics: full syncs and revocations held.
     counters: Arc<CoreCounters>,
+    /// This core's place in the node's [`Progress`]: the last entry applied
+    /// and whether the mirror is current, for [`wait_applied`].
+    progress: ProgressSlot,
     state: RefCell<State>,
     /// Sent time of the last round that came back complete; `None` while
     /// not synced or after an error.
@@ -200,13 +205,14 @@ struct Position {
 
 impl Mirror {
     /// An empty mirror that answers nothing until its reader ([`Mirror::run`])
-    /// has synced.
+    /// has synced. It publishes its progress in `progress`, this core's slot.
     pub fn new(
         prefix: impl Into<String>,
         access_ttl: Duration,
         leeway: Duration,
         max_lag: Duration,
         counters: Arc<CoreCounters>,
+        progress: ProgressSlot,
     ) -> Rc<Mirror> {
         Rc::new(Mirror {
             prefix: prefix.into(),
@@ -214,6 +220,7 @@ impl Mirror {
             mark_keep: access_ttl.as_secs() + MARK_SLACK_SECS + leeway.as_secs(),
             max_lag,
             counters,
+            progress,
             state: RefCell::new(State::default()),
             confirmed: Cell::new(None),
         })
@@ -277,7 +284,7 @@ impl Mirror {
             match self.follow(&conn, &keys, p).await {
                 Ok(Round::Current) => {
                     self.confirmed.set(Some(sent));
-                    self.counters.mirror_current.set(1);
+                    self.progress.set_current(true);
                 }
                 Ok(Round::More) => {}
                 Ok(Round::Resync(why)) => {
@@ -303,7 +310,7 @@ impl Mirror {
         if self.confirmed.take().is_some() {
             tracing::debug!("revocation mirror: not current ({e})");
         }
-        self.counters.mirror_current.set(0);
+        self.progress.set_current(false);
     }
 
     /// Loads everything from scratch.
@@ -393,7 +400,7 @@ impl Mirror {
         }
         *self.state.borrow_mut() = fresh;
         self.publish_len();
-        self.counters.mirror_seq.set(last_seq);
+        self.progress.set_applied(last_seq);
         Ok(Position {
             marker,
             last_id,
@@ -472,7 +479,7 @@ impl Mirror {
             }
         }
         self.publish_len();
-        self.counters.mirror_seq.set(pos.last_seq);
+        self.progress.set_applied(pos.last_seq);
         Ok(if entries.len() >= READ_COUNT {
             Round::More
         } else {
@@ -629,19 +636,105 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
+/// How far each core's mirror has got in the stream: one slot per core of
+/// this process, shared by the cores (`Arc`, cloned once per core at start,
+/// never per request).
+///
+/// This is the cross-core "applied" signal a revoke waits on
+/// ([`wait_applied`]), so it is kept apart from the metrics: written only by
+/// each core's [`Mirror`] (through its [`ProgressSlot`]), read by
+/// [`wait_applied`] and, read-only, by the `/metrics` scrape
+/// ([`Progress::current_cores`]).
+#[derive(Clone)]
+pub struct Progress(Arc<[CoreProgress]>);
+
+/// One core's progress. Aligned to its own pair of cache lines (the unit
+/// x86 prefetches together): a mirror writes `current` after every round,
+/// and that must not invalidate the line another core's mirror writes.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct CoreProgress {
+    /// Number of the last stream entry applied (`{prefix}revlog:seq`).
+    applied: AtomicU64,
+    /// Whether the mirror answers now: set after each round that came back
+    /// complete, cleared when it loses Redis or must sync again.
+    current: AtomicBool,
+}
+
+impl Progress {
+    /// Progress for `cores` cores, none of them current.
+    pub fn new(cores: usize) -> Progress {
+        Progress((0..cores).map(|_| CoreProgress::default()).collect())
+    }
+
+    /// Core `core`'s slot, for its mirror: the only way to write progress.
+    ///
+    /// # Panics
+    ///
+    /// When `core` is not below the `cores` given to [`Progress::new`]. The
+    /// composition root builds the progress and the cores from one list and
+    /// numbers the cores by their place in it, so this cannot fire there.
+    pub fn slot(&self, core: usize) -> ProgressSlot {
+        assert!(core < self.0.len(), "no progress slot for core {core}");
+        ProgressSlot {
+            all: self.clone(),
+            index: core,
+        }
+    }
+
+    /// Cores whose mirror is current now (the `/metrics` gauge).
+    pub fn current_cores(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|p| p.current.load(Ordering::Acquire))
+            .count()
+    }
+
+    /// Whether every core whose mirror is current has applied entry `seq`.
+    /// `current` is read first, and stored by the mirror after `applied`
+    /// (both Release/Acquire): a mirror seen current is seen with at least
+    /// the entry it had applied when it became so.
+    fn applied_everywhere(&self, seq: u64) -> bool {
+        self.0
+            .iter()
+            .all(|p| !p.current.load(Ordering::Acquire) || p.applied.load(Ordering::Acquire) >= seq)
+    }
+}
+
+/// One core's slot in the [`Progress`], held by that core's [`Mirror`]:
+/// its writes are private to this module, so nothing else can move it.
+pub struct ProgressSlot {
+    all: Progress,
+    index: usize,
+}
+
+impl ProgressSlot {
+    fn get(&self) -> &CoreProgress {
+        // In range: checked by `Progress::slot`, the only constructor, and
+        // the slice never changes length.
+        &self.all.0[self.index]
+    }
+
+    /// Entry `seq` and everything before it are applied.
+    fn set_applied(&self, seq: u64) {
+        self.get().applied.store(seq, Ordering::Release);
+    }
+
+    /// The mirror answers (`true`) or stopped answering (`false`).
+    fn set_current(&self, current: bool) {
+        self.get().current.store(current, Ordering::Release);
+    }
+}
+
 /// Waits until every core of this process whose mirror is current has
 /// applied entry `seq` (at most `max`), so that a revoke answered by this
 /// node is in force on all of its cores. Cold path: revoke and logout only.
-pub async fn wait_applied(counters: &[Arc<CoreCounters>], seq: u64, max: Duration) {
+pub async fn wait_applied(progress: &Progress, seq: u64, max: Duration) {
     if seq == 0 {
         return;
     }
     let deadline = Instant::now() + max;
-    while counters
-        .iter()
-        .any(|c| c.mirror_current.get() == 1 && c.mirror_seq.get() < seq)
-        && Instant::now() < deadline
-    {
+    while !progress.applied_everywhere(seq) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -693,12 +786,14 @@ mod tests {
             conn.query_many(&bulk).await.unwrap();
 
             let counters = Arc::new(CoreCounters::default());
+            let progress = Progress::new(1);
             let m = Mirror::new(
                 prefix.clone(),
                 Duration::from_secs(900),
                 Duration::ZERO,
                 Duration::from_secs(1),
                 counters.clone(),
+                progress.slot(0),
             );
             let reader =
                 RedisConn::new(shared_target(), reader_timeout(Duration::from_millis(100)));
@@ -714,11 +809,11 @@ mod tests {
             // returns once it is.
             let seq = rev.revoke_access_logged("late", 60).await.unwrap();
             assert!(seq > 0);
-            wait_applied(std::slice::from_ref(&counters), seq, Duration::from_secs(1)).await;
+            wait_applied(&progress, seq, Duration::from_secs(1)).await;
             assert_eq!(m.verdict("late", "bob", 100, 200), Some(true));
             let (mark, seq) = rev.set_not_before_logged("bob", t - 50, 600).await.unwrap();
             assert_eq!(mark, t - 50);
-            wait_applied(std::slice::from_ref(&counters), seq, Duration::from_secs(1)).await;
+            wait_applied(&progress, seq, Duration::from_secs(1)).await;
             assert_eq!(m.verdict("other", "bob", t - 51, t + 500), Some(true));
             // A mark that does not move writes no entry.
             assert_eq!(
@@ -756,7 +851,7 @@ mod tests {
             conn.query(redis::cmd("DEL").arg(&marker)).await.unwrap();
             until("not current", Duration::from_secs(1), || !m.is_current()).await;
             assert_eq!(m.verdict("x", "carol", 100, 200), None);
-            assert_eq!(counters.mirror_current.get(), 0);
+            assert_eq!(progress.current_cores(), 0);
             conn.query(&set(&marker, "3:boot-c")).await.unwrap();
             until("current again", Duration::from_secs(5), || m.is_current()).await;
             assert_eq!(m.verdict("late", "carol", 100, 200), Some(true));
@@ -784,6 +879,7 @@ mod tests {
                 Duration::ZERO,
                 Duration::from_secs(1),
                 Arc::new(CoreCounters::default()),
+                Progress::new(1).slot(0),
             );
             let reader =
                 RedisConn::new(server.target(), reader_timeout(Duration::from_millis(100)));
@@ -796,6 +892,56 @@ mod tests {
             .await;
             assert_eq!(m.verdict("j", "u", 100, 200), None);
         });
+    }
+
+    #[test]
+    fn progress_waits_for_every_current_core_only() {
+        let progress = Progress::new(3);
+        let (a, b) = (progress.slot(0), progress.slot(1));
+        // No mirror current: nothing to wait for.
+        assert!(progress.applied_everywhere(5));
+        assert_eq!(progress.current_cores(), 0);
+        a.set_applied(7);
+        a.set_current(true);
+        b.set_applied(4);
+        b.set_current(true);
+        assert_eq!(progress.current_cores(), 2);
+        assert!(progress.applied_everywhere(4));
+        assert!(!progress.applied_everywhere(5));
+        // A core that is not current answers nothing: not waited for.
+        b.set_current(false);
+        assert!(progress.applied_everywhere(7));
+        assert!(!progress.applied_everywhere(8));
+        b.set_current(true);
+
+        legacy(async {
+            // A current core behind: wait_applied gives up at its deadline
+            // (a lower bound, safe on a loaded machine).
+            let start = Instant::now();
+            wait_applied(&progress, 7, Duration::from_millis(50)).await;
+            assert!(start.elapsed() >= Duration::from_millis(50));
+            // Another thread (a core) applies the entry: the wait ends on
+            // that, long before the deadline (20 s of margin for a loaded
+            // 2-CPU machine; the write comes after about 20 ms).
+            let writer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                b.set_applied(9);
+            });
+            let start = Instant::now();
+            a.set_applied(9);
+            wait_applied(&progress, 9, Duration::from_secs(30)).await;
+            assert!(start.elapsed() < Duration::from_secs(10));
+            assert!(progress.applied_everywhere(9));
+            writer.join().unwrap();
+            // Entry 0 means "nothing written": no wait at all.
+            wait_applied(&progress, 0, Duration::from_secs(30)).await;
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "no progress slot for core 2")]
+    fn progress_has_a_slot_per_core_only() {
+        let _ = Progress::new(2).slot(2);
     }
 
     fn bulk(s: &str) -> Reply {
@@ -878,6 +1024,7 @@ mod tests {
             Duration::from_secs(30),
             Duration::from_secs(1),
             counters,
+            Progress::new(1).slot(0),
         );
         // Not synced: no answer.
         assert_eq!(m.verdict("j", "u", 100, 1_000), None);
