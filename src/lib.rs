@@ -9,14 +9,16 @@
 //!   read → parse → handle → write loop, with timeouts and the connection cap.
 //! - [`http`]: `&[u8]` → request (never a socket), and responses written into
 //!   the connection's reused output buffer.
-//! - [`router`]: (method, path) → route, no I/O.
+//! - [`router`]: (method, path) → route, no I/O; its route table numbers the
+//!   metrics slots.
 //! - [`handlers`]: one file per endpoint family.
 //! - [`tokens`]: claims, signing keys, verification, the verified-token cache.
 //! - [`revocation`]: the revocation check and the per-core pipelined Redis
 //!   connection.
 //! - [`identity`]: users, clients and passwords; PostgreSQL and argon2, run on
 //!   the blocking pool only.
-//! - [`metrics`]: Prometheus text rendering of the per-core counters.
+//! - [`metrics`]: the per-core counters and histograms, and their Prometheus
+//!   text page.
 //! - [`store`]: the blocking pool, the PostgreSQL pool, the migrations runner.
 
 pub mod clock;

@@ -22,13 +22,12 @@ use futures_channel::oneshot;
 use crate::config::{Config, Cores, Driver};
 use crate::http::{DateCache, Limits};
 use crate::identity::{ClientTable, Hasher};
+use crate::metrics::CoreCounters;
 use crate::revocation::mirror::{self, Mirror};
 use crate::revocation::redis::{RedisConn, RedisTarget};
 use crate::revocation::RedisRevocations;
 use crate::store::{self, BlockingPool, PgPool};
 use crate::tokens::{CoreKeys, Expectations, Kek, KeyMaterial, VerifiedCache};
-
-use crate::metrics::CoreCounters;
 
 /// Occurs when `tokend serve` cannot start or stops abnormally. Each message
 /// names the part at fault, in one line.

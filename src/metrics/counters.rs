@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use crate::router::ROUTE_SLOTS;
+use crate::router::ROUTE_SLOTS;
 
 use super::histogram::RequestLatency;
 

@@ -59,7 +59,6 @@ use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +66,8 @@ use super::durable;
 use super::redis::{RedisConn, RedisError, Reply, Script};
 use super::{ACCESS_KEY_INFIX, NOT_BEFORE_KEY_INFIX};
 use crate::metrics::CoreCounters;
+
+pub use super::progress::{wait_applied, Progress, ProgressSlot};
 
 /// Key suffix of the revocation stream: `{prefix}revlog`.
 pub const STREAM_SUFFIX: &str = "revlog";
@@ -636,109 +637,6 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// How far each core's mirror has got in the stream: one slot per core of
-/// this process, shared by the cores (`Arc`, cloned once per core at start,
-/// never per request).
-///
-/// This is the cross-core "applied" signal a revoke waits on
-/// ([`wait_applied`]), so it is kept apart from the metrics: written only by
-/// each core's [`Mirror`] (through its [`ProgressSlot`]), read by
-/// [`wait_applied`] and, read-only, by the `/metrics` scrape
-/// ([`Progress::current_cores`]).
-#[derive(Clone)]
-pub struct Progress(Arc<[CoreProgress]>);
-
-/// One core's progress. Aligned to its own pair of cache lines (the unit
-/// x86 prefetches together): a mirror writes `current` after every round,
-/// and that must not invalidate the line another core's mirror writes.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct CoreProgress {
-    /// Number of the last stream entry applied (`{prefix}revlog:seq`).
-    applied: AtomicU64,
-    /// Whether the mirror answers now: set after each round that came back
-    /// complete, cleared when it loses Redis or must sync again.
-    current: AtomicBool,
-}
-
-impl Progress {
-    /// Progress for `cores` cores, none of them current.
-    pub fn new(cores: usize) -> Progress {
-        Progress((0..cores).map(|_| CoreProgress::default()).collect())
-    }
-
-    /// Core `core`'s slot, for its mirror: the only way to write progress.
-    ///
-    /// # Panics
-    ///
-    /// When `core` is not below the `cores` given to [`Progress::new`]. The
-    /// composition root builds the progress and the cores from one list and
-    /// numbers the cores by their place in it, so this cannot fire there.
-    pub fn slot(&self, core: usize) -> ProgressSlot {
-        assert!(core < self.0.len(), "no progress slot for core {core}");
-        ProgressSlot {
-            all: self.clone(),
-            index: core,
-        }
-    }
-
-    /// Cores whose mirror is current now (the `/metrics` gauge).
-    pub fn current_cores(&self) -> usize {
-        self.0
-            .iter()
-            .filter(|p| p.current.load(Ordering::Acquire))
-            .count()
-    }
-
-    /// Whether every core whose mirror is current has applied entry `seq`.
-    /// `current` is read first, and stored by the mirror after `applied`
-    /// (both Release/Acquire): a mirror seen current is seen with at least
-    /// the entry it had applied when it became so.
-    fn applied_everywhere(&self, seq: u64) -> bool {
-        self.0
-            .iter()
-            .all(|p| !p.current.load(Ordering::Acquire) || p.applied.load(Ordering::Acquire) >= seq)
-    }
-}
-
-/// One core's slot in the [`Progress`], held by that core's [`Mirror`]:
-/// its writes are private to this module, so nothing else can move it.
-pub struct ProgressSlot {
-    all: Progress,
-    index: usize,
-}
-
-impl ProgressSlot {
-    fn get(&self) -> &CoreProgress {
-        // In range: checked by `Progress::slot`, the only constructor, and
-        // the slice never changes length.
-        &self.all.0[self.index]
-    }
-
-    /// Entry `seq` and everything before it are applied.
-    fn set_applied(&self, seq: u64) {
-        self.get().applied.store(seq, Ordering::Release);
-    }
-
-    /// The mirror answers (`true`) or stopped answering (`false`).
-    fn set_current(&self, current: bool) {
-        self.get().current.store(current, Ordering::Release);
-    }
-}
-
-/// Waits until every core of this process whose mirror is current has
-/// applied entry `seq` (at most `max`), so that a revoke answered by this
-/// node is in force on all of its cores. Cold path: revoke and logout only.
-pub async fn wait_applied(progress: &Progress, seq: u64, max: Duration) {
-    if seq == 0 {
-        return;
-    }
-    let deadline = Instant::now() + max;
-    while !progress.applied_everywhere(seq) && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
@@ -892,56 +790,6 @@ mod tests {
             .await;
             assert_eq!(m.verdict("j", "u", 100, 200), None);
         });
-    }
-
-    #[test]
-    fn progress_waits_for_every_current_core_only() {
-        let progress = Progress::new(3);
-        let (a, b) = (progress.slot(0), progress.slot(1));
-        // No mirror current: nothing to wait for.
-        assert!(progress.applied_everywhere(5));
-        assert_eq!(progress.current_cores(), 0);
-        a.set_applied(7);
-        a.set_current(true);
-        b.set_applied(4);
-        b.set_current(true);
-        assert_eq!(progress.current_cores(), 2);
-        assert!(progress.applied_everywhere(4));
-        assert!(!progress.applied_everywhere(5));
-        // A core that is not current answers nothing: not waited for.
-        b.set_current(false);
-        assert!(progress.applied_everywhere(7));
-        assert!(!progress.applied_everywhere(8));
-        b.set_current(true);
-
-        legacy(async {
-            // A current core behind: wait_applied gives up at its deadline
-            // (a lower bound, safe on a loaded machine).
-            let start = Instant::now();
-            wait_applied(&progress, 7, Duration::from_millis(50)).await;
-            assert!(start.elapsed() >= Duration::from_millis(50));
-            // Another thread (a core) applies the entry: the wait ends on
-            // that, long before the deadline (20 s of margin for a loaded
-            // 2-CPU machine; the write comes after about 20 ms).
-            let writer = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                b.set_applied(9);
-            });
-            let start = Instant::now();
-            a.set_applied(9);
-            wait_applied(&progress, 9, Duration::from_secs(30)).await;
-            assert!(start.elapsed() < Duration::from_secs(10));
-            assert!(progress.applied_everywhere(9));
-            writer.join().unwrap();
-            // Entry 0 means "nothing written": no wait at all.
-            wait_applied(&progress, 0, Duration::from_secs(30)).await;
-        });
-    }
-
-    #[test]
-    #[should_panic(expected = "no progress slot for core 2")]
-    fn progress_has_a_slot_per_core_only() {
-        let _ = Progress::new(2).slot(2);
     }
 
     fn bulk(s: &str) -> Reply {

@@ -26,6 +26,7 @@
 pub mod blocking;
 pub mod durable;
 pub mod mirror;
+mod progress;
 pub mod redis;
 pub mod refresh;
 
