@@ -288,7 +288,6 @@ pub fn load<C: GenericClient>(client: &mut C, kek: &Kek) -> Result<KeyMaterial, 
     KeyMaterial::from_entries(entries)
 }
 
-/// Runs against a fresh migrated database per test (`crate::testing`).
 #[cfg(test)]
 mod tests {
     use super::*;
