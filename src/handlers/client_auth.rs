@@ -5,8 +5,7 @@
 
 use crate::cores::Core;
 use crate::handlers::oauth::{Form, OAuthError};
-use crate::http::Request;
-use crate::identity::clients::parse_basic;
+use crate::http::{parse_basic, Request};
 use crate::identity::ClientRecord;
 
 /// One description for every failure, so answers don't tell which client
@@ -67,5 +66,5 @@ pub fn form_body(req: &Request<'_>) -> Result<Form, OAuthError> {
             "Content-Type must be application/x-www-form-urlencoded",
         ));
     }
-    Form::parse(req.body)
+    Form::parse(req.body).map_err(OAuthError::from)
 }
