@@ -3,11 +3,11 @@
 //! §2.3.1), against the core's in-memory client table — no PostgreSQL, no
 //! slow hash.
 
-use crate::cores::Core;
 use crate::handlers::oauth::{Form, OAuthError};
 use crate::http::Request;
 use crate::identity::clients::parse_basic;
 use crate::identity::ClientRecord;
+use crate::state::Core;
 
 /// One description for every failure, so answers don't tell which client
 /// ids exist.

@@ -2,6 +2,7 @@
 //! function that turns it into a response (RFC 6749 §5.2, RFC 6750 §3.1,
 //! RFC 7009, RFC 7662), strict form parsing, and bearer-token extraction.
 
+use crate::access::AccessError;
 use crate::http::{response, ResponseCtx};
 
 /// An OAuth error. `code()` is the wire code; the description goes to the
@@ -93,6 +94,21 @@ impl OAuthError {
             }
             OAuthError::TooManyRequests { .. } => "too many failed logins; try again later",
             OAuthError::ServerError => "internal error",
+        }
+    }
+}
+
+/// The one mapping of a failed access-token check to the wire: an invalid or
+/// revoked token is `invalid_token` (401), a revocation store that cannot
+/// tell is `temporarily_unavailable` (503).
+impl From<AccessError> for OAuthError {
+    fn from(e: AccessError) -> OAuthError {
+        match e {
+            AccessError::Invalid(description) => OAuthError::InvalidToken(description),
+            AccessError::Revoked => OAuthError::InvalidToken("token revoked"),
+            AccessError::Unavailable => {
+                OAuthError::TemporarilyUnavailable("revocation store unavailable")
+            }
         }
     }
 }
