@@ -3,10 +3,10 @@
 //! §2.3.1), against the core's in-memory client table — no PostgreSQL, no
 //! slow hash.
 
-use crate::cores::Core;
 use crate::handlers::oauth::{Form, OAuthError};
 use crate::http::{parse_basic, Request};
 use crate::identity::ClientRecord;
+use crate::state::Core;
 
 /// One description for every failure, so answers don't tell which client
 /// ids exist.

@@ -2,18 +2,17 @@
 //! Prometheus text format. Runs on whichever core the scrape lands on and
 //! only reads other cores' atomics: no lock, no cross-core message.
 
-use crate::cores::Core;
 use crate::http::{response, ResponseCtx};
 use crate::metrics::{self, CoreView, Snapshot};
+use crate::state::Core;
 
 /// `GET /metrics`.
 pub fn metrics(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
     // This core's Redis figures, fresh; the others publish theirs each second.
-    core.counters.redis.publish(&core.redis.stats());
-    let shared = &core.shared;
+    core.counters().redis.publish(&core.redis().stats());
     let snapshot = Snapshot {
-        cores: shared
-            .counters
+        cores: core
+            .all_counters()
             .iter()
             .map(|c| CoreView {
                 counters: c,
@@ -21,11 +20,11 @@ pub fn metrics(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
                 redis: &c.redis,
             })
             .collect(),
-        pool: shared.pool.stats(),
-        pool_threads: shared.pool.threads(),
-        argon2: &shared.argon2,
-        driver: shared.driver.name(),
-        uptime: shared.started.elapsed(),
+        pool: core.pool().stats(),
+        pool_threads: core.pool().threads(),
+        argon2: core.argon2_timing(),
+        driver: core.driver().name(),
+        uptime: core.uptime(),
     };
     let mut body = Vec::with_capacity(16 * 1024);
     metrics::render(&mut body, &snapshot);

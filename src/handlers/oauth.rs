@@ -3,6 +3,7 @@
 //! RFC 7009, RFC 7662), and the OAuth answers to the refusals of the form
 //! and `Authorization` decoders of [`crate::http`].
 
+use crate::access::AccessError;
 use crate::http::{self, response, FormError, ResponseCtx};
 
 /// The form the endpoint handlers take, decoded by [`crate::http::form`].
@@ -97,6 +98,21 @@ impl OAuthError {
             }
             OAuthError::TooManyRequests { .. } => "too many failed logins; try again later",
             OAuthError::ServerError => "internal error",
+        }
+    }
+}
+
+/// The one mapping of a failed access-token check to the wire: an invalid or
+/// revoked token is `invalid_token` (401), a revocation store that cannot
+/// tell is `temporarily_unavailable` (503).
+impl From<AccessError> for OAuthError {
+    fn from(e: AccessError) -> OAuthError {
+        match e {
+            AccessError::Invalid(description) => OAuthError::InvalidToken(description),
+            AccessError::Revoked => OAuthError::InvalidToken("token revoked"),
+            AccessError::Unavailable => {
+                OAuthError::TemporarilyUnavailable("revocation store unavailable")
+            }
         }
     }
 }
