@@ -4,7 +4,10 @@
 #   1. scripts/services.sh          PostgreSQL and Redis on loopback
 #   2. cargo fmt --check            formatting
 #   3. cargo clippy --all-targets -- -D warnings
-#   4. cargo test --all-targets     unit and integration tests; the
+#   4. the module layering          tests/it/layers.rs: every top-level module
+#                                   of src/ imports only down the layers (no
+#                                   cycle), read from the sources with syn
+#   5. cargo test --all-targets     unit and integration tests; the
 #                                   integration tests start real `tokend
 #                                   serve` processes against PostgreSQL and
 #                                   Redis, each with its own database and
@@ -44,6 +47,9 @@ cargo fmt --check
 
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+say "module layering (cargo test --test it layers)"
+cargo test --quiet --test it layers
 
 say "cargo test --all-targets $*"
 exec cargo test --all-targets "$@"

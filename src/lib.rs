@@ -3,8 +3,9 @@
 //! The modules follow the path of a request:
 //!
 //! - [`config`]: TOML file + `TOKEND_*` environment → one checked `Config`.
-//! - [`cores`]: one pinned thread per core, each running a monoio event loop,
-//!   owning its caches and Redis connection; start-up and graceful shutdown.
+//! - [`cores`]: the composition root: one pinned thread per core, each
+//!   running a monoio event loop; start-up, the accept loop and drain, the
+//!   control thread (signals, sd_notify, reloads) and graceful shutdown.
 //! - [`net`]: the per-core SO_REUSEPORT listener and the per-connection
 //!   read → parse → handle → write loop, with timeouts and the connection cap.
 //! - [`http`]: `&[u8]` → request (never a socket), and responses written into
@@ -12,6 +13,10 @@
 //! - [`router`]: (method, path) → route, no I/O; its route table numbers the
 //!   metrics slots.
 //! - [`handlers`]: one file per endpoint family.
+//! - [`access`]: the access-token check `/validate`, introspection and the
+//!   user API share: verified-token cache, signature and claims, revocation.
+//! - [`state`]: one core's context ([`state::Core`], owned by its thread) and
+//!   what the cores share ([`state::Shared`]), reached through methods.
 //! - [`tokens`]: claims, signing keys, verification, the verified-token cache.
 //! - [`revocation`]: the revocation check and the per-core pipelined Redis
 //!   connection.
@@ -21,6 +26,7 @@
 //!   text page.
 //! - [`store`]: the blocking pool, the PostgreSQL pool, the migrations runner.
 
+pub mod access;
 pub mod clock;
 pub mod config;
 pub mod cores;
@@ -31,6 +37,7 @@ pub mod metrics;
 pub mod net;
 pub mod revocation;
 pub mod router;
+pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -255,9 +255,7 @@ fn user_command(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
             println!("created user {} (id {})", user.username, user.id);
         }
         UserCommand::Disable { name } => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs() as i64;
+            let now = tokend::clock::unix_now() as i64;
             let Some(user) = users::disable(&mut db, &name, now)? else {
                 anyhow::bail!("no user named {name}");
             };
@@ -485,135 +483,13 @@ fn reload_log_level(path: Option<&std::path::Path>, handle: Option<&LogHandle>) 
 }
 
 fn serve(config: Config, config_path: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let log_handle = init_logging(&config);
     tracing::info!(
         "effective configuration (secrets redacted):\n{}",
         config.redacted_toml()
     );
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .context("cannot install signal handlers")?;
-    let server = tokend::cores::Server::start(config)?;
-    let cores = server.shared().counters.len();
-    let driver = server.shared().driver.name();
-    tracing::info!(driver, cores, "tokend listening on http://{}", server.addr);
-    // READY=1 comes from the control loop, once Redis has answered too.
-    control_loop(server, &mut signals, config_path, log_handle.as_ref());
+    tokend::cores::serve(config, || {
+        reload_log_level(config_path, log_handle.as_ref())
+    })?;
     Ok(())
-}
-
-/// systemd's watchdog interval, as `sd_watchdog_enabled(3)` reads it:
-/// `WATCHDOG_USEC`, and `WATCHDOG_PID` when set must be this process.
-/// (`sd_notify::watchdog_enabled` also insists on `WATCHDOG_PID` being set.)
-fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
-    }
-    (usec > 0).then(|| Duration::from_micros(usec))
-}
-
-/// The control thread: signals, and key-set / client reloads — on a timer,
-/// on SIGHUP, and (rate-limited) when a core met an unknown `kid`. All of it
-/// off the cores.
-fn control_loop(
-    server: tokend::cores::Server,
-    signals: &mut signal_hook::iterator::Signals,
-    config_path: Option<&std::path::Path>,
-    log_handle: Option<&LogHandle>,
-) {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    use std::sync::atomic::Ordering;
-    use std::time::Instant;
-    let shared = server.shared().clone();
-    let interval = shared.config.keys.reload_interval;
-    let mut next_reload = Instant::now() + interval;
-    let mut last_kid_reload: Option<Instant> = None;
-    // systemd's watchdog (WatchdogSec=): ping at half the interval, and only
-    // while every core's loop is alive.
-    let watchdog = watchdog_interval().map(|d| d / 2);
-    let mut next_ping = Instant::now();
-    let mut ready_sent = false;
-    // Re-seeding talks to Redis and PostgreSQL and may wait on either: its
-    // own thread, so that signals are always handled at once.
-    {
-        let shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tokend-seeder".into())
-            .spawn(move || {
-                let mut conn = None;
-                loop {
-                    let _ = shared.ensure_seeded(&mut conn);
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the re-seeding thread: {e}");
-        }
-    }
-    let reload = |why: &str| {
-        if let Err(e) = shared.reload() {
-            tracing::error!("reload ({why}) failed, keeping the current keys and clients: {e}");
-        }
-    };
-    loop {
-        for signal in signals.pending() {
-            match signal {
-                SIGTERM | SIGINT => {
-                    tracing::info!("shutting down: finishing requests in flight");
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-                    server.shutdown();
-                    tracing::info!("stopped");
-                    return;
-                }
-                SIGHUP => {
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                    tracing::info!("SIGHUP: reloading keys, clients and the log level");
-                    reload_log_level(config_path, log_handle);
-                    reload("SIGHUP");
-                    if ready_sent {
-                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-                    }
-                }
-                _ => {}
-            }
-        }
-        let now = Instant::now();
-        if !ready_sent && shared.redis_ready.load(Ordering::Acquire) {
-            // Every core is serving, PostgreSQL answered at start and Redis
-            // now answers and holds every revocation.
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-            tracing::info!("ready");
-            ready_sent = true;
-        }
-        if now >= next_reload {
-            reload("timer");
-            shared.prune_revocations();
-            shared.prune_keys();
-            next_reload = now + interval;
-        }
-
-        if let Some(every) = watchdog {
-            if now >= next_ping {
-                if shared.all_cores_alive(every * 2) {
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                } else {
-                    tracing::error!(
-                        "a core's event loop is stuck: not feeding the systemd watchdog"
-                    );
-                }
-                next_ping = now + every;
-            }
-        }
-        if shared.reload_requested.swap(false, Ordering::Relaxed)
-            && last_kid_reload
-                .is_none_or(|t| now.duration_since(t) >= tokend::cores::UNKNOWN_KID_RELOAD_INTERVAL)
-        {
-            last_kid_reload = Some(now);
-            reload("unknown kid");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -3,11 +3,10 @@
 //! §2.3.1), against the core's in-memory client table — no PostgreSQL, no
 //! slow hash.
 
-use crate::cores::Core;
 use crate::handlers::oauth::{Form, OAuthError};
-use crate::http::Request;
-use crate::identity::clients::parse_basic;
+use crate::http::{parse_basic, Request};
 use crate::identity::ClientRecord;
+use crate::state::Core;
 
 /// One description for every failure, so answers don't tell which client
 /// ids exist.
@@ -67,5 +66,5 @@ pub fn form_body(req: &Request<'_>) -> Result<Form, OAuthError> {
             "Content-Type must be application/x-www-form-urlencoded",
         ));
     }
-    Form::parse(req.body)
+    Form::parse(req.body).map_err(OAuthError::from)
 }

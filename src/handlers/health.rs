@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::cores::Core;
 use crate::http::{response, ResponseCtx};
+use crate::state::Core;
 
 /// Liveness: touches no store and allocates nothing. It is the baseline every
 /// benchmark compares against.
@@ -20,11 +20,10 @@ const PG_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// pool) and Redis answers `PING` (on the core's own connection); `503`
 /// naming each store that failed otherwise. Neither check blocks the core.
 pub async fn readyz(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
-    let pg = core.shared.pg.clone();
-    let url = core.shared.config.database.url.clone();
+    let pg = core.pg().clone();
+    let url = core.config().database.url.clone();
     let pg_result = core
-        .shared
-        .pool
+        .pool()
         .run(move || crate::store::pg::ping(&pg, &url, PG_CHECK_TIMEOUT))
         .await;
     let pg_ok = match pg_result {
@@ -38,7 +37,7 @@ pub async fn readyz(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u1
             false
         }
     };
-    let redis_ok = match core.redis.ping().await {
+    let redis_ok = match core.redis().ping().await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!("readiness: redis: {e}");

@@ -1,11 +1,11 @@
 //! `POST /oauth/introspect` (RFC 7662): client authentication against the
 //! in-memory client table, then the same verification path as `/validate`.
 
-use crate::cores::Core;
+use crate::access::{check_access_token, AccessError};
 use crate::handlers::client_auth;
 use crate::handlers::oauth::{self, OAuthError};
-use crate::handlers::validate::check_access_token;
 use crate::http::{response, Request, ResponseCtx};
+use crate::state::Core;
 
 const NO_STORE: &[u8] = b"Cache-Control: no-store\r\nPragma: no-cache\r\n";
 
@@ -59,7 +59,7 @@ pub async fn introspect(
         }
         // Fail closed and say so: never `active: false` for a token that
         // may be fine, never `active: true` unchecked.
-        Err(e @ OAuthError::TemporarilyUnavailable(_)) => oauth::write_error(out, ctx, e),
+        Err(e @ AccessError::Unavailable) => oauth::write_error(out, ctx, e.into()),
         Err(_) => inactive(out, ctx),
     }
 }

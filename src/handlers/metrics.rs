@@ -3,32 +3,32 @@
 //! only reads other cores' atomics: no lock, no cross-core message.
 //!
 //! Thin: collects the figures `metrics` does not own (the blocking pool's,
-//! the mirrors' progress, this core's fresh Redis figures) into a [`Snapshot`] and renders it.
+//! the mirrors' progress, this core's fresh Redis figures) into a
+//! [`Snapshot`] and renders it.
 
 use std::sync::atomic::Ordering;
 
-use crate::cores::Core;
 use crate::http::{response, ResponseCtx};
 use crate::metrics::{self, PoolValues, Snapshot};
+use crate::state::Core;
 
 /// `GET /metrics`.
 pub fn metrics(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
     // This core's Redis figures, fresh; the others publish theirs each second.
-    core.counters.redis.publish(&core.redis.stats());
-    let shared = &core.shared;
-    let pool = shared.pool.stats();
+    core.counters().redis.publish(&core.redis().stats());
+    let pool = core.pool().stats();
     let snapshot = Snapshot {
-        cores: &shared.counters,
-        mirror_current_cores: shared.progress.current_cores(),
+        cores: core.all_counters(),
+        mirror_current_cores: core.mirror_progress().current_cores(),
         pool: PoolValues {
             depth: pool.depth.load(Ordering::Relaxed) as u64,
             rejected: pool.rejected.load(Ordering::Relaxed),
             completed: pool.completed.load(Ordering::Relaxed),
-            threads: shared.pool.threads(),
+            threads: core.pool().threads(),
         },
-        argon2: &shared.argon2,
-        driver: shared.driver.name(),
-        uptime: shared.started.elapsed(),
+        argon2: core.argon2_timing(),
+        driver: core.driver().name(),
+        uptime: core.uptime(),
     };
     let mut body = Vec::with_capacity(16 * 1024);
     metrics::render(&mut body, &snapshot);

@@ -19,10 +19,10 @@ pub mod wellknown;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use crate::cores::Core;
 use crate::http::{response, Method, Request, ResponseCtx};
 use crate::metrics::RequestLatency;
 use crate::router::{self, Route, Routed, OTHER_SLOT};
+use crate::state::Core;
 
 /// Answers one request into `out`. Returns whether the connection stays open.
 pub async fn handle(
@@ -32,7 +32,7 @@ pub async fn handle(
     out: &mut Vec<u8>,
 ) -> bool {
     let keep_alive = req.keep_alive && !core.is_shutting_down();
-    let date = core.date.get();
+    let date = core.date().get();
     let ctx = ResponseCtx {
         date: &date,
         keep_alive,
@@ -59,15 +59,15 @@ pub async fn handle(
                 Route::UserDisable => users::disable(core, req, param, &ctx, out).await,
             };
             if let Some(start) = start {
-                core.counters.latency.observe(route, start.elapsed());
+                core.counters().latency.observe(route, start.elapsed());
             }
             (route.slot(), status)
         }
         Routed::MethodNotAllowed(allow) => (OTHER_SLOT, method_not_allowed(&ctx, allow, out)),
         Routed::NotFound => (OTHER_SLOT, not_found(&ctx, out)),
     };
-    core.counters.count(slot, status);
-    if core.shared.config.server.access_log {
+    core.counters().count(slot, status);
+    if core.config().server.access_log {
         access_log(core, req, peer, status);
     }
     keep_alive && !core.is_shutting_down()
@@ -77,7 +77,7 @@ pub async fn handle(
 fn access_log(core: &Core, req: &Request<'_>, peer: SocketAddr, status: u16) {
     // The query string may carry scopes but never tokens; the path is logged
     // without it anyway, and no header value is logged.
-    tracing::info!(core = core.id, peer = %peer, method = ?req.method, path = req.path, status, "request");
+    tracing::info!(core = core.id(), peer = %peer, method = ?req.method, path = req.path, status, "request");
 }
 
 #[cold]

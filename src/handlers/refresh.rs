@@ -3,13 +3,13 @@
 //! refresh-token introspection. Refresh never touches PostgreSQL, except to
 //! record durably a family revoked because a used token came back.
 
-use crate::cores::Core;
+use crate::clock::unix_now;
 use crate::handlers::oauth::{Form, OAuthError};
 use crate::handlers::token::{issue_access, Issued};
-use crate::handlers::validate::unix_now;
 use crate::identity::passwords::parse_scope;
 use crate::identity::ClientRecord;
 use crate::revocation::refresh::{FamilyInfo, RefreshError};
+use crate::state::Core;
 
 /// Prefix of every refresh token, so secret scanners can spot leaked ones.
 pub const REFRESH_PREFIX: &str = crate::revocation::refresh::REFRESH_TOKEN_PREFIX;
@@ -17,7 +17,7 @@ pub const REFRESH_PREFIX: &str = crate::revocation::refresh::REFRESH_TOKEN_PREFI
 fn refresh_ttl(core: &Core, client: &ClientRecord) -> u64 {
     client
         .refresh_ttl
-        .unwrap_or(core.shared.config.tokens.refresh_ttl.as_secs())
+        .unwrap_or(core.tokens_config().refresh_ttl.as_secs())
 }
 
 /// Issues a refresh token (a new family) after a successful login.
@@ -31,7 +31,7 @@ pub async fn issue_refresh(
 ) -> Result<Option<String>, OAuthError> {
     let ttl = refresh_ttl(core, client);
     match core
-        .refresh
+        .refresh_tokens()
         .issue(sub, username, &client.client_id, scope, ttl, now)
         .await
     {
@@ -57,9 +57,9 @@ pub async fn refresh_grant(
         None => None,
     };
     let now = unix_now();
-    let grace = core.shared.config.tokens.refresh_reuse_grace.as_secs();
+    let grace = core.tokens_config().refresh_reuse_grace.as_secs();
     let rotated = match core
-        .refresh
+        .refresh_tokens()
         .rotate(
             token,
             &client.client_id,
@@ -113,11 +113,10 @@ pub async fn refresh_grant(
 /// Writes a family revocation to PostgreSQL (durable, for re-seeding).
 /// Returns false when it could not be written.
 pub async fn record_family(core: &Core, info: FamilyInfo) -> bool {
-    let pg = core.shared.pg.clone();
+    let pg = core.pg().clone();
     let family = info.family.to_hex();
     let r = core
-        .shared
-        .pool
+        .pool()
         .run(move || -> Result<bool, String> {
             let mut c = pg.get().map_err(|e| e.to_string())?;
             crate::revocation::durable::record_family_revocation(&mut *c, &family, info.expires_at)
@@ -144,7 +143,7 @@ pub async fn introspect_refresh(
     client: &ClientRecord,
     token: &str,
 ) -> Result<Option<serde_json::Value>, OAuthError> {
-    let rec = match core.refresh.lookup(token).await {
+    let rec = match core.refresh_tokens().lookup(token).await {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),
         Err(_) => {
@@ -164,7 +163,7 @@ pub async fn introspect_refresh(
         "exp": rec.expires_at,
         "iat": rec.issued_at,
         "sub": rec.sub,
-        "iss": core.shared.issuer,
+        "iss": core.issuer(),
     });
     if let Some(u) = rec.username {
         body["username"] = serde_json::Value::String(u);

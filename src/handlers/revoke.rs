@@ -3,12 +3,12 @@
 //! revocation is written to PostgreSQL (durable, re-seeded into Redis after
 //! data loss) and to Redis (what validation reads) before the answer.
 
-use crate::cores::Core;
+use crate::clock::unix_now;
 use crate::handlers::client_auth;
 use crate::handlers::oauth::{self, OAuthError};
 use crate::handlers::refresh::{record_family, REFRESH_PREFIX};
-use crate::handlers::validate::unix_now;
 use crate::http::{response, Request, ResponseCtx};
+use crate::state::Core;
 use crate::tokens;
 
 /// `POST /oauth/revoke`.
@@ -37,7 +37,7 @@ async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
     // The hint is only an optimisation (§2.1); refresh tokens carry a prefix.
     if token.starts_with(REFRESH_PREFIX) {
         let info = core
-            .refresh
+            .refresh_tokens()
             .revoke_family_of(token, Some(&client.client_id))
             .await
             .map_err(|_| OAuthError::TemporarilyUnavailable("refresh-token store unavailable"))?;
@@ -54,17 +54,16 @@ async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
     let keys = core.keys();
     // Unknown, expired or garbage tokens need no revocation (§2.2); a token
     // issued to another client is not this client's to revoke (§2.1).
-    let Ok(v) = tokens::verify(&keys, token, &core.expect, now) else {
+    let Ok(v) = tokens::verify(&keys, token, core.expectations(), now) else {
         return Ok(());
     };
     if v.client_id != client.client_id {
         return Ok(());
     }
-    let pg = core.shared.pg.clone();
-    let (jti, exp) = (v.jti.clone(), v.exp + core.expect.leeway());
+    let pg = core.pg().clone();
+    let (jti, exp) = (v.jti.clone(), v.exp + core.expectations().leeway());
     let durable = core
-        .shared
-        .pool
+        .pool()
         .run(move || -> Result<bool, String> {
             let mut c = pg.get().map_err(|e| e.to_string())?;
             crate::revocation::durable::record_access_revocation(&mut *c, &jti, exp)
@@ -82,11 +81,13 @@ async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
         Err(_) => return Err(OAuthError::TemporarilyUnavailable("server busy")),
     }
     let seq = core
-        .revocations
+        .revocations()
         // Until the token would be refused anyway: its exp plus the leeway.
         .revoke_access_logged(
             &v.jti,
-            (v.exp + core.expect.leeway()).saturating_sub(now).max(1),
+            (v.exp + core.expectations().leeway())
+                .saturating_sub(now)
+                .max(1),
         )
         .await
         .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable"))?;

@@ -10,14 +10,14 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use crate::cores::Core;
+use crate::clock::unix_now;
 use crate::handlers::client_auth;
 use crate::handlers::oauth::{Form, OAuthError};
-use crate::handlers::validate::unix_now;
 use crate::http::{response, Request, ResponseCtx};
 use crate::identity::passwords::{parse_scope, MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 use crate::identity::{ClientRecord, GrantType, LoginOutcome};
 use crate::revocation::redis::{Reply, Script};
+use crate::state::Core;
 use crate::store::PoolError;
 use crate::tokens::{new_jti, sign_access, AccessClaims};
 
@@ -130,13 +130,13 @@ async fn password_grant(
     }
 
     // Brute-force limits, before argon2 runs. Redis trouble fails closed.
-    let limits = &core.shared.config.limits;
-    let prefix = &core.shared.config.redis.prefix;
+    let limits = &core.config().limits;
+    let prefix = &core.config().redis.prefix;
     let user_key = format!("{prefix}lf:u:{}", username.to_lowercase());
     let ip_key = format!("{prefix}lf:ip:{}", peer.ip());
     let (check, record) = SCRIPTS.with(|s| (s.0.clone(), s.1.clone()));
     let blocked = core
-        .redis
+        .redis()
         .eval(
             &check,
             &[user_key.as_str(), ip_key.as_str()],
@@ -156,13 +156,12 @@ async fn password_grant(
 
     // The blocking part: PostgreSQL lookup + argon2id verify (or the dummy
     // verify for unknown and disabled users), on the pool.
-    let pg = core.shared.pg.clone();
-    let hasher = core.shared.hasher.clone();
+    let pg = core.pg().clone();
+    let hasher = core.hasher().clone();
     let (u, p) = (username.to_owned(), password.to_owned());
-    let argon2 = core.shared.argon2.clone();
+    let argon2 = core.argon2_timing().clone();
     let outcome = core
-        .shared
-        .pool
+        .pool()
         .run(move || -> Result<LoginOutcome, String> {
             let mut conn = pg.get().map_err(|e| e.to_string())?;
             let start = std::time::Instant::now();
@@ -177,7 +176,7 @@ async fn password_grant(
         Ok(Ok(LoginOutcome::Invalid)) => {
             let window = limits.login_window.as_secs().max(1);
             let _ = core
-                .redis
+                .redis()
                 .eval(&record, &[user_key.as_str(), ip_key.as_str()], &[window])
                 .await;
             return Err(OAuthError::InvalidGrant("invalid username or password"));
@@ -197,7 +196,7 @@ async fn password_grant(
         }
     };
     // A success clears the per-user counter (not the per-address one).
-    let _ = core.redis.query(redis::cmd("DEL").arg(&user_key)).await;
+    let _ = core.redis().query(redis::cmd("DEL").arg(&user_key)).await;
 
     let allowed: Vec<String> = user
         .scopes
@@ -248,11 +247,11 @@ pub fn issue_access(
 ) -> Result<Issued, OAuthError> {
     let ttl = client
         .access_ttl
-        .unwrap_or(core.shared.config.tokens.access_ttl.as_secs());
+        .unwrap_or(core.tokens_config().access_ttl.as_secs());
     let claims = AccessClaims {
-        iss: core.shared.issuer.clone(),
+        iss: core.issuer().to_owned(),
         sub: sub.to_owned(),
-        aud: core.shared.config.tokens.audience.clone(),
+        aud: core.tokens_config().audience.clone(),
         exp: now + ttl,
         iat: now,
         jti: new_jti(),

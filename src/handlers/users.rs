@@ -6,11 +6,12 @@
 
 use serde::Deserialize;
 
-use crate::cores::Core;
+use crate::access::check_access_token;
+use crate::clock::unix_now;
 use crate::handlers::oauth::{self, OAuthError};
-use crate::handlers::validate::{check_access_token, unix_now};
 use crate::http::{response, Request, ResponseCtx};
 use crate::identity::{passwords, users, RuleError, UserError};
+use crate::state::Core;
 use crate::store::PoolError;
 
 /// The scope that grants the admin API.
@@ -78,9 +79,8 @@ async fn with_db<R: Send + 'static>(
     core: &Core,
     f: impl FnOnce(&mut postgres::Client) -> Result<R, DbFail> + Send + 'static,
 ) -> Result<R, OAuthError> {
-    let pg = core.shared.pg.clone();
-    core.shared
-        .pool
+    let pg = core.pg().clone();
+    core.pool()
         .run(move || -> Result<R, DbFail> {
             let mut conn = pg.get().map_err(|e| DbFail::Other(e.to_string()))?;
             f(&mut conn)
@@ -105,10 +105,10 @@ enum PasswordOutcome {
 
 /// Writes the mark to Redis after PostgreSQL: validation reads Redis.
 async fn mirror_not_before(core: &Core, sub: &str, mark: i64) -> Result<(), OAuthError> {
-    let t = &core.shared.config.tokens;
+    let t = core.tokens_config();
     let ttl = t.access_ttl.max(t.refresh_ttl).as_secs();
     let (_, seq) = core
-        .revocations
+        .revocations()
         .set_not_before_logged(sub, mark.max(0) as u64, ttl)
         .await
         .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable"))?;
@@ -139,7 +139,7 @@ pub async fn register(
         let admin = if req.authorization.is_some() {
             require_admin(core, req).await?;
             true
-        } else if core.shared.config.users.self_registration {
+        } else if core.config().users.self_registration {
             false
         } else {
             return Err(OAuthError::BearerInvalidRequest(
@@ -158,7 +158,7 @@ pub async fn register(
         for s in &scopes {
             passwords::check_scope_token(s).map_err(|e| OAuthError::InvalidRequest(e.as_str()))?;
         }
-        let hasher = core.shared.hasher.clone();
+        let hasher = core.hasher().clone();
         let created = with_db(core, move |db| -> Result<_, DbFail> {
             let phc = hasher
                 .hash(&body.password)
@@ -245,7 +245,7 @@ pub async fn change_password(
         let body: PasswordChange = json_body(req)?;
         passwords::check_password(&body.new_password)
             .map_err(|e| OAuthError::InvalidRequest(e.as_str()))?;
-        let hasher = core.shared.hasher.clone();
+        let hasher = core.hasher().clone();
         let now = unix_now() as i64;
         let id = sub.clone();
         let outcome = with_db(core, move |db| {

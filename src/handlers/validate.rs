@@ -1,83 +1,12 @@
 //! `GET /validate` (forward auth for nginx `auth_request`, Traefik
-//! `forwardAuth`, Envoy `ext_authz`) and the verification path it shares
-//! with introspection: verified-token cache → signature and claims →
-//! revocation: the core's in-memory mirror when it is on and current, else
-//! one Redis round trip.
+//! `forwardAuth`, Envoy `ext_authz`): the bearer token through the check it
+//! shares with introspection ([`crate::access`]), then the `?scope=`
+//! requirement.
 
-use std::rc::Rc;
-
-use crate::cores::Core;
+use crate::access::check_access_token;
 use crate::handlers::oauth::{self, OAuthError};
 use crate::http::{response, Request, ResponseCtx};
-use crate::revocation::RevocationCheck;
-use crate::tokens::{self, TokenError, VerifiedToken};
-
-/// Seconds since the Unix epoch.
-#[inline]
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Verifies `token` on this core: a cache hit costs one hash lookup and one
-/// string comparison; a miss runs the signature and claim checks with the
-/// core's own keys and caches the success. Revocation is NOT checked here.
-pub fn verify_cached(core: &Core, token: &str, now: u64) -> Result<Rc<VerifiedToken>, TokenError> {
-    // `keys()` first: a new key set empties the cache before we look.
-    let keys = core.keys();
-    if let Some(hit) = core.cache.borrow_mut().get(token, now) {
-        core.counters.verified_cache_hits.inc();
-        return Ok(hit);
-    }
-    core.counters.verified_cache_misses.inc();
-    match tokens::verify(&keys, token, &core.expect, now) {
-        Ok(v) => {
-            let v = Rc::new(v);
-            core.cache.borrow_mut().insert(token, v.clone());
-            Ok(v)
-        }
-        Err(e) => {
-            if e == TokenError::UnknownKid {
-                core.request_key_reload();
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Verification plus the revocation check: what both `/validate` and
-/// introspection need. Redis trouble is `TemporarilyUnavailable` (fail
-/// closed: never "valid", never a `401` that would log a user out).
-pub async fn check_access_token(core: &Core, token: &str) -> Result<Rc<VerifiedToken>, OAuthError> {
-    let now = unix_now();
-    let v =
-        verify_cached(core, token, now).map_err(|e| OAuthError::InvalidToken(e.description()))?;
-    let revoked = match core
-        .mirror
-        .as_ref()
-        .and_then(|m| m.verdict(&v.jti, &v.sub, v.iat, v.exp))
-    {
-        Some(revoked) => {
-            core.counters.mirror_answers.inc();
-            Ok(revoked)
-        }
-        None => {
-            if core.mirror.is_some() {
-                core.counters.mirror_fallbacks.inc();
-            }
-            core.revocations.is_revoked(&v.jti, &v.sub, v.iat).await
-        }
-    };
-    match revoked {
-        Ok(false) => Ok(v),
-        Ok(true) => Err(OAuthError::InvalidToken("token revoked")),
-        Err(_) => Err(OAuthError::TemporarilyUnavailable(
-            "revocation store unavailable",
-        )),
-    }
-}
+use crate::state::Core;
 
 /// `GET /validate[?scope=a%20b]`.
 pub async fn validate(
@@ -92,7 +21,7 @@ pub async fn validate(
     };
     let v = match check_access_token(core, token).await {
         Ok(v) => v,
-        Err(e) => return oauth::write_error(out, ctx, e),
+        Err(e) => return oauth::write_error(out, ctx, e.into()),
     };
     if !req.query.is_empty() {
         if let Err(e) = require_scopes(req.query, &v.scope) {
@@ -132,5 +61,32 @@ mod tests {
         assert!(require_scopes("scope=d", "a b c").is_err());
         assert!(require_scopes("other=x", "").is_ok());
         assert!(require_scopes("scope=ab", "a b").is_err());
+    }
+
+    /// A failed access check reaches the wire as before it had its own
+    /// error type: 401 `invalid_token` for an invalid or revoked token, 503
+    /// `temporarily_unavailable` when revocation cannot be checked.
+    #[test]
+    fn access_errors_map_to_the_same_oauth_errors() {
+        use crate::access::AccessError;
+        let cases = [
+            (
+                AccessError::Invalid("token expired"),
+                OAuthError::InvalidToken("token expired"),
+            ),
+            (
+                AccessError::Revoked,
+                OAuthError::InvalidToken("token revoked"),
+            ),
+            (
+                AccessError::Unavailable,
+                OAuthError::TemporarilyUnavailable("revocation store unavailable"),
+            ),
+        ];
+        for (access, oauth) in cases {
+            assert_eq!(OAuthError::from(access), oauth);
+        }
+        assert_eq!(OAuthError::from(AccessError::Revoked).status(), 401);
+        assert_eq!(OAuthError::from(AccessError::Unavailable).status(), 503);
     }
 }

@@ -1,8 +1,8 @@
 //! Discovery: `GET /.well-known/jwks.json` and
 //! `GET /.well-known/oauth-authorization-server` (RFC 8414).
 
-use crate::cores::Core;
 use crate::http::{response, ResponseCtx};
+use crate::state::Core;
 
 /// How long clients and resource servers may cache the discovery documents.
 /// Key rotation publishes new keys `keys.publish_ahead` (default 10 min)
@@ -11,7 +11,7 @@ const MAX_AGE: &[u8] = b"Cache-Control: public, max-age=300\r\n";
 
 /// The public keys: every key that signs, will sign, or still verifies.
 pub fn jwks(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
-    let material = core.shared.keys.load();
+    let material = core.key_material();
     response::write(
         out,
         ctx,
@@ -25,7 +25,7 @@ pub fn jwks(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
 
 /// RFC 8414 authorization server metadata.
 pub fn metadata(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
-    let base = &core.shared.public_url;
+    let base = core.public_url();
     let mut scopes: Vec<String> = core
         .clients()
         .iter()
@@ -34,7 +34,7 @@ pub fn metadata(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
     scopes.sort();
     scopes.dedup();
     let doc = serde_json::json!({
-        "issuer": core.shared.issuer,
+        "issuer": core.issuer(),
         "token_endpoint": format!("{base}/oauth/token"),
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),

@@ -4,6 +4,8 @@
 //! `Content-Length`; `Connection: close` is added when the connection ends
 //! after it. Nothing here allocates once the buffer has grown to its working
 //! size.
+//!
+//! Imports nothing of the crate: handlers call it, never the other way.
 
 use std::cell::Cell;
 use std::io::Write;
@@ -81,7 +83,7 @@ pub fn write_head(
     out.extend_from_slice(b"Date: ");
     out.extend_from_slice(ctx.date);
     out.extend_from_slice(b"\r\nContent-Length: ");
-    out.extend_from_slice(itoa_buf(len as u64).as_bytes());
+    push_u64(out, len as u64);
     out.extend_from_slice(b"\r\n");
     if let Some(ct) = content_type {
         out.extend_from_slice(b"Content-Type: ");
@@ -119,35 +121,10 @@ pub fn write_json_with(
     out[start..].rotate_right(head_len);
 }
 
-/// A small stack string for decimal numbers.
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Digits {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-fn itoa_buf(mut n: u64) -> Digits {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    Digits { buf, start: i }
-}
-
-/// Appends the decimal form of `n`.
+/// Appends the decimal form of `n` (with `itoa`, the crate's one decimal
+/// formatter: a stack buffer, no allocation).
 pub fn push_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa_buf(n).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// The `Date` header value, re-rendered at most once a second per core.
@@ -248,6 +225,16 @@ mod tests {
         assert!(s.starts_with("previousHTTP/1.1 200 OK\r\n"), "{s}");
         assert!(s.contains("Content-Length: 7\r\n"));
         assert!(s.ends_with("Cache-Control: no-store\r\n\r\n{\"a\":1}"));
+    }
+
+    #[test]
+    fn decimal_numbers() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            out.clear();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -4,20 +4,20 @@
 //!   input rules for usernames, passwords and scopes ([`RuleError`]).
 //! - [`users`]: the `users` table, and [`users::login`], the whole blocking
 //!   part of the password grant.
-//! - [`clients`]: the `oauth_clients` table, the immutable [`ClientTable`]
-//!   snapshot that authenticates clients on the event loop, and HTTP Basic
-//!   client credentials.
+//! - [`clients`]: the `oauth_clients` table, and the immutable
+//!   [`ClientTable`] snapshot that authenticates clients on the event loop
+//!   (given the client id and secret already decoded from the request).
 //!
 //! Everything that touches PostgreSQL or argon2 here is synchronous and runs
 //! on the blocking pool, never on a worker core. The exceptions, cheap enough
-//! for the event loop, are [`ClientTable::authenticate`] (one SHA-256),
-//! [`clients::parse_basic`] and the rule checks.
+//! for the event loop, are [`ClientTable::authenticate`] (one SHA-256) and
+//! the rule checks. Never imports `http` or `handlers`.
 
 pub mod clients;
 pub mod passwords;
 pub mod users;
 
-pub use clients::{BasicError, ClientAuthError, ClientError, ClientRecord, ClientTable, GrantType};
+pub use clients::{ClientAuthError, ClientError, ClientRecord, ClientTable, GrantType};
 pub use passwords::{Hasher, PasswordError, RuleError, Verified};
 pub use users::{LoginOutcome, User, UserError};
 

@@ -15,9 +15,9 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
 
-use crate::cores::Core;
 use crate::handlers;
 use crate::http::{self, ParseError, Parsed, ResponseCtx};
+use crate::state::Core;
 
 /// Listen backlog of each core's socket.
 const BACKLOG: i32 = 4096;
@@ -111,9 +111,9 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
     };
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
-    let limits = core.shared.limits;
-    let head_timeout = core.shared.config.server.head_timeout;
-    let idle_timeout = core.shared.config.server.idle_timeout;
+    let limits = core.limits();
+    let head_timeout = core.config().server.head_timeout;
+    let idle_timeout = core.config().server.idle_timeout;
     // Both allocated when bytes arrive (see IDLE_RELEASE).
     let mut rbuf: Vec<u8> = Vec::new();
     let mut wbuf: Vec<u8> = Vec::new();
@@ -126,7 +126,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
     let mut readiness_stale = false;
     // Cancels the read of a busy connection gone silent, with io_uring only
     // (see `linger_read`; epoll drops it).
-    let mut canceller = (core.shared.driver == crate::config::Driver::IoUring).then(Canceller::new);
+    let mut canceller = (core.driver() == crate::config::Driver::IoUring).then(Canceller::new);
     // When the first byte of the request being read arrived: the head (and
     // body) must be complete within `head_timeout` of it.
     let mut request_started: Option<Instant> = None;
@@ -225,7 +225,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_elapsed) => {
-                        core.counters.timeouts.inc();
+                        core.counters().timeouts.inc();
                         return;
                     }
                 }
@@ -260,7 +260,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                 }
                 Err(_elapsed) => {
                     // A slow client: cut off. The buffer went with the read.
-                    core.counters.timeouts.inc();
+                    core.counters().timeouts.inc();
                     return;
                 }
             }
@@ -308,14 +308,14 @@ async fn linger_read(stream: &mut TcpStream, buf: Vec<u8>, canceller: &mut Cance
 
 #[cold]
 fn write_parse_error(core: &Core, e: ParseError, out: &mut Vec<u8>) {
-    let date = core.date.get();
+    let date = core.date().get();
     let ctx = ResponseCtx {
         date: &date,
         keep_alive: false,
         head: false,
         closing: None,
     };
-    core.counters.bad_requests.inc();
+    core.counters().bad_requests.inc();
     http::response::write(
         out,
         &ctx,

@@ -298,7 +298,7 @@ impl Mirror {
                     monoio::time::sleep(RETRY_PAUSE).await;
                 }
             }
-            let now = crate::handlers::validate::unix_now();
+            let now = crate::clock::unix_now();
             if now != last_sweep {
                 last_sweep = now;
                 self.sweep(now);
@@ -350,7 +350,7 @@ impl Mirror {
         };
         let last_id = last_id.as_str().ok_or(RedisError::Protocol)?.to_owned();
 
-        let now = crate::handlers::validate::unix_now();
+        let now = crate::clock::unix_now();
         let mut fresh = State::default();
         let access_pattern = glob_escape(&[self.prefix.as_str(), ACCESS_KEY_INFIX].concat()) + "*";
         for batch in scan(conn, &access_pattern).await?.chunks(SYNC_BATCH) {
@@ -452,7 +452,7 @@ impl Mirror {
             },
             _ => return Err(RedisError::Protocol),
         };
-        let now = crate::handlers::validate::unix_now();
+        let now = crate::clock::unix_now();
         {
             let mut state = self.state.borrow_mut();
             for entry in entries {
@@ -668,7 +668,7 @@ mod tests {
             rev.revoke_access("early", 60).await.unwrap();
             // Marks are recent: the mirror drops those older than an
             // access-token lifetime.
-            let t = crate::handlers::validate::unix_now();
+            let t = crate::clock::unix_now();
             rev.set_not_before("alice", t - 100, 600).await.unwrap();
             // Enough keys for several SCAN steps and PTTL batches.
             let bulk: Vec<redis::Cmd> = (0..2_500)

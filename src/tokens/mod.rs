@@ -3,11 +3,13 @@
 //!
 //! The path of a key, from the database to a verified request:
 //!
-//! - [`keys`]: key generation (Ed25519 by default, ES256, RS256), RFC 7638
-//!   `kid`s, public JWKs, sealing private keys under the key-encryption key
-//!   ([`keys::Kek`]), the PostgreSQL functions (`ensure_initial_key`,
-//!   `rotate`, `list`, `prune`, `load`), the immutable [`keys::KeyMaterial`]
-//!   snapshot shared across cores through an `Arc`, and the per-core parsed
+//! - [`keys`]: split by concern: [`keys::kek`] seals private keys under the
+//!   key-encryption key ([`keys::Kek`]); [`keys::jwk`] generates keys
+//!   (Ed25519 by default, ES256, RS256), unwraps their DER and renders public
+//!   JWKs with RFC 7638 `kid`s; [`keys::store`] holds the PostgreSQL
+//!   functions (`ensure_initial_key`, `rotate`, `list`, `prune`, `load`);
+//!   [`keys::snapshot`] holds the immutable [`keys::KeyMaterial`] shared
+//!   across cores through an `Arc` and the per-core parsed
 //!   [`keys::CoreKeys`].
 //! - [`claims`]: RFC 9068 claims ([`claims::AccessClaims`]) and signing
 //!   ([`claims::sign_access`]).

@@ -15,3 +15,5 @@ mod tokens;
 mod lifecycle;
 // Operations: the systemd unit, install.sh, the example configuration.
 mod ops;
+// The one-way rule between top-level modules of src/ (read with syn).
+mod layers;
