@@ -27,6 +27,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod net;
+pub mod redis;
 pub mod revocation;
 pub mod router;
 pub mod store;

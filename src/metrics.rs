@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::cores::counters::{CoreCounters, Counter, ROUTE_SLOTS, STATUS_SLOTS};
-use crate::revocation::redis::RedisStats;
+use crate::redis::RedisStats;
 use crate::router::Route;
 use crate::store::pool::PoolStats;
 

@@ -24,8 +24,8 @@ use futures_channel::oneshot;
 use crate::config::{Config, Cores, Driver};
 use crate::http::{DateCache, Limits};
 use crate::identity::{ClientTable, Hasher};
+use crate::redis::{RedisConn, RedisTarget};
 use crate::revocation::mirror::{self, Mirror};
-use crate::revocation::redis::{RedisConn, RedisTarget};
 use crate::revocation::RedisRevocations;
 use crate::store::{self, BlockingPool, PgPool};
 use crate::tokens::{CoreKeys, Expectations, Kek, KeyMaterial, VerifiedCache};
@@ -173,11 +173,8 @@ impl Shared {
     /// missing (first start, or Redis lost its data), re-seeds Redis from
     /// PostgreSQL, then sets the marker. Until then validation answers 503.
     /// Blocking: the control thread calls it about once a second.
-    pub fn ensure_seeded(
-        &self,
-        redis: &mut Option<crate::revocation::blocking::BlockingRedis>,
-    ) -> bool {
-        use crate::revocation::blocking::BlockingRedis;
+    pub fn ensure_seeded(&self, redis: &mut Option<crate::redis::BlockingRedis>) -> bool {
+        use crate::redis::BlockingRedis;
         use crate::revocation::durable;
         if redis.is_none() {
             match BlockingRedis::connect(&self.redis_target, Duration::from_secs(2)) {
@@ -653,7 +650,7 @@ impl Server {
 }
 
 fn check_redis(target: &RedisTarget, timeout: Duration) -> Result<(), ServeError> {
-    let mut conn = crate::revocation::blocking::BlockingRedis::connect(target, timeout)
+    let mut conn = crate::redis::BlockingRedis::connect(target, timeout)
         .map_err(|e| ServeError::Redis(format!("cannot reach {}: {e}", target.display_addr())))?;
     conn.query(&redis::cmd("PING"))
         .map_err(|e| ServeError::Redis(format!("PING to {} failed: {e}", target.display_addr())))?;

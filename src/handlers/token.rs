@@ -17,7 +17,7 @@ use crate::handlers::validate::unix_now;
 use crate::http::{response, Request, ResponseCtx};
 use crate::identity::passwords::{parse_scope, MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 use crate::identity::{ClientRecord, GrantType, LoginOutcome};
-use crate::revocation::redis::{Reply, Script};
+use crate::redis::{Reply, Script};
 use crate::store::PoolError;
 use crate::tokens::{new_jti, sign_access, AccessClaims};
 

@@ -63,10 +63,9 @@ use std::error::Error as StdError;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use postgres::GenericClient;
 
-use super::blocking::BlockingRedis;
-use super::redis::{RedisError, Reply};
 use super::refresh::{FAMILY_KEY_INFIX, FAMILY_REVOKED_FIELD};
 use super::ACCESS_KEY_INFIX;
+use crate::redis::{BlockingRedis, RedisError, Reply};
 
 /// Key suffix of the "Redis holds every revocation" marker:
 /// `{prefix}seeded`. Validation treats its absence as "cannot tell" (503).
@@ -491,9 +490,10 @@ mod tests {
     use postgres::{Client, NoTls};
 
     use super::super::refresh::RefreshStore;
-    use super::super::testutil::*;
-    use super::super::{RedisConn, RedisRevocations, RevocationCheck};
+    use super::super::{RedisRevocations, RevocationCheck};
     use super::*;
+    use crate::redis::testutil::*;
+    use crate::redis::RedisConn;
 
     const SERVER: &str = "host=127.0.0.1 port=5432 user=postgres";
     const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";

@@ -63,9 +63,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::durable;
-use super::redis::{RedisConn, RedisError, Reply, Script};
 use super::{ACCESS_KEY_INFIX, NOT_BEFORE_KEY_INFIX};
 use crate::cores::CoreCounters;
+use crate::redis::{RedisConn, RedisError, Reply, Script};
 
 /// Key suffix of the revocation stream: `{prefix}revlog`.
 pub const STREAM_SUFFIX: &str = "revlog";
@@ -648,9 +648,9 @@ pub async fn wait_applied(counters: &[Arc<CoreCounters>], seq: u64, max: Duratio
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
     use super::super::RedisRevocations;
     use super::*;
+    use crate::redis::testutil::*;
 
     async fn until(what: &str, max: Duration, f: impl Fn() -> bool) {
         let end = Instant::now() + max;

@@ -23,17 +23,14 @@
 //! | `{prefix}revlog` | stream of revocation writes, for the mirrors | trimmed to ~100,000 entries |
 //! | `{prefix}revlog:seq` | number of the last entry of `revlog` | never |
 
-pub mod blocking;
 pub mod durable;
 pub mod mirror;
-pub mod redis;
 pub mod refresh;
 
 use std::rc::Rc;
 
-pub use self::redis::{
-    CommandWriter, RedisConn, RedisError, RedisStats, RedisTarget, Reply, Script, ServerErrorCode,
-};
+use crate::redis::{RedisConn, RedisError, Reply, Script};
+
 pub use self::refresh::{FamilyId, FamilyInfo, RefreshError, RefreshRecord, RefreshStore, Rotated};
 
 /// Key infix of a revoked access token: `{prefix}rev:at:{jti}`.
@@ -341,154 +338,12 @@ fn parse_mark(reply: &Reply) -> Option<u64> {
 }
 
 #[cfg(test)]
-pub(crate) mod testutil {
-    //! Shared by the revocation tests: runtimes, the shared Redis at
-    //! 127.0.0.1:6379 (each test under its own random prefix), and private
-    //! `redis-server` processes for the tests that kill or flush Redis.
-
-    use std::future::Future;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    use super::blocking::BlockingRedis;
-    use super::redis::RedisTarget;
-
-    pub const SHARED_URL: &str = "redis://127.0.0.1:6379/0";
-
-    pub fn shared_target() -> RedisTarget {
-        RedisTarget::parse(SHARED_URL).unwrap()
-    }
-
-    /// A fresh key prefix; every test writes only under its own.
-    pub fn random_prefix() -> String {
-        format!("tokend-test:{:016x}:", rand::random::<u64>())
-    }
-
-    /// Deletes every key under `prefix` on the shared Redis.
-    pub fn cleanup(prefix: &str) {
-        let mut c = BlockingRedis::connect(&shared_target(), Duration::from_secs(2)).unwrap();
-        let keys = c
-            .query(::redis::cmd("KEYS").arg(format!("{prefix}*")))
-            .unwrap();
-        let keys: Vec<Vec<u8>> = keys
-            .into_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_bytes().unwrap().to_vec())
-            .collect();
-        if !keys.is_empty() {
-            c.query(::redis::cmd("DEL").arg(keys)).unwrap();
-        }
-    }
-
-    pub fn legacy<F: Future>(f: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
-    pub fn uring<F: Future>(f: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
-    /// Runs the test body once under each driver.
-    pub fn on_both_drivers<F, Fut>(body: F)
-    where
-        F: Fn(&'static str) -> Fut,
-        Fut: Future<Output = ()>,
-    {
-        legacy(body("legacy"));
-        uring(body("io_uring"));
-    }
-
-    /// A port nobody listens on (bound, then released).
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    /// A `redis-server` child process of our own, killed on drop.
-    pub struct PrivateRedis {
-        pub port: u16,
-        extra: Vec<String>,
-        child: Option<Child>,
-    }
-
-    impl PrivateRedis {
-        pub fn start(extra: &[&str]) -> PrivateRedis {
-            let mut r = PrivateRedis {
-                port: free_port(),
-                extra: extra.iter().map(|s| s.to_string()).collect(),
-                child: None,
-            };
-            r.restart();
-            r
-        }
-
-        pub fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/0", self.port)
-        }
-
-        pub fn target(&self) -> RedisTarget {
-            RedisTarget::parse(&self.url()).unwrap()
-        }
-
-        pub fn pid(&self) -> i32 {
-            self.child.as_ref().unwrap().id() as i32
-        }
-
-        /// (Re)starts the server on the same port and waits until it answers.
-        pub fn restart(&mut self) {
-            assert!(self.child.is_none());
-            let child = Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .args(&self.extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed");
-            self.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-
-        pub fn kill(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-
-    impl Drop for PrivateRedis {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::testutil::*;
     use super::*;
+    use crate::redis::testutil::*;
+    use crate::redis::{BlockingRedis, RedisTarget};
 
     fn mget(a: Reply, b: Reply) -> Reply {
         Reply::Array(vec![a, b])
@@ -546,8 +401,7 @@ mod tests {
             rev.revoke_access("jti-1", 60).await.unwrap();
             assert_eq!(rev.is_revoked("jti-1", "alice", 1_000).await, Ok(true));
             assert_eq!(rev.is_revoked("jti-2", "alice", 1_000).await, Ok(false));
-            let mut c =
-                blocking::BlockingRedis::connect(&shared_target(), Duration::from_secs(2)).unwrap();
+            let mut c = BlockingRedis::connect(&shared_target(), Duration::from_secs(2)).unwrap();
             let ttl = c
                 .query(::redis::cmd("TTL").arg(rev.access_key("jti-1")))
                 .unwrap();

@@ -63,7 +63,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::redis::{RedisConn, RedisError, Reply, Script};
+use crate::redis::{RedisConn, RedisError, Reply, Script};
 
 /// Every refresh token starts with this.
 pub const REFRESH_TOKEN_PREFIX: &str = "tokend_rt_";
@@ -662,10 +662,10 @@ mod tests {
     use std::sync::{Arc, Barrier};
     use std::time::Duration;
 
-    use super::super::blocking::BlockingRedis;
-    use super::super::testutil::*;
     use super::super::RedisRevocations;
     use super::*;
+    use crate::redis::testutil::*;
+    use crate::redis::BlockingRedis;
 
     const TTL: u64 = 3600;
 
