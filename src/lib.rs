@@ -28,6 +28,7 @@ pub mod identity;
 pub mod metrics;
 pub mod net;
 pub mod redis;
+pub mod refresh;
 pub mod revocation;
 pub mod router;
 pub mod store;

@@ -292,7 +292,7 @@ pub struct Core {
     /// on; asked before `revocations` (see `revocation::mirror`).
     pub mirror: Option<Rc<Mirror>>,
     /// Refresh tokens (rotation in one Lua script).
-    pub refresh: crate::revocation::refresh::RefreshStore,
+    pub refresh: crate::refresh::RefreshStore,
     /// What a valid token must say (issuer, audience, leeway).
     pub expect: Expectations,
     /// This core's own parsed keys, and the published version they came from.
@@ -734,7 +734,7 @@ async fn core_main(
             redis.clone(),
             shared.config.redis.prefix.clone(),
         ),
-        refresh: crate::revocation::refresh::RefreshStore::new(
+        refresh: crate::refresh::RefreshStore::new(
             redis.clone(),
             shared.config.redis.prefix.clone(),
         ),
