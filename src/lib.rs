@@ -27,6 +27,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod net;
+pub mod ratelimit;
 pub mod redis;
 pub mod refresh;
 pub mod revocation;
