@@ -12,11 +12,16 @@
 //! - [`router`]: (method, path) → route, no I/O.
 //! - [`handlers`]: one file per endpoint family.
 //! - [`tokens`]: claims, signing keys, verification, the verified-token cache.
-//! - [`revocation`]: the revocation check and the per-core pipelined Redis
-//!   connection.
+//! - [`revocation`]: the revocation check (the in-memory mirror, then one
+//!   Redis round trip), the mirror, durable revocations and the re-seed.
+//! - [`refresh`]: refresh-token families in Redis: issue, rotation with
+//!   reuse detection, revocation.
+//! - [`ratelimit`]: failed-login counters in Redis, checked before argon2.
 //! - [`identity`]: users, clients and passwords; PostgreSQL and argon2, run on
 //!   the blocking pool only.
 //! - [`metrics`]: Prometheus text rendering of the per-core counters.
+//! - [`redis`]: the Redis client: the per-core pipelined connection and a
+//!   blocking one.
 //! - [`store`]: the blocking pool, the PostgreSQL pool, the migrations runner.
 
 pub mod clock;
