@@ -11,7 +11,7 @@
 use std::rc::Rc;
 
 use crate::clock::unix_now;
-use crate::revocation::RevocationCheck;
+use crate::revocation::{self, Answered};
 use crate::state::Core;
 use crate::tokens::{self, TokenError, VerifiedToken};
 
@@ -63,21 +63,21 @@ pub async fn check_access_token(
 ) -> Result<Rc<VerifiedToken>, AccessError> {
     let now = unix_now();
     let v = verify_cached(core, token, now).map_err(|e| AccessError::Invalid(e.description()))?;
-    let revoked = match core
-        .mirror()
-        .and_then(|m| m.verdict(&v.jti, &v.sub, v.iat, v.exp))
-    {
-        Some(revoked) => {
-            core.counters().mirror_answers.inc();
-            Ok(revoked)
-        }
-        None => {
-            if core.mirror().is_some() {
-                core.counters().mirror_fallbacks.inc();
-            }
-            core.revocations().is_revoked(&v.jti, &v.sub, v.iat).await
-        }
-    };
+    let verdict = revocation::check_access(
+        core.mirror().map(|m| &**m),
+        core.revocations(),
+        &v.jti,
+        &v.sub,
+        v.iat,
+        v.exp,
+    )
+    .await;
+    match verdict.answered {
+        Answered::Mirror => core.counters().mirror_answers.inc(),
+        Answered::RedisAfterMirror => core.counters().mirror_fallbacks.inc(),
+        Answered::Redis => {}
+    }
+    let revoked = verdict.revoked;
     match revoked {
         Ok(false) => Ok(v),
         Ok(true) => Err(AccessError::Revoked),

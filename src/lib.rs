@@ -18,12 +18,17 @@
 //! - [`state`]: one core's context ([`state::Core`], owned by its thread) and
 //!   what the cores share ([`state::Shared`]), reached through methods.
 //! - [`tokens`]: claims, signing keys, verification, the verified-token cache.
-//! - [`revocation`]: the revocation check and the per-core pipelined Redis
-//!   connection.
+//! - [`revocation`]: the revocation check (the in-memory mirror, then one
+//!   Redis round trip), the mirror, durable revocations and the re-seed.
+//! - [`refresh`]: refresh-token families in Redis: issue, rotation with
+//!   reuse detection, revocation.
+//! - [`ratelimit`]: failed-login counters in Redis, checked before argon2.
 //! - [`identity`]: users, clients and passwords; PostgreSQL and argon2, run on
 //!   the blocking pool only.
 //! - [`metrics`]: the per-core counters and histograms, and their Prometheus
 //!   text page.
+//! - [`redis`]: the Redis client: the per-core pipelined connection and a
+//!   blocking one.
 //! - [`store`]: the blocking pool, the PostgreSQL pool, the migrations runner.
 
 pub mod access;
@@ -35,6 +40,9 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod net;
+pub mod ratelimit;
+pub mod redis;
+pub mod refresh;
 pub mod revocation;
 pub mod router;
 pub mod state;

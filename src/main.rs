@@ -286,7 +286,7 @@ fn user_command(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
 /// Mirrors a user's "not before" mark into Redis, so running nodes refuse
 /// the user's older tokens at once (PostgreSQL keeps the durable copy).
 fn set_not_before_in_redis(config: &Config, sub: &str, mark: i64) -> anyhow::Result<()> {
-    use tokend::revocation::{blocking::BlockingRedis, redis::RedisTarget};
+    use tokend::redis::{BlockingRedis, RedisTarget};
     let target =
         RedisTarget::parse(&config.redis.url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
     let mut r = BlockingRedis::connect(&target, Duration::from_secs(2))

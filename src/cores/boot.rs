@@ -17,8 +17,8 @@ use futures_channel::oneshot;
 use super::{accept, control, ServeError, Server};
 use crate::config::{Config, Cores, Driver};
 use crate::identity::Hasher;
+use crate::redis::{RedisConn, RedisTarget};
 use crate::revocation::mirror;
-use crate::revocation::redis::{RedisConn, RedisTarget};
 use crate::state::{Core, Shared, SharedParts};
 use crate::store::{self, BlockingPool};
 use crate::tokens::Kek;
@@ -192,7 +192,7 @@ impl Server {
 }
 
 fn check_redis(target: &RedisTarget, timeout: Duration) -> Result<(), ServeError> {
-    let mut conn = crate::revocation::blocking::BlockingRedis::connect(target, timeout)
+    let mut conn = crate::redis::BlockingRedis::connect(target, timeout)
         .map_err(|e| ServeError::Redis(format!("cannot reach {}: {e}", target.display_addr())))?;
     conn.query(&redis::cmd("PING"))
         .map_err(|e| ServeError::Redis(format!("PING to {} failed: {e}", target.display_addr())))?;

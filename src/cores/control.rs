@@ -18,7 +18,7 @@ use super::{ServeError, Server};
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::identity::ClientTable;
-use crate::revocation::blocking::BlockingRedis;
+use crate::redis::BlockingRedis;
 use crate::revocation::durable;
 use crate::state::Shared;
 use crate::store;

@@ -8,11 +8,11 @@ use crate::handlers::oauth::{Form, OAuthError};
 use crate::handlers::token::{issue_access, Issued};
 use crate::identity::passwords::parse_scope;
 use crate::identity::ClientRecord;
-use crate::revocation::refresh::{FamilyInfo, RefreshError};
+use crate::refresh::{FamilyInfo, RefreshError};
 use crate::state::Core;
 
 /// Prefix of every refresh token, so secret scanners can spot leaked ones.
-pub const REFRESH_PREFIX: &str = crate::revocation::refresh::REFRESH_TOKEN_PREFIX;
+pub const REFRESH_PREFIX: &str = crate::refresh::REFRESH_TOKEN_PREFIX;
 
 fn refresh_ttl(core: &Core, client: &ClientRecord) -> u64 {
     client

@@ -3,9 +3,8 @@
 //!
 //! The password grant is the only place a request waits for PostgreSQL and
 //! argon2, and it waits on the blocking pool, never on the core. Failed
-//! logins are counted in Redis per username and per client address, and
-//! checked before argon2 runs, which also caps the CPU an attacker can make
-//! tokend burn.
+//! logins are counted by [`ratelimit`](crate::ratelimit) and checked before
+//! argon2 runs, which also caps the CPU an attacker can make tokend burn.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,34 +15,10 @@ use crate::handlers::oauth::{Form, OAuthError};
 use crate::http::{response, Request, ResponseCtx};
 use crate::identity::passwords::{parse_scope, MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 use crate::identity::{ClientRecord, GrantType, LoginOutcome};
-use crate::revocation::redis::{Reply, Script};
+use crate::ratelimit::{Admission, LimitError, LoginLimits};
 use crate::state::Core;
 use crate::store::PoolError;
 use crate::tokens::{new_jti, sign_access, AccessClaims};
-
-/// Checks both failure counters; returns the seconds left when one is over
-/// its limit, 0 otherwise.
-const CHECK_LIMITS: &str = r"
-local u = tonumber(redis.call('GET', KEYS[1]) or '0')
-local i = tonumber(redis.call('GET', KEYS[2]) or '0')
-if u >= tonumber(ARGV[1]) then local t = redis.call('TTL', KEYS[1]) if t < 1 then t = 1 end return t end
-if i >= tonumber(ARGV[2]) then local t = redis.call('TTL', KEYS[2]) if t < 1 then t = 1 end return t end
-return 0
-";
-
-/// Counts one failed login against both counters; the window starts at the
-/// first failure.
-const RECORD_FAILURE: &str = r"
-for _, k in ipairs(KEYS) do
-  if redis.call('INCR', k) == 1 then redis.call('EXPIRE', k, ARGV[1]) end
-end
-return 1
-";
-
-thread_local! {
-    // Scripts are per core like everything else; the SHA1 is computed once.
-    static SCRIPTS: (Script, Script) = (Script::new(CHECK_LIMITS), Script::new(RECORD_FAILURE));
-}
 
 /// What a successful grant produces.
 pub struct Issued {
@@ -130,28 +105,24 @@ async fn password_grant(
     }
 
     // Brute-force limits, before argon2 runs. Redis trouble fails closed.
-    let limits = &core.config().limits;
-    let prefix = &core.config().redis.prefix;
-    let user_key = format!("{prefix}lf:u:{}", username.to_lowercase());
-    let ip_key = format!("{prefix}lf:ip:{}", peer.ip());
-    let (check, record) = SCRIPTS.with(|s| (s.0.clone(), s.1.clone()));
-    let blocked = core
-        .redis()
-        .eval(
-            &check,
-            &[user_key.as_str(), ip_key.as_str()],
-            &[limits.login_failures_per_user, limits.login_failures_per_ip],
-        )
-        .await
-        .map_err(|_| OAuthError::TemporarilyUnavailable("rate-limit store unavailable"))?;
-    match blocked {
-        Reply::Int(0) => {}
-        Reply::Int(secs) if secs > 0 => {
-            return Err(OAuthError::TooManyRequests {
-                retry_after: secs as u64,
-            })
+    let limits = LoginLimits::new(
+        core.redis(),
+        &core.config().redis.prefix,
+        &core.config().limits,
+        username,
+        peer.ip(),
+    );
+    match limits.check().await {
+        Ok(Admission::Allowed) => {}
+        Ok(Admission::Blocked { retry_after }) => {
+            return Err(OAuthError::TooManyRequests { retry_after })
         }
-        _ => return Err(OAuthError::ServerError),
+        Err(LimitError::Store(_)) => {
+            return Err(OAuthError::TemporarilyUnavailable(
+                "rate-limit store unavailable",
+            ))
+        }
+        Err(LimitError::UnexpectedReply) => return Err(OAuthError::ServerError),
     }
 
     // The blocking part: PostgreSQL lookup + argon2id verify (or the dummy
@@ -174,11 +145,8 @@ async fn password_grant(
     let user = match outcome {
         Ok(Ok(LoginOutcome::Ok(user))) => user,
         Ok(Ok(LoginOutcome::Invalid)) => {
-            let window = limits.login_window.as_secs().max(1);
-            let _ = core
-                .redis()
-                .eval(&record, &[user_key.as_str(), ip_key.as_str()], &[window])
-                .await;
+            // Not counted when Redis fails: the login is refused anyway.
+            let _ = limits.record_failure().await;
             return Err(OAuthError::InvalidGrant("invalid username or password"));
         }
         Ok(Err(e)) => {
@@ -196,7 +164,7 @@ async fn password_grant(
         }
     };
     // A success clears the per-user counter (not the per-address one).
-    let _ = core.redis().query(redis::cmd("DEL").arg(&user_key)).await;
+    let _ = limits.record_success().await;
 
     let allowed: Vec<String> = user
         .scopes

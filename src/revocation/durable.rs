@@ -11,7 +11,7 @@
 //! - Table `revocations` (`migrations/0001_init.sql`): one row per revoked
 //!   access-token `jti` (`kind = 'access'`) or refresh-token family
 //!   (`kind = 'refresh_family'`, `token_id` = the family id in hex, as in
-//!   [`refresh`](super::refresh)), kept until `expires_at`, when the token
+//!   [`refresh`](crate::refresh)), kept until `expires_at`, when the token
 //!   would have expired anyway; [`prune_expired`] deletes the rest.
 //! - `users.not_before`: the "not before" marks, mirrored in Redis as
 //!   `{prefix}nbf:{sub}`.
@@ -63,10 +63,9 @@ use std::error::Error as StdError;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use postgres::GenericClient;
 
-use super::blocking::BlockingRedis;
-use super::redis::{RedisError, Reply};
-use super::refresh::{FAMILY_KEY_INFIX, FAMILY_REVOKED_FIELD};
 use super::ACCESS_KEY_INFIX;
+use crate::redis::{BlockingRedis, RedisError, Reply};
+use crate::refresh::{FAMILY_KEY_INFIX, FAMILY_REVOKED_FIELD};
 
 /// Key suffix of the "Redis holds every revocation" marker:
 /// `{prefix}seeded`. Validation treats its absence as "cannot tell" (503).
@@ -80,23 +79,15 @@ const RESEED_BATCH: usize = 512;
 
 /// Marks a family revoked (KEYS[1] = family key; ARGV = revoked at, TTL):
 /// keeps an earlier revocation time, only ever extends the TTL.
-const REVOKE_FAMILY_LUA: &str = r"
-if redis.call('HEXISTS', KEYS[1], 'rev') == 0 then
-  redis.call('HSET', KEYS[1], 'rev', ARGV[1])
-end
-local ttl = tonumber(ARGV[2])
-if redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
-";
+///
+/// Source: `scripts/revoke_family.lua`, whose header is the full contract.
+const REVOKE_FAMILY_LUA: &str = include_str!("scripts/revoke_family.lua");
 
 /// Sets the marker if the re-seed was not interrupted. KEYS = seeding key,
 /// marker key; ARGV[1] = our id. 1 when set, 0 when interrupted.
-const FINISH_LUA: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[1])
-return 1
-";
+///
+/// Source: `scripts/finish_reseed.lua`, whose header is the full contract.
+const FINISH_LUA: &str = include_str!("scripts/finish_reseed.lua");
 
 /// The kind of a durable revocation (`revocations.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,7 +171,7 @@ pub fn record_access_revocation(
 }
 
 /// Records a revoked refresh-token family (hex id, as in
-/// [`FamilyInfo`](super::refresh::FamilyInfo)) until `expires_at_unix`.
+/// [`FamilyInfo`](crate::refresh::FamilyInfo)) until `expires_at_unix`.
 pub fn record_family_revocation(
     c: &mut impl GenericClient,
     family: &str,
@@ -490,10 +481,11 @@ mod tests {
 
     use postgres::{Client, NoTls};
 
-    use super::super::refresh::RefreshStore;
-    use super::super::testutil::*;
-    use super::super::{RedisConn, RedisRevocations, RevocationCheck};
+    use super::super::{RedisRevocations, RevocationCheck};
     use super::*;
+    use crate::redis::testutil::*;
+    use crate::redis::RedisConn;
+    use crate::refresh::RefreshStore;
 
     const SERVER: &str = "host=127.0.0.1 port=5432 user=postgres";
     const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";

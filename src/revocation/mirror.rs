@@ -63,9 +63,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::durable;
-use super::redis::{RedisConn, RedisError, Reply, Script};
 use super::{ACCESS_KEY_INFIX, NOT_BEFORE_KEY_INFIX};
+use crate::clock::unix_now;
 use crate::metrics::CoreCounters;
+use crate::redis::{RedisConn, RedisError, Reply, Script};
 
 pub use super::progress::{wait_applied, Progress, ProgressSlot};
 
@@ -91,14 +92,9 @@ const MARK_SLACK_SECS: u64 = 60;
 
 /// Reads, at one instant: the seeded marker, the sequence number and the
 /// stream's last id (`0-0` when there is no stream yet).
-const SNAPSHOT_LUA: &str = r"
-local m = redis.call('GET', KEYS[1])
-local s = redis.call('GET', KEYS[2])
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-local id = '0-0'
-if last[1] then id = last[1][1] end
-return {m, s, id}
-";
+///
+/// Source: `scripts/mirror_snapshot.lua`, whose header is the full contract.
+const SNAPSHOT_LUA: &str = include_str!("scripts/mirror_snapshot.lua");
 
 /// One core's mirror: the revocations, and how fresh they are.
 pub struct Mirror {
@@ -298,7 +294,7 @@ impl Mirror {
                     monoio::time::sleep(RETRY_PAUSE).await;
                 }
             }
-            let now = crate::clock::unix_now();
+            let now = unix_now();
             if now != last_sweep {
                 last_sweep = now;
                 self.sweep(now);
@@ -350,7 +346,7 @@ impl Mirror {
         };
         let last_id = last_id.as_str().ok_or(RedisError::Protocol)?.to_owned();
 
-        let now = crate::clock::unix_now();
+        let now = unix_now();
         let mut fresh = State::default();
         let access_pattern = glob_escape(&[self.prefix.as_str(), ACCESS_KEY_INFIX].concat()) + "*";
         for batch in scan(conn, &access_pattern).await?.chunks(SYNC_BATCH) {
@@ -452,7 +448,7 @@ impl Mirror {
             },
             _ => return Err(RedisError::Protocol),
         };
-        let now = crate::clock::unix_now();
+        let now = unix_now();
         {
             let mut state = self.state.borrow_mut();
             for entry in entries {
@@ -639,17 +635,9 @@ fn glob_escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
     use super::super::RedisRevocations;
     use super::*;
-
-    async fn until(what: &str, max: Duration, f: impl Fn() -> bool) {
-        let end = Instant::now() + max;
-        while !f() {
-            assert!(Instant::now() < end, "timed out waiting until {what}");
-            monoio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    use crate::redis::testutil::*;
 
     #[test]
     fn syncs_follows_the_stream_and_syncs_again_on_a_gap() {
@@ -668,7 +656,7 @@ mod tests {
             rev.revoke_access("early", 60).await.unwrap();
             // Marks are recent: the mirror drops those older than an
             // access-token lifetime.
-            let t = crate::clock::unix_now();
+            let t = unix_now();
             rev.set_not_before("alice", t - 100, 600).await.unwrap();
             // Enough keys for several SCAN steps and PTTL batches.
             let bulk: Vec<redis::Cmd> = (0..2_500)

@@ -122,8 +122,8 @@ pub async fn wait_applied(progress: &Progress, seq: u64, max: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::legacy;
     use super::*;
+    use crate::redis::testutil::legacy;
 
     #[test]
     fn progress_waits_for_every_current_core_only() {

@@ -17,8 +17,8 @@ use crate::config::{Config, Driver};
 use crate::http::Limits;
 use crate::identity::{ClientTable, Hasher};
 use crate::metrics::{CoreCounters, SharedHistogram};
+use crate::redis::RedisTarget;
 use crate::revocation::mirror::Progress;
-use crate::revocation::redis::RedisTarget;
 use crate::store::{BlockingPool, PgPool};
 use crate::tokens::{Kek, KeyMaterial};
 

@@ -15,12 +15,10 @@ pub use tokend::testing::{database_url as admin_url, random_suffix, redis_url, T
 
 /// Deletes every Redis key under `prefix`.
 pub fn redis_cleanup(prefix: &str) {
-    let Ok(target) = tokend::revocation::redis::RedisTarget::parse(&redis_url()) else {
+    let Ok(target) = tokend::redis::RedisTarget::parse(&redis_url()) else {
         return;
     };
-    let Ok(mut r) =
-        tokend::revocation::blocking::BlockingRedis::connect(&target, Duration::from_secs(2))
-    else {
+    let Ok(mut r) = tokend::redis::BlockingRedis::connect(&target, Duration::from_secs(2)) else {
         return;
     };
     let script = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end return n";

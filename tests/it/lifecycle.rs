@@ -402,10 +402,8 @@ impl PrivateRedis {
     }
 
     fn flushall(&self) {
-        let target = tokend::revocation::redis::RedisTarget::parse(&self.url()).unwrap();
-        let mut c =
-            tokend::revocation::blocking::BlockingRedis::connect(&target, Duration::from_secs(2))
-                .unwrap();
+        let target = tokend::redis::RedisTarget::parse(&self.url()).unwrap();
+        let mut c = tokend::redis::BlockingRedis::connect(&target, Duration::from_secs(2)).unwrap();
         c.query(&redis::cmd("FLUSHALL")).unwrap();
     }
 }

@@ -13,12 +13,12 @@
 //! |---|---|---|---|
 //! | `{prefix}rt:{sha256 hex of token}` | hash | `fam` family id, `sub` user id, `usr` username (optional), `cid` client id, `scp` space-separated scope, `iat` issued at, `fst` family start, `used` used at (absent while unused) | `refresh_ttl` after issue (never extended) |
 //! | `{prefix}rf:{family}` | hash | `fst` family start, `sub` user id, `rev` revoked at (absent while live) | `refresh_ttl` after the last issue or rotation (only ever extended) |
-//! | `{prefix}nbf:{sub}` | string | the user's "not before" mark (see [`RedisRevocations`](super::RedisRevocations)) | |
+//! | `{prefix}nbf:{sub}` | string | the user's "not before" mark (see `revocation::RedisRevocations`) | |
 //!
 //! The family key outlives every token record of the family, so a record
 //! whose family key is missing is refused (fail closed). A revoked family
 //! keeps its key, with `rev` set, until its last token would have expired;
-//! [`durable`](super::durable) re-seeds exactly that state after Redis lost
+//! `revocation::durable` re-seeds exactly that state after Redis lost
 //! its data.
 //!
 //! # Rotation rules (one Lua script, one round trip, atomic)
@@ -53,7 +53,13 @@
 //!
 //! The scripts build the family and not-before key names from the prefix
 //! (an argument): that is fine for a single Redis or Sentinel (DESIGN §7),
-//! and not compatible with Redis Cluster.
+//! and not compatible with Redis Cluster. The scripts are the `.lua` files
+//! of `scripts/`, loaded with `include_str!`.
+//!
+//! Owns: refresh-token records and families in Redis. Imports the Redis
+//! client (`redis`) and the clock; never `handlers`, `http`, `net`, `state`,
+//! `cores` or another service (the not-before mark it reads is a key name,
+//! `{prefix}nbf:{sub}`, not an import of `revocation`).
 
 use std::fmt;
 use std::rc::Rc;
@@ -63,7 +69,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::redis::{RedisConn, RedisError, Reply, Script};
+use crate::clock::unix_now;
+use crate::redis::{RedisConn, RedisError, Reply, Script};
 
 /// Every refresh token starts with this.
 pub const REFRESH_TOKEN_PREFIX: &str = "tokend_rt_";
@@ -80,119 +87,32 @@ pub const FAMILY_REVOKED_FIELD: &str = "rev";
 
 /// Issues a new family. KEYS[1] = record, KEYS[2] = family. ARGV = family
 /// id, sub, client id, scope, now, ttl, has username ("1"/"0"), username.
-const ISSUE_LUA: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
-  return redis.error_reply('COLLISION refresh token or family already exists')
-end
-redis.call('HSET', KEYS[2], 'fst', ARGV[5], 'sub', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-if ARGV[7] == '1' then
-  redis.call('HSET', KEYS[1], 'fam', ARGV[1], 'sub', ARGV[2], 'cid', ARGV[3], 'scp', ARGV[4],
-    'iat', ARGV[5], 'fst', ARGV[5], 'usr', ARGV[8])
-else
-  redis.call('HSET', KEYS[1], 'fam', ARGV[1], 'sub', ARGV[2], 'cid', ARGV[3], 'scp', ARGV[4],
-    'iat', ARGV[5], 'fst', ARGV[5])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-return 1
-";
+///
+/// Source: `scripts/issue.lua`, whose header is the full contract.
+const ISSUE_LUA: &str = include_str!("scripts/issue.lua");
 
 /// Rotates. KEYS[1] = presented record, KEYS[2] = new record. ARGV = prefix,
 /// client id, now, grace, ttl, has requested scope ("1"/"0"), requested
 /// scope (space-separated).
 ///
-/// Returns `{'invalid'}`, `{'grace'}`, `{'scope'}`,
-/// `{'reused', family, family ttl}` or
-/// `{'ok', family, sub, username or nil, scope, granted scope, family start}`.
-const ROTATE_LUA: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'fam', 'sub', 'usr', 'cid', 'scp', 'fst', 'used')
-local fam, sub, usr, cid, scp, fst, used = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
-if not (fam and sub and cid and scp and fst) then return {'invalid'} end
-if cid ~= ARGV[2] then return {'invalid'} end
-local fkey = ARGV[1] .. 'rf:' .. fam
-if redis.call('EXISTS', fkey) == 0 or redis.call('HEXISTS', fkey, 'rev') == 1 then
-  return {'invalid'}
-end
-local now = tonumber(ARGV[3])
-local start = tonumber(fst)
-if not start then return {'invalid'} end
-local mark = redis.call('GET', ARGV[1] .. 'nbf:' .. sub)
-if mark then
-  local m = tonumber(mark)
-  if not m or m >= start then return {'invalid'} end
-end
-if used then
-  local u = tonumber(used)
-  local grace = tonumber(ARGV[4])
-  if u and grace > 0 and now - u <= grace then return {'grace'} end
-  redis.call('HSET', fkey, 'rev', ARGV[3])
-  return {'reused', fam, redis.call('TTL', fkey)}
-end
-local granted = scp
-if ARGV[6] == '1' then
-  local have = {}
-  for s in string.gmatch(scp, '%S+') do have[s] = true end
-  for s in string.gmatch(ARGV[7], '%S+') do
-    if not have[s] then return {'scope'} end
-  end
-  granted = ARGV[7]
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return redis.error_reply('COLLISION refresh token already exists')
-end
-redis.call('HSET', KEYS[1], 'used', ARGV[3])
-if usr then
-  redis.call('HSET', KEYS[2], 'fam', fam, 'sub', sub, 'cid', cid, 'scp', scp,
-    'iat', ARGV[3], 'fst', fst, 'usr', usr)
-else
-  redis.call('HSET', KEYS[2], 'fam', fam, 'sub', sub, 'cid', cid, 'scp', scp,
-    'iat', ARGV[3], 'fst', fst)
-end
-local ttl = tonumber(ARGV[5])
-redis.call('EXPIRE', KEYS[2], ttl)
-if redis.call('TTL', fkey) < ttl then redis.call('EXPIRE', fkey, ttl) end
-return {'ok', fam, sub, usr or false, scp, granted, fst}
-";
+/// Source: `scripts/rotate.lua`, whose header is the full contract.
+const ROTATE_LUA: &str = include_str!("scripts/rotate.lua");
 
 /// Introspection. KEYS[1] = record; ARGV[1] = prefix. Nil unless the record
 /// is active (unused, family live, not-before mark older than the family);
 /// else `{family, sub, username or nil, client id, scope, iat, family
 /// start, ttl}`.
-const LOOKUP_LUA: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'fam', 'sub', 'usr', 'cid', 'scp', 'iat', 'fst', 'used')
-if not (r[1] and r[2] and r[4] and r[5] and r[6] and r[7]) or r[8] then return false end
-local fkey = ARGV[1] .. 'rf:' .. r[1]
-if redis.call('EXISTS', fkey) == 0 or redis.call('HEXISTS', fkey, 'rev') == 1 then
-  return false
-end
-local start = tonumber(r[7])
-if not start then return false end
-local mark = redis.call('GET', ARGV[1] .. 'nbf:' .. r[2])
-if mark then
-  local m = tonumber(mark)
-  if not m or m >= start then return false end
-end
-return {r[1], r[2], r[3] or false, r[4], r[5], r[6], r[7], redis.call('TTL', KEYS[1])}
-";
+///
+/// Source: `scripts/lookup.lua`, whose header is the full contract.
+const LOOKUP_LUA: &str = include_str!("scripts/lookup.lua");
 
 /// Revokes the family of a record. KEYS[1] = record; ARGV = prefix, check
 /// client ("1"/"0"), client id, now. Nil when the record is unknown or
 /// bound to another client; else `{family, family ttl}`. The family key is
 /// kept at least as long as the record.
-const REVOKE_LUA: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'fam', 'cid')
-if not r[1] then return false end
-if ARGV[2] == '1' and r[2] ~= ARGV[3] then return false end
-local fkey = ARGV[1] .. 'rf:' .. r[1]
-if redis.call('HEXISTS', fkey, 'rev') == 0 then redis.call('HSET', fkey, 'rev', ARGV[4]) end
-local rttl = redis.call('TTL', KEYS[1])
-local fttl = redis.call('TTL', fkey)
-if rttl > 0 and fttl < rttl then
-  redis.call('EXPIRE', fkey, rttl)
-  fttl = rttl
-end
-return {r[1], fttl}
-";
+///
+/// Source: `scripts/revoke.lua`, whose header is the full contract.
+const REVOKE_LUA: &str = include_str!("scripts/revoke.lua");
 
 /// A token family: 128 random bits, shown (and stored) as 32 lowercase hex
 /// digits. `Copy`, so it fits in [`RefreshError`].
@@ -251,7 +171,7 @@ fn hex_val(c: u8) -> Option<u8> {
 }
 
 /// A revoked family: what the caller writes to PostgreSQL
-/// ([`durable::record_family_revocation`](super::durable::record_family_revocation))
+/// (`revocation::durable::record_family_revocation`)
 /// so that the revocation survives a Redis that loses its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FamilyInfo {
@@ -651,21 +571,15 @@ fn parse_family(r: &Reply) -> Result<FamilyId, RedisError> {
         .ok_or(RedisError::Protocol)
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Barrier};
     use std::time::Duration;
 
-    use super::super::blocking::BlockingRedis;
-    use super::super::testutil::*;
-    use super::super::RedisRevocations;
     use super::*;
+    use crate::redis::testutil::*;
+    use crate::redis::BlockingRedis;
+    use crate::revocation::RedisRevocations;
 
     const TTL: u64 = 3600;
 
@@ -946,6 +860,13 @@ mod tests {
             let now = unix_now();
             let (t1, _) = s.issue("u", None, "app", "a", TTL, now).await.unwrap();
             let t1 = Rc::new(t1);
+            // One rotation of another family first, so that the rotation
+            // script is in Redis's script cache: otherwise each call below
+            // is EVALSHA + NOSCRIPT + EVAL, two commands instead of one
+            // (regression: this test failed on a Redis that had not run the
+            // script yet).
+            let (warm, _) = s.issue("w", None, "app", "a", TTL, now).await.unwrap();
+            s.rotate(&warm, "app", None, 0, TTL, now).await.unwrap();
             let before = s.conn.stats();
             let handles: Vec<_> = (0..20)
                 .map(|_| {

@@ -2,8 +2,11 @@
 //!
 //! Never use it on a worker core: every call blocks the thread. It shares the
 //! URL parsing, the handshake and the reply decoding with
-//! [`RedisConn`](super::redis::RedisConn), and sends one command (or one
-//! pipeline) at a time.
+//! [`RedisConn`](super::RedisConn), and sends one command (or one pipeline)
+//! at a time.
+//!
+//! Owns: one blocking socket. Never imports anything of the crate outside
+//! `redis`.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -11,7 +14,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use super::redis::{check_server_error, decode_reply, RedisError, RedisTarget, Reply};
+use super::error::RedisError;
+use super::resp::{check_server_error, decode_reply, Reply};
+use super::target::RedisTarget;
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;

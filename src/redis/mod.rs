@@ -1,0 +1,46 @@
+//! The Redis client: a per-core pipelined connection, and a blocking one.
+//!
+//! A store, like `store` is for PostgreSQL: it knows RESP and sockets, and
+//! nothing of tokens, revocations or HTTP. The files follow the path of a
+//! command:
+//!
+//! - `target`: `redis://` URL → [`RedisTarget`], and the
+//!   `AUTH`/`SELECT`/`PING` handshake.
+//! - `conn`: [`RedisConn`], one per core, shared through `Rc`: callers
+//!   queue commands (with [`CommandWriter`] straight into its write buffer,
+//!   or as `redis::Cmd`s) and wait for their replies, matched in FIFO order;
+//!   every command queued meanwhile goes out in one write. [`RedisStats`] are
+//!   its counters, read by the metrics.
+//! - `supervisor`: the connection's background task: connect, read, write,
+//!   watch for a stalled Redis, reconnect with backoff.
+//! - `resp`: the RESP2 decoder and the owned [`Reply`].
+//! - `script`: [`Script`], a Lua script run by `EVALSHA` (the scripts are
+//!   `.lua` files beside the services that own them).
+//! - `error`: [`RedisError`], `Copy` and allocation-free.
+//! - `blocking`: [`BlockingRedis`], a synchronous client for the CLI, the
+//!   control thread and tests.
+//!
+//! Owns: connections to Redis. Never imports `handlers`, `http`, `net`,
+//! `router`, `state`, `cores`, `access` or any service (`revocation`,
+//! `refresh`, `ratelimit`, `tokens`, `identity`): the services build their
+//! keys and scripts on top of this.
+
+mod blocking;
+mod conn;
+mod error;
+mod resp;
+mod script;
+mod supervisor;
+mod target;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use self::blocking::BlockingRedis;
+pub use self::conn::{CommandWriter, RedisConn, RedisStats};
+pub use self::error::{RedisError, ServerErrorCode};
+pub use self::resp::Reply;
+pub use self::script::Script;
+pub use self::target::RedisTarget;

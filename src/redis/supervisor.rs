@@ -1,0 +1,283 @@
+//! The background task of a [`RedisConn`](super::RedisConn): connects (with
+//! `AUTH`/`SELECT`/`PING`), runs reader, writer and a stall watchdog until
+//! one of them fails, fails every waiting caller, and reconnects with
+//! exponential backoff, until the last handle is dropped.
+//!
+//! Only `monoio::net::TcpStream` and generic monoio I/O traits are used, so
+//! this works under both the io_uring and the legacy (epoll) drivers. The
+//! runtime must be built with `enable_timer()`.
+//!
+//! Owns: the socket and the reconnect policy. Never imports anything of the
+//! crate outside `redis`.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+
+use super::conn::{bump, Shared, WRITE_BUF_INITIAL};
+use super::error::ServerErrorCode;
+use super::resp::{decode_reply, Reply};
+use super::target::RedisTarget;
+
+/// First delay before reconnecting after an error; doubled after each failed
+/// attempt up to [`BACKOFF_MAX`], reset after a successful connect.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest delay between two connection attempts: bounds how long after Redis
+/// comes back the core keeps answering 503.
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// A write buffer that grew beyond this during a burst is given back to the
+/// allocator after the burst, so one spike does not pin memory forever.
+const WRITE_BUF_KEEP: usize = 1024 * 1024;
+
+/// Why a connection ended (for logs).
+pub(super) enum Broken {
+    Io(io::Error),
+    Eof,
+    Protocol,
+    UnexpectedReply,
+
+    Stalled,
+    Closed,
+    Handshake(ServerErrorCode),
+    ConnectTimeout,
+}
+
+impl fmt::Display for Broken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Broken::Io(e) => write!(f, "{e}"),
+            Broken::Eof => f.write_str("connection closed by redis"),
+            Broken::Protocol => f.write_str("malformed reply"),
+            Broken::UnexpectedReply => f.write_str("reply nobody asked for"),
+            Broken::Stalled => f.write_str("no reply for too long (redis stalled?)"),
+            Broken::Closed => f.write_str("closed"),
+            Broken::Handshake(code) => write!(f, "AUTH/SELECT/PING refused ({code})"),
+            Broken::ConnectTimeout => f.write_str("connect timed out"),
+        }
+    }
+}
+
+impl From<io::Error> for Broken {
+    fn from(e: io::Error) -> Broken {
+        Broken::Io(e)
+    }
+}
+
+/// Connects, runs the connection until it breaks, fails the waiting callers,
+/// backs off, and again, until the `RedisConn` is dropped.
+pub(super) async fn supervise(shared: Rc<Shared>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut ever_connected = false;
+    let mut failure_logged = false;
+    while !shared.closed.get() {
+        let attempt =
+            monoio::time::timeout(shared.connect_timeout(), establish(&shared.target)).await;
+        match attempt.unwrap_or(Err(Broken::ConnectTimeout)) {
+            Ok((stream, rbuf)) => {
+                if shared.closed.get() {
+                    return;
+                }
+                if ever_connected {
+                    bump(&shared.stats.reconnects, 1);
+                    tracing::info!("redis: reconnected to {}", shared.target);
+                } else {
+                    tracing::debug!("redis: connected to {}", shared.target);
+                }
+                ever_connected = true;
+                failure_logged = false;
+                backoff = BACKOFF_MIN;
+                shared.replies_seen.set(0);
+                shared.connected.set(true);
+                let why = run_connection(&shared, stream, rbuf).await;
+                shared.connected.set(false);
+                shared.fail_all();
+                if shared.closed.get() {
+                    return;
+                }
+                tracing::warn!(
+                    "redis: connection to {} lost: {why}; reconnecting",
+                    shared.target
+                );
+            }
+            Err(why) => {
+                bump(&shared.stats.connect_failures, 1);
+                if failure_logged {
+                    tracing::debug!("redis: cannot connect to {}: {why}", shared.target);
+                } else {
+                    tracing::warn!(
+                        "redis: cannot connect to {}: {why}; retrying every {}s at most",
+                        shared.target,
+                        BACKOFF_MAX.as_secs()
+                    );
+                    failure_logged = true;
+                }
+            }
+        }
+        monoio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// TCP connect (trying each resolved address), then AUTH/SELECT/PING. Returns the
+/// stream and any bytes read past the handshake replies.
+async fn establish(target: &RedisTarget) -> Result<(TcpStream, BytesMut), Broken> {
+    let addrs = resolve(target).await?;
+    let mut last_err = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_addr(addr).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_err = e,
+        }
+    }
+    let mut stream = stream.ok_or(Broken::Io(last_err))?;
+    stream.set_nodelay(true)?;
+    let rbuf = handshake(&mut stream, target).await?;
+    Ok((stream, rbuf))
+}
+
+/// Resolves the target. IP literals need no lookup; host names are resolved
+/// on a short-lived thread so the core never blocks in `getaddrinfo`.
+async fn resolve(target: &RedisTarget) -> Result<Vec<SocketAddr>, Broken> {
+    if let Some(addr) = target.literal_addr() {
+        return Ok(vec![addr]);
+    }
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let t = target.clone();
+    std::thread::Builder::new()
+        .name("tokend-redis-dns".into())
+        .spawn(move || {
+            let _ = tx.send(t.socket_addrs_blocking());
+        })?;
+    match rx.await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(Broken::Io(io::Error::other(
+            "resolver thread ended without an answer",
+        ))),
+    }
+}
+
+async fn handshake(stream: &mut TcpStream, target: &RedisTarget) -> Result<BytesMut, Broken> {
+    let cmds = target.handshake_commands();
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Vec::new();
+    for cmd in &cmds {
+        cmd.write_packed_command(&mut out);
+    }
+    let (res, _) = stream.write_all(out).await;
+    res?;
+    let mut chunk = Vec::with_capacity(READ_CHUNK);
+    let mut answered = 0;
+    loop {
+        while answered < cmds.len() {
+            match decode_reply(&mut rbuf) {
+                Ok(Some(Reply::Error(msg))) => {
+                    // Redis error texts never echo the password.
+                    tracing::warn!("redis: {} refused: {msg}", target);
+                    return Err(Broken::Handshake(ServerErrorCode::from_message(&msg)));
+                }
+                Ok(Some(_)) => answered += 1,
+                Ok(None) => break,
+                Err(_) => return Err(Broken::Protocol),
+            }
+        }
+        if answered == cmds.len() {
+            return Ok(rbuf);
+        }
+        let (res, buf) = stream.read(chunk).await;
+        chunk = buf;
+        match res? {
+            0 => return Err(Broken::Eof),
+            n => rbuf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Runs reader, writer and stall watchdog until the first one stops.
+async fn run_connection(shared: &Shared, stream: TcpStream, rbuf: BytesMut) -> Broken {
+    let (reader, writer) = stream.into_split();
+    monoio::select! {
+        why = read_loop(shared, reader, rbuf) => why,
+        why = write_loop(shared, writer) => why,
+        why = stall_watch(shared) => why,
+    }
+}
+
+async fn read_loop(
+    shared: &Shared,
+    mut reader: OwnedReadHalf<TcpStream>,
+    mut rbuf: BytesMut,
+) -> Broken {
+    let mut chunk = Vec::with_capacity(READ_CHUNK);
+    loop {
+        loop {
+            match decode_reply(&mut rbuf) {
+                Ok(Some(reply)) => {
+                    if let Err(why) = shared.deliver(reply) {
+                        return why;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return Broken::Protocol,
+            }
+        }
+        let (res, buf) = reader.read(chunk).await;
+        chunk = buf;
+        match res {
+            Ok(0) => return Broken::Eof,
+            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Broken::Io(e),
+        }
+    }
+}
+
+async fn write_loop(shared: &Shared, mut writer: OwnedWriteHalf<TcpStream>) -> Broken {
+    // Double buffering: callers fill `State::wbuf` while this one is written.
+    let mut out = Vec::with_capacity(WRITE_BUF_INITIAL);
+    loop {
+        if !poll_fn(|cx| shared.poll_work(cx)).await {
+            return Broken::Closed;
+        }
+        std::mem::swap(&mut shared.state.borrow_mut().wbuf, &mut out);
+        bump(&shared.stats.round_trips, 1);
+        let (res, buf) = writer.write_all(out).await;
+        out = buf;
+        if let Err(e) = res {
+            return Broken::Io(e);
+        }
+        out.clear();
+        if out.capacity() > WRITE_BUF_KEEP {
+            out = Vec::with_capacity(WRITE_BUF_INITIAL);
+        }
+    }
+}
+
+/// Ends a connection on which commands wait but no reply came for a whole
+/// period: a hung Redis or a silently dead peer (no RST) would otherwise make
+/// every request wait out its timeout instead of failing fast while we
+/// reconnect.
+async fn stall_watch(shared: &Shared) -> Broken {
+    let period = (shared.timeout * 2).max(Duration::from_secs(1));
+    let mut previous: Option<u64> = None;
+    loop {
+        monoio::time::sleep(period).await;
+        let seen = shared.replies_seen.get();
+        let waiting = shared.state.borrow().in_flight > 0;
+        if waiting && previous == Some(seen) {
+            return Broken::Stalled;
+        }
+        previous = waiting.then_some(seen);
+    }
+}
