@@ -114,9 +114,11 @@ fn revoke_on_every_core_and_on_a_second_node(mirror: bool) {
     assert_eq!(r.status, 200, "{}", r.text());
     if mirror {
         // The node that took the revoke has it on every core before it
-        // answers; another node sees it when its mirror reads the entry.
+        // answers; another node sees it when its mirror reads the entry
+        // (milliseconds; the 5 s deadline is for a loaded 2-CPU machine and
+        // only a mirror that never reads it meets it).
         assert_eq!(validate(&d.server, &access), 401);
-        assert!(eventually(Duration::from_secs(1), || validate(
+        assert!(eventually(Duration::from_secs(5), || validate(
             &node2, &access
         ) == 401));
     }
@@ -432,8 +434,10 @@ fn redis_down_fails_closed(mirror: bool) {
     if mirror {
         // The mirror stops answering as soon as its reader loses Redis (at
         // the latest after redis.mirror_max_lag, 1 s); from then on, 503.
+        // The deadline adds 4 s for a loaded 2-CPU machine: what this test
+        // must catch is a mirror that keeps answering without Redis at all.
         assert!(
-            eventually(Duration::from_millis(1500), || validate(&d.server, &access)
+            eventually(Duration::from_secs(5), || validate(&d.server, &access)
                 == 503),
             "the mirror kept answering without Redis"
         );
@@ -518,7 +522,7 @@ fn flushall_does_not_bring_it_back(mirror: bool) {
         // revoked token.
         let syncs = || metric(&d.server, "tokend_revocation_mirror_syncs_total");
         assert!(
-            eventually(Duration::from_secs(2), || syncs() >= 4.0),
+            eventually(Duration::from_secs(10), || syncs() >= 4.0),
             "{} syncs:\n{}",
             syncs(),
             d.server.log()
@@ -637,7 +641,7 @@ fn sighup_reloads_clients_and_log_level_without_dropping_connections() {
     unsafe { libc::kill(d.server.pid() as i32, libc::SIGHUP) };
     // …and known right after SIGHUP.
     assert!(eventually(Duration::from_secs(5), || login().status == 200));
-    assert!(eventually(Duration::from_secs(2), || d
+    assert!(eventually(Duration::from_secs(5), || d
         .server
         .log()
         .contains("log level reloaded")));

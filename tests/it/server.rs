@@ -419,6 +419,9 @@ fn a_draining_server_stops_listening_at_once() {
         );
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(s.pid() as i32, libc::SIGTERM) };
+        // Not generous on purpose: the early connection's request must
+        // still come within the drain's one-second grace for fresh
+        // connections, so the refusal is awaited for half of it.
         let refused = eventually(Duration::from_millis(500), || {
             matches!(
                 std::net::TcpStream::connect(s.addr),
