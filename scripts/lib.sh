@@ -25,6 +25,14 @@ as_root() {
     fi
 }
 
+# "sudo " when a command needing root must go through sudo, "" when we are
+# root: for the commands the scripts print for the user to paste.
+root_prefix() {
+    if [ "$(id -u)" -ne 0 ]; then
+        printf 'sudo '
+    fi
+}
+
 # Runs a command as another OS user (e.g. postgres), from / so that tools
 # do not complain about an unreadable working directory.
 as_user() {
@@ -55,21 +63,21 @@ require_rust() {
         if [ -x "$HOME/.cargo/bin/cargo" ]; then
             die "cargo is installed in ~/.cargo/bin but not on PATH; run:  . \"\$HOME/.cargo/env\"   (or open a new shell) and try again"
         fi
-        cat >&2 <<'EOF'
+        cat >&2 <<EOF
 error: cargo (the Rust toolchain) was not found.
 
 Install Rust with rustup (https://rustup.rs), then open a new shell:
 
-    sudo apt-get install -y curl build-essential
+    $(root_prefix)apt-get install -y curl ca-certificates build-essential
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
-    . "$HOME/.cargo/env"
+    . "\$HOME/.cargo/env"
 
-Debian's own `cargo` package is too old for this crate; use rustup.
+Debian's own \`cargo\` package is too old for this crate; use rustup.
 EOF
         exit 1
     fi
     if ! command -v cc >/dev/null 2>&1; then
-        die "no C compiler/linker (cc) found; Rust needs one to link and to build aws-lc: sudo apt-get install -y build-essential"
+        die "no C compiler/linker (cc) found; Rust needs one to link and to build aws-lc: $(root_prefix)apt-get install -y build-essential"
     fi
     # The crate declares its minimum Rust version; say so plainly when the
     # installed toolchain is older, rather than letting cargo fail later.

@@ -163,6 +163,17 @@ impl TestDb {
         TestDb { name, url }
     }
 
+    /// An empty database (no migrations applied), for tests of the
+    /// migrations runner itself; named and dropped like any other.
+    pub fn empty() -> TestDb {
+        let name = format!("tokend_t_{}", random_suffix());
+        admin()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("create test database: {e}"));
+        let url = url_with_db(&database_url(), &name);
+        TestDb { name, url }
+    }
+
     /// A new connection to the test database.
     pub fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.url, postgres::NoTls)
@@ -218,5 +229,25 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(applied as usize, crate::store::migrate::MIGRATIONS.len());
+    }
+
+    #[test]
+    fn an_empty_test_database_has_no_tables_and_goes_away() {
+        let db = TestDb::empty();
+        let name = db.name.clone();
+        let tables: i64 = db
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(tables, 0);
+        drop(db);
+        let left = admin()
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .unwrap();
+        assert!(left.is_none(), "{name} was not dropped");
     }
 }

@@ -412,7 +412,7 @@ impl ClientTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::testdb::TestDb;
+    use crate::testing::TestDb;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -463,9 +463,10 @@ mod tests {
 
     #[test]
     fn create_and_authenticate() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let (conf, secret) = create(
-            db.client(),
+            &mut pg,
             "backend",
             &[GrantType::ClientCredentials, GrantType::ClientCredentials],
             &s(&["read", "write", "read"]),
@@ -480,7 +481,7 @@ mod tests {
         assert_eq!((conf.access_ttl, conf.refresh_ttl), (None, None));
 
         let (public, none) = create(
-            db.client(),
+            &mut pg,
             "spa",
             &[GrantType::Password, GrantType::RefreshToken],
             &[],
@@ -492,13 +493,10 @@ mod tests {
         assert!(public.allows(GrantType::RefreshToken));
         assert!(!public.allows(GrantType::ClientCredentials));
 
-        let table = load_all(db.client()).unwrap();
+        let table = load_all(&mut pg).unwrap();
         assert_eq!(table.len(), 2);
         assert_eq!(table.get("backend"), Some(&conf));
-        assert_eq!(
-            list(db.client()).unwrap(),
-            vec![conf.clone(), public.clone()]
-        );
+        assert_eq!(list(&mut pg).unwrap(), vec![conf.clone(), public.clone()]);
 
         assert_eq!(table.authenticate("backend", Some(&secret)), Ok(&conf));
         assert_eq!(
@@ -531,19 +529,13 @@ mod tests {
 
     #[test]
     fn secret_is_stored_only_as_sha256() {
-        let mut db = TestDb::new();
-        let (_, secret) = create(
-            db.client(),
-            "svc",
-            &[GrantType::ClientCredentials],
-            &[],
-            false,
-        )
-        .unwrap();
+        let db = TestDb::new();
+        let mut pg = db.client();
+        let (_, secret) =
+            create(&mut pg, "svc", &[GrantType::ClientCredentials], &[], false).unwrap();
         let secret = secret.unwrap();
         let body = &secret[SECRET_PREFIX.len()..];
-        let row = db
-            .client()
+        let row = pg
             .query_one(
                 "SELECT row_to_json(c)::text, secret_sha256 FROM oauth_clients c",
                 &[],
@@ -561,38 +553,25 @@ mod tests {
 
     #[test]
     fn create_refuses_bad_clients() {
-        let mut db = TestDb::new();
-        let e = create(
-            db.client(),
-            "spa",
-            &[GrantType::ClientCredentials],
-            &[],
-            true,
-        )
-        .unwrap_err();
+        let db = TestDb::new();
+        let mut pg = db.client();
+        let e = create(&mut pg, "spa", &[GrantType::ClientCredentials], &[], true).unwrap_err();
         assert!(matches!(e, ClientError::PublicClientGrant), "{e}");
         assert!(e.to_string().contains("client_credentials"));
-        let e = create(db.client(), "x", &[], &[], false).unwrap_err();
+        let e = create(&mut pg, "x", &[], &[], false).unwrap_err();
         assert!(matches!(e, ClientError::NoGrantTypes), "{e}");
-        let e = create(db.client(), "a b", &[GrantType::Password], &[], false).unwrap_err();
+        let e = create(&mut pg, "a b", &[GrantType::Password], &[], false).unwrap_err();
         assert!(matches!(e, ClientError::InvalidClientId), "{e}");
-        let e = create(
-            db.client(),
-            "x",
-            &[GrantType::Password],
-            &s(&["a\"b"]),
-            false,
-        )
-        .unwrap_err();
+        let e = create(&mut pg, "x", &[GrantType::Password], &s(&["a\"b"]), false).unwrap_err();
         assert!(
             matches!(e, ClientError::Scope(RuleError::ScopeCharacter)),
             "{e}"
         );
 
-        create(db.client(), "dup", &[GrantType::Password], &[], true).unwrap();
-        let e = create(db.client(), "dup", &[GrantType::Password], &[], false).unwrap_err();
+        create(&mut pg, "dup", &[GrantType::Password], &[], true).unwrap();
+        let e = create(&mut pg, "dup", &[GrantType::Password], &[], false).unwrap_err();
         assert!(matches!(e, ClientError::Taken), "{e}");
-        assert_eq!(list(db.client()).unwrap().len(), 1);
+        assert_eq!(list(&mut pg).unwrap().len(), 1);
     }
 
     #[test]

@@ -322,7 +322,8 @@ fn is_uuid(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::testdb::{cheap, TestDb};
+    use crate::identity::testdb::cheap;
+    use crate::testing::TestDb;
 
     fn scopes(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
@@ -330,30 +331,31 @@ mod tests {
 
     #[test]
     fn create_and_find() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let h = cheap(64);
         let phc = h.hash("password-1").unwrap();
-        let u = create(db.client(), "Alice", &phc, &scopes(&["read", "write"])).unwrap();
+        let u = create(&mut pg, "Alice", &phc, &scopes(&["read", "write"])).unwrap();
         assert!(is_uuid(&u.id), "{}", u.id);
         assert_eq!(u.username, "Alice");
         assert_eq!(u.scopes, scopes(&["read", "write"]));
         assert!(!u.disabled);
         assert_eq!(u.not_before, None);
 
-        let (found, stored) = find_for_login(db.client(), "aLiCe").unwrap().unwrap();
+        let (found, stored) = find_for_login(&mut pg, "aLiCe").unwrap().unwrap();
         assert_eq!(found, u);
         assert_eq!(stored, phc);
-        assert_eq!(find_by_id(db.client(), &u.id).unwrap(), Some(u.clone()));
+        assert_eq!(find_by_id(&mut pg, &u.id).unwrap(), Some(u.clone()));
         assert_eq!(
-            find_by_id(db.client(), "00000000-0000-0000-0000-000000000000").unwrap(),
+            find_by_id(&mut pg, "00000000-0000-0000-0000-000000000000").unwrap(),
             None
         );
-        assert_eq!(find_by_id(db.client(), "not-a-uuid").unwrap(), None);
-        assert_eq!(find_by_id(db.client(), "' OR 1=1 --").unwrap(), None);
-        assert!(find_for_login(db.client(), "bob").unwrap().is_none());
+        assert_eq!(find_by_id(&mut pg, "not-a-uuid").unwrap(), None);
+        assert_eq!(find_by_id(&mut pg, "' OR 1=1 --").unwrap(), None);
+        assert!(find_for_login(&mut pg, "bob").unwrap().is_none());
 
-        create(db.client(), "bob", &phc, &[]).unwrap();
-        let names: Vec<String> = list(db.client())
+        create(&mut pg, "bob", &phc, &[]).unwrap();
+        let names: Vec<String> = list(&mut pg)
             .unwrap()
             .into_iter()
             .map(|u| u.username)
@@ -363,48 +365,51 @@ mod tests {
 
     #[test]
     fn usernames_are_unique_regardless_of_case() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let phc = cheap(64).hash("password-1").unwrap();
-        create(db.client(), "Alice", &phc, &[]).unwrap();
+        create(&mut pg, "Alice", &phc, &[]).unwrap();
         for dup in ["alice", "ALICE", "Alice"] {
-            let e = create(db.client(), dup, &phc, &[]).unwrap_err();
+            let e = create(&mut pg, dup, &phc, &[]).unwrap_err();
             assert!(matches!(e, UserError::Taken), "{dup}: {e}");
             assert_eq!(e.to_string(), "username is already taken");
         }
-        assert_eq!(list(db.client()).unwrap().len(), 1);
+        assert_eq!(list(&mut pg).unwrap().len(), 1);
     }
 
     #[test]
     fn bad_input_is_refused_before_sql() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let phc = cheap(64).hash("password-1").unwrap();
-        let e = create(db.client(), "a'; DROP TABLE users;--", &phc, &[]).unwrap_err();
+        let e = create(&mut pg, "a'; DROP TABLE users;--", &phc, &[]).unwrap_err();
         assert!(
             matches!(e, UserError::Invalid(RuleError::UsernameCharacter)),
             "{e}"
         );
-        let e = create(db.client(), "", &phc, &[]).unwrap_err();
+        let e = create(&mut pg, "", &phc, &[]).unwrap_err();
         assert!(matches!(e, UserError::Invalid(RuleError::UsernameLength)));
-        let e = create(db.client(), "carol", &phc, &scopes(&["a b"])).unwrap_err();
+        let e = create(&mut pg, "carol", &phc, &scopes(&["a b"])).unwrap_err();
         assert!(matches!(e, UserError::Invalid(RuleError::ScopeCharacter)));
         // The table is still there and empty.
-        assert!(list(db.client()).unwrap().is_empty());
+        assert!(list(&mut pg).unwrap().is_empty());
         // A hash that is not argon2id breaks the schema's CHECK: a Db error.
-        let e = create(db.client(), "carol", "$2b$12$abc", &[]).unwrap_err();
+        let e = create(&mut pg, "carol", "$2b$12$abc", &[]).unwrap_err();
         assert!(matches!(e, UserError::Db(_)), "{e}");
     }
 
     #[test]
     fn sql_metacharacters_are_data() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let h = cheap(64);
         let phc = h.hash("password-1").unwrap();
         // Allowed characters only, but SQL-ish: round-trips as data.
         let name = "o.brien--@x_y.-";
-        let u = create(db.client(), name, &phc, &scopes(&["it's", "a;b", "--x"])).unwrap();
+        let u = create(&mut pg, name, &phc, &scopes(&["it's", "a;b", "--x"])).unwrap();
         assert_eq!(u.username, name);
         assert_eq!(u.scopes, scopes(&["it's", "a;b", "--x"]));
-        let (found, _) = find_for_login(db.client(), name).unwrap().unwrap();
+        let (found, _) = find_for_login(&mut pg, name).unwrap().unwrap();
         assert_eq!(found, u);
         // Lookups with quotes find nobody and break nothing.
         for probe in [
@@ -414,84 +419,79 @@ mod tests {
             "%",
             "_",
         ] {
-            assert!(
-                find_for_login(db.client(), probe).unwrap().is_none(),
-                "{probe}"
-            );
-            assert!(disable(db.client(), probe, 1).unwrap().is_none(), "{probe}");
+            assert!(find_for_login(&mut pg, probe).unwrap().is_none(), "{probe}");
+            assert!(disable(&mut pg, probe, 1).unwrap().is_none(), "{probe}");
             assert_eq!(
-                login(db.client(), &h, probe, "password-1").unwrap(),
+                login(&mut pg, &h, probe, "password-1").unwrap(),
                 LoginOutcome::Invalid
             );
         }
-        assert_eq!(list(db.client()).unwrap(), vec![u]);
+        assert_eq!(list(&mut pg).unwrap(), vec![u]);
     }
 
     #[test]
     fn login_outcomes() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let h = cheap(64);
         let phc = h.hash("right password").unwrap();
-        let u = create(db.client(), "dave", &phc, &scopes(&["read"])).unwrap();
+        let u = create(&mut pg, "dave", &phc, &scopes(&["read"])).unwrap();
 
         assert_eq!(
-            login(db.client(), &h, "dave", "right password").unwrap(),
+            login(&mut pg, &h, "dave", "right password").unwrap(),
             LoginOutcome::Ok(u.clone())
         );
         assert_eq!(
-            login(db.client(), &h, "DAVE", "right password").unwrap(),
+            login(&mut pg, &h, "DAVE", "right password").unwrap(),
             LoginOutcome::Ok(u.clone())
         );
         assert_eq!(
-            login(db.client(), &h, "dave", "wrong password").unwrap(),
+            login(&mut pg, &h, "dave", "wrong password").unwrap(),
             LoginOutcome::Invalid
         );
         assert_eq!(
-            login(db.client(), &h, "nobody", "right password").unwrap(),
+            login(&mut pg, &h, "nobody", "right password").unwrap(),
             LoginOutcome::Invalid
         );
         assert_eq!(
-            login(db.client(), &h, "", "right password").unwrap(),
+            login(&mut pg, &h, "", "right password").unwrap(),
             LoginOutcome::Invalid
         );
 
-        let disabled = disable(db.client(), "Dave", 1_700_000_000)
-            .unwrap()
-            .unwrap();
+        let disabled = disable(&mut pg, "Dave", 1_700_000_000).unwrap().unwrap();
         assert!(disabled.disabled);
         assert_eq!(disabled.not_before, Some(1_700_000_000));
         assert_eq!(
-            login(db.client(), &h, "dave", "right password").unwrap(),
+            login(&mut pg, &h, "dave", "right password").unwrap(),
             LoginOutcome::Invalid
         );
-        assert!(disable(db.client(), "nobody", 1).unwrap().is_none());
+        assert!(disable(&mut pg, "nobody", 1).unwrap().is_none());
         // The mark never moves backwards.
-        let again = disable(db.client(), "dave", 1_600_000_000)
-            .unwrap()
-            .unwrap();
+        let again = disable(&mut pg, "dave", 1_600_000_000).unwrap().unwrap();
         assert_eq!(again.not_before, Some(1_700_000_000));
     }
 
     #[test]
     fn login_rehashes_when_params_change() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let old = cheap(64);
         let new = cheap(128);
         let phc = old.hash("right password").unwrap();
-        let u = create(db.client(), "erin", &phc, &[]).unwrap();
+        let u = create(&mut pg, "erin", &phc, &[]).unwrap();
 
         // A wrong password never rehashes.
         assert_eq!(
-            login(db.client(), &new, "erin", "wrong password").unwrap(),
+            login(&mut pg, &new, "erin", "wrong password").unwrap(),
             LoginOutcome::Invalid
         );
-        assert_eq!(find_for_login(db.client(), "erin").unwrap().unwrap().1, phc);
+        assert_eq!(find_for_login(&mut pg, "erin").unwrap().unwrap().1, phc);
 
         assert_eq!(
-            login(db.client(), &new, "erin", "right password").unwrap(),
+            login(&mut pg, &new, "erin", "right password").unwrap(),
             LoginOutcome::Ok(u)
         );
-        let (_, stored) = find_for_login(db.client(), "erin").unwrap().unwrap();
+        let (_, stored) = find_for_login(&mut pg, "erin").unwrap().unwrap();
         assert_ne!(stored, phc);
         assert!(
             stored.starts_with("$argon2id$v=19$m=128,t=1,p=1$"),
@@ -505,43 +505,42 @@ mod tests {
 
     #[test]
     fn update_hash_is_compare_and_set() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let h = cheap(64);
         let first = h.hash("password-1").unwrap();
         let second = h.hash("password-2").unwrap();
         let third = h.hash("password-3").unwrap();
-        let u = create(db.client(), "frank", &first, &[]).unwrap();
-        assert!(update_hash(db.client(), &u.id, &first, &second).unwrap());
+        let u = create(&mut pg, "frank", &first, &[]).unwrap();
+        assert!(update_hash(&mut pg, &u.id, &first, &second).unwrap());
         // A stale rehash (of `first`) does not overwrite `second`.
-        assert!(!update_hash(db.client(), &u.id, &first, &third).unwrap());
-        assert_eq!(
-            find_for_login(db.client(), "frank").unwrap().unwrap().1,
-            second
-        );
-        assert!(!update_hash(db.client(), "nope", &second, &third).unwrap());
+        assert!(!update_hash(&mut pg, &u.id, &first, &third).unwrap());
+        assert_eq!(find_for_login(&mut pg, "frank").unwrap().unwrap().1, second);
+        assert!(!update_hash(&mut pg, "nope", &second, &third).unwrap());
     }
 
     #[test]
     fn set_password_moves_not_before() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let h = cheap(64);
-        let u = create(db.client(), "grace", &h.hash("password-1").unwrap(), &[]).unwrap();
+        let u = create(&mut pg, "grace", &h.hash("password-1").unwrap(), &[]).unwrap();
         let new = h.hash("password-2").unwrap();
-        let after = set_password(db.client(), &u.id, &new, 1_800_000_000)
+        let after = set_password(&mut pg, &u.id, &new, 1_800_000_000)
             .unwrap()
             .unwrap();
         assert_eq!(after.not_before, Some(1_800_000_000));
         assert!(!after.disabled);
         assert_eq!(
-            login(db.client(), &h, "grace", "password-1").unwrap(),
+            login(&mut pg, &h, "grace", "password-1").unwrap(),
             LoginOutcome::Invalid
         );
         assert_eq!(
-            login(db.client(), &h, "grace", "password-2").unwrap(),
+            login(&mut pg, &h, "grace", "password-2").unwrap(),
             LoginOutcome::Ok(after)
         );
         assert!(
-            set_password(db.client(), "00000000-0000-0000-0000-000000000000", &new, 1)
+            set_password(&mut pg, "00000000-0000-0000-0000-000000000000", &new, 1)
                 .unwrap()
                 .is_none()
         );

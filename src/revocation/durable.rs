@@ -479,60 +479,15 @@ fn to_i64(n: u64) -> i64 {
 mod tests {
     use std::time::Duration;
 
-    use postgres::{Client, NoTls};
+    use postgres::Client;
 
     use super::super::{RedisRevocations, RevocationCheck};
     use super::*;
+    use crate::clock::unix_now;
     use crate::redis::testutil::*;
     use crate::redis::RedisConn;
     use crate::refresh::RefreshStore;
-
-    const SERVER: &str = "host=127.0.0.1 port=5432 user=postgres";
-    const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
-
-    /// A fresh database `tokend_dur_test_<random>`, migrated with the real
-    /// runner, dropped (`FORCE`) by the guard.
-    struct TestDb {
-        name: String,
-        client: Option<Client>,
-    }
-
-    impl TestDb {
-        fn new() -> TestDb {
-            let name = format!("tokend_dur_test_{:016x}", rand::random::<u64>());
-            let mut admin = Client::connect(ADMIN, NoTls).expect("connect to PostgreSQL");
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .expect("create test database");
-            let mut db = TestDb { name, client: None };
-            let mut client = Client::connect(&format!("{SERVER} dbname={}", db.name), NoTls)
-                .expect("connect to the test database");
-            crate::store::migrate::run(&mut client).expect("migrate");
-            db.client = Some(client);
-            db
-        }
-
-        fn client(&mut self) -> &mut Client {
-            self.client.as_mut().expect("set until drop")
-        }
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            drop(self.client.take());
-            match Client::connect(ADMIN, NoTls) {
-                Ok(mut admin) => {
-                    if let Err(e) = admin.batch_execute(&format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        self.name
-                    )) {
-                        eprintln!("cannot drop test database {}: {e}", self.name);
-                    }
-                }
-                Err(e) => eprintln!("cannot drop test database {}: {e}", self.name),
-            }
-        }
-    }
+    use crate::testing::TestDb;
 
     /// Deletes the prefix's keys, also when the test panics.
     struct Cleanup(String);
@@ -544,13 +499,6 @@ mod tests {
 
     fn blocking() -> BlockingRedis {
         BlockingRedis::connect(&shared_target(), Duration::from_secs(2)).unwrap()
-    }
-
-    fn unix_now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
     }
 
     fn ttl(c: &mut BlockingRedis, key: &str) -> i64 {
@@ -573,8 +521,9 @@ mod tests {
 
     #[test]
     fn record_load_prune() {
-        let mut db = TestDb::new();
-        let c = db.client();
+        let db = TestDb::new();
+        let mut pg = db.client();
+        let c = &mut pg;
         let now = unix_now();
         assert!(record_access_revocation(c, "j1", now + 600).unwrap());
         // Idempotent; never shortens the expiry, may lengthen it.
@@ -630,7 +579,8 @@ mod tests {
 
     #[test]
     fn flush_then_reseed() {
-        let mut db = TestDb::new();
+        let db = TestDb::new();
+        let mut pg = db.client();
         let prefix = random_prefix();
         let _g = Cleanup(prefix.clone());
         let now = unix_now();
@@ -649,7 +599,7 @@ mod tests {
             let info = s.revoke_family_of(&t, None).await.unwrap().unwrap();
             (t, info)
         });
-        let c = db.client();
+        let c = &mut pg;
         record_family_revocation(c, &family.family.to_hex(), family.expires_at).unwrap();
         record_access_revocation(c, "jti-live", now + 300).unwrap();
         record_access_revocation(c, "jti-dead", now - 5).unwrap();
@@ -658,7 +608,7 @@ mod tests {
 
         let mut r = blocking();
         let mut pg_load = |now: u64| -> Result<_, Box<dyn StdError + Send + Sync>> {
-            Ok(load_for_reseed(db.client(), now, access_ttl, refresh_ttl)?)
+            Ok(load_for_reseed(&mut pg, now, access_ttl, refresh_ttl)?)
         };
         // First start: no marker → seeded.
         assert!(!marker_present(&mut r, &prefix).unwrap());
@@ -758,7 +708,7 @@ mod tests {
         assert!(t > 60, "{t}");
 
         // Prune removes the expired row; a re-seed never wrote it anyway.
-        assert_eq!(prune_expired(db.client()).unwrap(), 1);
+        assert_eq!(prune_expired(&mut pg).unwrap(), 1);
     }
 
     #[test]

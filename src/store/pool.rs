@@ -187,28 +187,54 @@ mod tests {
         assert_eq!(r, Ok(42));
     }
 
+    /// Polls `done` every millisecond on the event loop until it holds;
+    /// panics naming `what` after 10 s (a generous deadline: the conditions
+    /// waited for take microseconds, even on a loaded 2-CPU machine).
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     #[test]
     fn full_queue_is_refused_and_loop_keeps_running() {
         let (pool, _h) = BlockingPool::start(1, 1, 0, false);
         rt().block_on(async move {
+            // The one thread runs a job held at a gate until the test opens
+            // it (or 30 s pass, so that a failed test cannot hang).
+            let (started_tx, started_rx) = std::sync::mpsc::channel();
+            let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
             let p1 = pool.clone();
             let slow = monoio::spawn(async move {
-                p1.run(|| std::thread::sleep(Duration::from_millis(300)))
-                    .await
+                p1.run(move || {
+                    let _ = started_tx.send(());
+                    let _ = gate_rx.recv_timeout(Duration::from_secs(30));
+                })
+                .await
             });
-            monoio::time::sleep(Duration::from_millis(50)).await;
+            until("the slow job to start", || started_rx.try_recv().is_ok()).await;
             let p2 = pool.clone();
             let queued = monoio::spawn(async move { p2.run(|| 1).await });
-            monoio::time::sleep(Duration::from_millis(20)).await;
-            // One running, one queued: the next is refused at once.
-            let t = Instant::now();
-            assert_eq!(pool.run(|| 2).await, Err(PoolError::Full));
-            assert!(t.elapsed() < Duration::from_millis(50));
+            until("a second job in the queue", || {
+                pool.stats().depth.load(Ordering::Relaxed) == 2
+            })
+            .await;
+            // One running, one queued: the next is refused at once, i.e. on
+            // its first poll, without waiting for a slot.
+            let refused = std::pin::pin!(pool.run(|| 2));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert_eq!(
+                std::future::Future::poll(refused, &mut cx),
+                std::task::Poll::Ready(Err(PoolError::Full))
+            );
             assert_eq!(pool.stats().rejected.load(Ordering::Relaxed), 1);
-            // The event loop was free while the pool was busy.
-            let t = Instant::now();
+            // The event loop is free while the pool is busy: a timer fires
+            // while the slow job is still held at its gate.
             monoio::time::sleep(Duration::from_millis(10)).await;
-            assert!(t.elapsed() < Duration::from_millis(100));
+            assert_eq!(pool.stats().completed.load(Ordering::Relaxed), 0);
+            gate_tx.send(()).unwrap();
             assert_eq!(slow.await, Ok(()));
             assert_eq!(queued.await, Ok(1));
         });

@@ -395,7 +395,6 @@ impl Conn {
     }
 }
 
-/// Waits until `f` returns true or `timeout` passes.
 /// A raw keep-alive `POST /oauth/token` as client `app` (Basic credentials)
 /// with a form `body`, for tests that send it from their own connections and
 /// threads.
@@ -408,6 +407,9 @@ pub fn raw_token_request(secret: &str, body: &str) -> String {
     )
 }
 
+/// Waits until `f` returns true or `timeout` passes (polling every 50 ms);
+/// returns whether it did. The way to wait for a server to reach a state:
+/// a fixed sleep is either too short on a loaded machine or wasted time.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
@@ -417,4 +419,14 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     f()
+}
+
+/// A sample of `server`'s metrics page: the value of the line that starts
+/// with `name` and a space (labels included in `name`, e.g.
+/// `tokend_open_connections{core="0"}`).
+pub fn metric(server: &TestServer, name: &str) -> f64 {
+    let page = server.get("/metrics").text();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{page}"))
 }
