@@ -5,7 +5,7 @@
 
 use crate::access::check_access_token;
 use crate::handlers::oauth::{self, OAuthError};
-use crate::http::{response, Request, ResponseCtx};
+use crate::http::{self, response, Request, ResponseCtx};
 use crate::state::Core;
 
 /// `GET /validate[?scope=a%20b]`.
@@ -35,15 +35,14 @@ pub async fn validate(
 /// Checks `?scope=a%20b`: every listed scope must be granted to the token.
 #[cold]
 fn require_scopes(query: &str, granted: &str) -> Result<(), OAuthError> {
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if name != "scope" {
-            continue;
-        }
+    const LACKS: OAuthError = OAuthError::InsufficientScope("the token lacks a required scope");
+    for value in http::form::query_values(query.as_bytes(), "scope") {
+        // A scope that is not UTF-8 is granted to no token (it was replaced
+        // by U+FFFD before, which no scope rule admits): the same 403.
+        let value = value.map_err(|_| LACKS)?;
         for wanted in value.split(' ').filter(|s| !s.is_empty()) {
             if !granted.split(' ').any(|g| g == wanted) {
-                return Err(OAuthError::InsufficientScope(
-                    "the token lacks a required scope",
-                ));
+                return Err(LACKS);
             }
         }
     }

@@ -75,6 +75,26 @@ impl Form {
     }
 }
 
+/// The decoded values of every `name=` in a query string, in order; unlike
+/// [`Form::parse`], a query may repeat a name (`?scope=a&scope=b`). A pair
+/// whose name does not decode is not `name`; a value that does not decode
+/// is an `Err`, for the caller to refuse.
+pub fn query_values<'a>(
+    query: &'a [u8],
+    name: &'a str,
+) -> impl Iterator<Item = Result<String, FormError>> + 'a {
+    query
+        .split(|&b| b == b'&')
+        .filter(|part| !part.is_empty())
+        .filter_map(move |part| {
+            let (n, v) = match part.iter().position(|&b| b == b'=') {
+                Some(i) => (&part[..i], &part[i + 1..]),
+                None => (part, &b""[..]),
+            };
+            (decode_component(n).ok()? == name).then(|| decode_component(v))
+        })
+}
+
 /// Decodes one form-encoded name or value as `form_urlencoded::parse` does
 /// (`+` is a space, `%XX` a byte, a malformed `%` kept literally), but
 /// refusing (rather than replacing) bytes that are not UTF-8.
@@ -108,6 +128,14 @@ mod tests {
         assert_eq!(FormError::Repeated.as_str(), "a parameter was repeated");
         assert!(Form::parse(b"a=%ff%fe").is_err());
         assert_eq!(Form::parse(b"scope=").unwrap().get("scope"), None);
+    }
+
+    #[test]
+    fn query_values_allow_repeats() {
+        let got: Vec<_> = query_values(b"scope=a+b&x=1&sc%6Fpe=c&scope", "scope").collect();
+        assert_eq!(got, [Ok("a b".into()), Ok("c".into()), Ok(String::new())]);
+        let bad: Vec<_> = query_values(b"scope=%ff&%ff=1", "scope").collect();
+        assert_eq!(bad, [Err(FormError::NotUtf8)]);
     }
 
     /// The value decoder behind both forms and Basic credentials: `+`,
