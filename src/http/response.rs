@@ -149,17 +149,15 @@ impl DateCache {
     /// Re-renders the value when the second changed. Called from the core's
     /// once-a-second timer task, not per request.
     pub fn refresh(&self) {
-        let now = SystemTime::now();
-        let secs = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let since = crate::clock::since_epoch();
+        let secs = since.as_secs();
         if secs == self.second.get() {
             return;
         }
         let mut v = [b' '; 29];
         let mut w = &mut v[..];
         // IMF-fixdate is always 29 bytes; a failed write leaves spaces.
+        let now = SystemTime::UNIX_EPOCH + since;
         let _ = write!(w, "{}", httpdate::HttpDate::from(now));
         self.value.set(v);
         self.second.set(secs);
