@@ -121,7 +121,7 @@ pub(super) async fn date_ticker(core: Rc<Core>) {
         core.date().refresh();
         let now = crate::clock::since_epoch();
         // Proof of life for the watchdog: this runs only if the loop turns.
-        core.counters().heartbeat.set(now.as_secs());
+        core.beat(now.as_secs());
         core.counters().redis.publish(&core.redis().stats());
         let to_next = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
         monoio::time::sleep(to_next + Duration::from_millis(1)).await;

@@ -237,7 +237,7 @@ fn control_loop(server: Server, signals: &mut Signals, on_sighup: &mut dyn FnMut
 /// restarts tokend.
 fn all_cores_alive(shared: &Shared, within: Duration) -> bool {
     cores_alive(
-        shared.counters().iter().map(|c| c.heartbeat.get()),
+        shared.heartbeats(),
         unix_now(),
         within,
     )

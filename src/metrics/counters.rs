@@ -63,9 +63,6 @@ pub struct CoreCounters {
     pub timeouts: Counter,
     /// Requests refused by the parser (400, 411, 413, 431).
     pub bad_requests: Counter,
-    /// Unix seconds of the core's last event-loop tick (once a second):
-    /// the systemd watchdog is fed only while every core's is recent.
-    pub heartbeat: Counter,
     pub verified_cache_hits: Counter,
     /// Latency histograms of validate, introspect and token.
     pub latency: RequestLatency,

@@ -211,6 +211,13 @@ impl Core {
         &self.counters
     }
 
+    /// Proof of life for the systemd watchdog: this core's event loop
+    /// turned at `unix_secs` (the once-a-second ticker calls it).
+    #[inline]
+    pub fn beat(&self, unix_secs: u64) {
+        self.shared.beat(self.id, unix_secs);
+    }
+
     /// Every core's counters, by core index: what a metrics scrape sums.
     pub fn all_counters(&self) -> &[Arc<CoreCounters>] {
         self.shared.counters()

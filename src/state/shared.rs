@@ -8,7 +8,7 @@
 //! reached through [`Core`](super::Core) and by the composition root only.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,10 @@ pub struct Shared {
     /// How far each core's revocation mirror got in the stream: what a
     /// revoke waits on (see `Core::revocation_applied`).
     progress: Progress,
+    /// Unix seconds of each core's last event-loop tick (once a second),
+    /// by core index: the systemd watchdog is fed only while every one is
+    /// recent. Liveness, not a metric: the scrape never reads it.
+    heartbeats: Box<[AtomicU64]>,
     started: Instant,
     /// The key-encryption key (for reloads).
     kek: Kek,
@@ -127,6 +131,7 @@ impl Shared {
             redis_target,
             counters,
             progress: Progress::new(cores),
+            heartbeats: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             started: Instant::now(),
             kek,
             hasher,
@@ -183,6 +188,19 @@ impl Shared {
     #[inline]
     pub fn mirror_progress(&self) -> &Progress {
         &self.progress
+    }
+
+    /// Records that core `core`'s event loop turned at `unix_secs`.
+    #[inline]
+    pub fn beat(&self, core: usize, unix_secs: u64) {
+        if let Some(h) = self.heartbeats.get(core) {
+            h.store(unix_secs, Ordering::Relaxed);
+        }
+    }
+
+    /// Every core's last heartbeat (unix seconds), by core index.
+    pub fn heartbeats(&self) -> impl Iterator<Item = u64> + '_ {
+        self.heartbeats.iter().map(|h| h.load(Ordering::Relaxed))
     }
 
     /// Number of worker cores.
