@@ -1,10 +1,18 @@
 //! Configuration: a TOML file plus `TOKEND_<SECTION>_<KEY>` environment
 //! overrides, checked into one [`Config`] in a single step.
 //!
-//! Every raw struct denies unknown fields, so a typo stops start-up with the
-//! key named (`server.lisen`), and every field's doc gives its default.
-//! Secrets (`database.url` passwords, `redis.url` passwords, `keys.kek`) are
-//! redacted whenever the configuration is printed.
+//! Every section's struct denies unknown fields, so a typo stops start-up
+//! with the key named (`server.lisen`), and every field's doc gives its
+//! default. Secrets (`database.url` passwords, `redis.url` passwords,
+//! `keys.kek`) are redacted whenever the configuration is printed.
+//!
+//! Owns: every configuration key, its default and its check, the values
+//! derived from them ([`Config::issuer`], [`Config::blocking_threads`], ...),
+//! and the redaction of secrets ([`redact_url`]).
+//!
+//! Never imports: any other module of the crate. It sits just above `clock`
+//! at the bottom of the layering (and needs nothing of it): everything else
+//! may read `config`, never the other way.
 
 use std::fmt;
 use std::net::SocketAddr;

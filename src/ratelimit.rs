@@ -16,9 +16,12 @@
 //!
 //! The scripts are the `.lua` files of `ratelimit/scripts/`.
 //!
-//! Owns: the failure counters. Imports the Redis client (`redis`) and the
-//! limits of `config`; never `handlers`, `http`, `net`, `state`, `cores` or
-//! another service.
+//! Owns: the failure counters, their keys and scripts, and the decision to
+//! admit or block a login ([`Admission`]).
+//!
+//! Never imports: `handlers`, `http`, `net`, `state`, `access`, `cores`,
+//! `store` or another service; of the crate it uses only the Redis client
+//! (`redis`) and the limits of `config`.
 
 use std::net::IpAddr;
 use std::rc::Rc;

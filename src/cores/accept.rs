@@ -1,9 +1,13 @@
 //! One core's accept loop and drain, and its once-a-second ticker.
 //!
-//! Owns: accepting (cancelable, so a drain takes back the accept in
-//! flight), the connection cap at accept, stopping to listen one core at a
-//! time, waiting for requests in flight on shutdown, and the `Date` /
-//! heartbeat tick. Part of the composition root: only `cores` uses it.
+//! Owns: accepting (cancelable, so a drain takes back the accept in flight),
+//! the connection cap at accept, stopping to listen one core at a time,
+//! waiting for requests in flight on shutdown, and the tick (the `Date`
+//! header, the watchdog heartbeat, the core's Redis figures). Part of the
+//! composition root: only `cores` uses it.
+//!
+//! Never imports: `handlers`, `http`, `router`, a service or a store: it
+//! reaches its core through `state` and hands each connection to `net`.
 
 use std::net::SocketAddr;
 use std::rc::Rc;

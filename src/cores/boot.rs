@@ -1,11 +1,17 @@
 //! Start-up: check the configuration, reach PostgreSQL and Redis, load the
 //! keys and clients, bind every listener (so a port conflict fails before
-//! anything runs), start the blocking pool, start one pinned thread per core
-//! and wait until each reports it is serving.
+//! anything runs), start the blocking pool, re-seed Redis if it lost its
+//! revocations, start one pinned thread per core and wait until each reports
+//! it is serving.
 //!
-//! Owns: the order of start-up and each core thread's set-up (runtime,
-//! [`Core`], ticker, mirror reader). Part of the composition root: imports
-//! what it composes; only `main.rs` imports it (through `cores`).
+//! Owns: the order of start-up, the cores this process runs on
+//! ([`resolve_cores`]) and each core thread's set-up (runtime, [`Core`],
+//! ticker, mirror reader). Part of the composition root: imports what it
+//! composes; only `main.rs` reaches it (through `cores`).
+//!
+//! Never imports: the table forbids the composition root nothing, but boot
+//! stays off the request path: no `handlers`, `access`, `router` or `http`. A
+//! connection is `net`'s from the first byte.
 
 use std::rc::Rc;
 use std::sync::mpsc;

@@ -1,13 +1,19 @@
-//! The control thread: signals, sd_notify, the systemd watchdog, and the
-//! jobs that keep the cores' shared state current — re-seeding Redis,
-//! pruning keys and revocations, reloading keys and clients (on a timer, on
-//! SIGHUP, and, rate-limited, when a core met an unknown `kid`). All of it
-//! off the cores: these jobs block on PostgreSQL and Redis.
+//! The control thread: signals, sd_notify, the systemd watchdog, and the jobs
+//! that keep the cores' shared state current — re-seeding Redis (on a thread
+//! of its own, so that a slow store never delays a signal), pruning keys and
+//! revocations, reloading keys and clients (on a timer, on SIGHUP, and,
+//! rate-limited, when a core met an unknown `kid`). All of it off the cores:
+//! these jobs block on PostgreSQL and Redis.
 //!
 //! Owns: [`serve`] (start, then the control loop until SIGTERM/SIGINT), the
-//! loop's decisions ([`Schedule`], [`signal_action`], the watchdog
-//! interval), and the jobs. Part of the composition root: only `main.rs`
-//! calls into it.
+//! loop's decisions ([`Schedule`], [`signal_action`], the watchdog interval),
+//! and the jobs. Part of the composition root: `main.rs` calls [`serve`];
+//! `boot` runs the first re-seed ([`ensure_seeded`]) before the cores start.
+//!
+//! Never imports: the table forbids the composition root nothing, but the
+//! control thread stays off the request path: no `net`, `handlers`, `access`,
+//! `router` or `http`. It reaches the cores through [`Shared`] (published
+//! snapshots, flags) and the [`Server`] handle only.
 
 use std::time::{Duration, Instant};
 

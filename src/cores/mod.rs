@@ -14,7 +14,12 @@
 //!   prune keys and revocations, reload keys and clients); [`serve`] runs
 //!   it all.
 //!
-//! Nothing imports `cores` but `main.rs`.
+//! Owns: [`ServeError`], the one error of `tokend serve`, and [`Server`], the
+//! handle of the running cores (their address, [`Server::shutdown`]).
+//!
+//! Never imports: no module is off limits to the composition root (its row in
+//! `tests/it/layers.rs` names them all); the rule runs the other way: nothing
+//! imports `cores` but `main.rs`.
 
 mod accept;
 mod boot;

@@ -2,6 +2,13 @@
 //! endpoints: `client_secret_basic` or `client_secret_post` (RFC 6749
 //! §2.3.1), against the core's in-memory client table — no PostgreSQL, no
 //! slow hash.
+//!
+//! Owns: the choice between the two methods (one per request), the one
+//! failure description that does not tell which client ids exist, and the
+//! form-body check of those endpoints ([`form_body`]).
+//!
+//! Never imports: `net`, `cores` or a store: the client table comes from
+//! `state` ([`Core::clients`]), the Basic decoding from `http`.
 
 use crate::handlers::oauth::{Form, OAuthError};
 use crate::http::{parse_basic, Request};

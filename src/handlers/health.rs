@@ -1,4 +1,12 @@
 //! `GET /healthz` (liveness) and `GET /readyz` (readiness).
+//!
+//! Owns: what "ready" means — PostgreSQL answers `SELECT 1` (on the blocking
+//! pool) and Redis answers `PING` (on the core's own connection) — and the
+//! `503` that names each store that failed.
+//!
+//! Never imports: `net` or `cores`. It reaches the stores through `state`'s
+//! accessors (`core.pg()`, `core.pool()`, `core.redis()`), naming `store`
+//! only for its check (`store::pg::ping`).
 
 use std::time::Duration;
 

@@ -1,5 +1,15 @@
 //! `POST /oauth/introspect` (RFC 7662): client authentication against the
-//! in-memory client table, then the same verification path as `/validate`.
+//! in-memory client table, then, for an access token, the check `/validate`
+//! also uses ([`crate::access`]); a refresh token, known by its prefix, goes
+//! to [`super::refresh`].
+//!
+//! Owns: the introspection answer: an active token's fields,
+//! `{"active":false}` for anything invalid or revoked (and for a refresh
+//! token issued to another client), and `503` (never `active: false`) when
+//! the revocation store cannot tell.
+//!
+//! Never imports: `net`, `cores`, `tokens`, `revocation` or a store: the
+//! token check is `access`'s, never re-done here.
 
 use crate::access::{check_access_token, AccessError};
 use crate::handlers::client_auth;

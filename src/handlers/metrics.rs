@@ -5,6 +5,12 @@
 //! Thin: collects the figures `metrics` does not own (the blocking pool's,
 //! the mirrors' progress, this core's fresh Redis figures) into a
 //! [`Snapshot`] and renders it.
+//!
+//! Owns: which figures go into the scrape's [`Snapshot`] and where each comes
+//! from; the page itself (names, HELP, order) is `metrics`'.
+//!
+//! Never imports: `net`, `cores`, a service or a store: the pool's figures
+//! and the mirrors' progress come through `state`'s accessors.
 
 use std::sync::atomic::Ordering;
 

@@ -1,8 +1,17 @@
 //! Request handlers, one file per endpoint family, and the one dispatcher
-//! that routes a parsed request to them and counts the result.
+//! ([`handle`]) that routes a parsed request to them and counts the result.
 //!
 //! Every handler writes its whole response into the connection's output
 //! buffer and returns the status it sent.
+//!
+//! Owns: the endpoints — what each reads from a request, which service it
+//! calls and what it answers (the OAuth errors in [`oauth`]) — and, here, the
+//! request counters, the latency histograms' observations and the access log.
+//!
+//! Never imports: `net` or `cores` (the connection loop calls in, never the
+//! other way). Handlers reach the stores through `state`'s accessors
+//! (`core.pg()`, `core.pool()`, `core.redis()`), naming `store` only for a
+//! function or an error type (`store::pg::ping`, `store::PoolError`).
 
 pub mod client_auth;
 pub mod health;

@@ -1,7 +1,17 @@
-//! OAuth plumbing shared by the endpoints: the one error type and the one
-//! function that turns it into a response (RFC 6749 §5.2, RFC 6750 §3.1,
-//! RFC 7009, RFC 7662), and the OAuth answers to the refusals of the form
-//! and `Authorization` decoders of [`crate::http`].
+//! OAuth plumbing shared by the endpoints: the one error type
+//! ([`OAuthError`]) and the one function that turns it into a response
+//! ([`write_error`]: RFC 6749 §5.2, RFC 6750 §3.1, RFC 7009, RFC 7662); the
+//! one mapping of a failed access-token check ([`AccessError`]) to the wire;
+//! the bearer token of a request ([`bearer_token`]); and the OAuth answers to
+//! the refusals of the form and `Authorization` decoders of [`crate::http`].
+//!
+//! Owns: every OAuth error code, status, description and header
+//! (`WWW-Authenticate`, `Retry-After`, `Cache-Control: no-store`) that tokend
+//! sends.
+//!
+//! Never imports: `net`, `cores`, `state`, a service or a store: it turns
+//! errors into bytes and asks nobody anything (of the layers above the
+//! services, only `access`'s error type).
 
 use crate::access::AccessError;
 use crate::http::{self, response, FormError, ResponseCtx};

@@ -2,6 +2,16 @@
 //! detection (RFC 9700 §4.14), refresh-token issuance at login, and
 //! refresh-token introspection. Refresh never touches PostgreSQL, except to
 //! record durably a family revoked because a used token came back.
+//!
+//! Owns: the OAuth side of refresh tokens: each [`RefreshError`] as an
+//! answer, the per-client refresh lifetime, who may introspect a refresh
+//! token (the client it was issued to), and the durable record of a revoked
+//! family ([`record_family`], which `/oauth/revoke` uses too). The records
+//! and families themselves are [`crate::refresh`]'s.
+//!
+//! Never imports: `net`, `cores` or a store: Redis is reached through `state`
+//! (`core.refresh_tokens()`), PostgreSQL through `core.pg()` on the blocking
+//! pool.
 
 use crate::clock::unix_now;
 use crate::handlers::oauth::{Form, OAuthError};

@@ -1,7 +1,17 @@
 //! `POST /oauth/revoke` (RFC 7009). An access token's `jti` is revoked for
 //! the rest of its lifetime; a refresh token revokes its whole family. Each
 //! revocation is written to PostgreSQL (durable, re-seeded into Redis after
-//! data loss) and to Redis (what validation reads) before the answer.
+//! data loss) and to Redis (what validation reads) before the answer; with
+//! the revocation mirror on, the answer also waits until every core of this
+//! node has applied it.
+//!
+//! Owns: who may revoke what (a client only its own tokens; an unknown,
+//! invalid or foreign token is answered `200`, RFC 7009 §2.1, §2.2) and the
+//! order of an access token's writes (PostgreSQL, then Redis).
+//!
+//! Never imports: `net`, `cores` or a store: Redis is reached through `state`
+//! (`core.revocations()`, `core.refresh_tokens()`), PostgreSQL through
+//! `core.pg()` on the blocking pool.
 
 use crate::clock::unix_now;
 use crate::handlers::client_auth;

@@ -1,10 +1,19 @@
 //! `POST /oauth/token`: the `password` and `client_credentials` grants
-//! (RFC 6749 §4.3, §4.4), answered per §5.1 / §5.2.
+//! (RFC 6749 §4.3, §4.4), answered per §5.1 / §5.2; the `refresh_token` grant
+//! is [`super::refresh`]'s.
 //!
-//! The password grant is the only place a request waits for PostgreSQL and
-//! argon2, and it waits on the blocking pool, never on the core. Failed
-//! logins are counted by [`ratelimit`](crate::ratelimit) and checked before
-//! argon2 runs, which also caps the CPU an attacker can make tokend burn.
+//! The password grant waits for PostgreSQL and argon2 on the blocking pool,
+//! never on the core. Failed logins are counted by
+//! [`ratelimit`](crate::ratelimit) and checked before argon2 runs, which also
+//! caps the CPU an attacker can make tokend burn.
+//!
+//! Owns: which grants a client may use, the granted scope (asked ∩ allowed,
+//! [`grant_scope`]), access-token issuance ([`issue_access`]) and the token
+//! response.
+//!
+//! Never imports: `net` or `cores`. It reaches the stores through `state`
+//! (`core.pg()`, `core.pool()`, `core.redis()` for the rate limits), naming
+//! `store` only for [`PoolError`].
 
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -1,8 +1,19 @@
 //! The user API: register, own profile, change password, logout everywhere,
-//! admin disable. Everything that touches PostgreSQL or argon2 runs on the
-//! blocking pool. Ending a user's sessions writes the "not before" mark to
-//! PostgreSQL (durable) and to Redis (what validation reads) before the
-//! endpoint answers.
+//! admin disable. Callers authenticate with a bearer access token, checked by
+//! [`crate::access`] as on `/validate` (only self-registration, when enabled,
+//! goes without); the admin endpoints also need [`ADMIN_SCOPE`]. Everything
+//! that touches PostgreSQL or argon2 runs on the blocking pool. Ending a
+//! user's sessions writes the "not before" mark to PostgreSQL (durable) and
+//! to Redis (what validation reads) before the endpoint answers.
+//!
+//! Owns: the user API's JSON bodies and answers, who may do what
+//! (self-registration without scopes, the admin scope), and the order of the
+//! "not before" writes (PostgreSQL, then Redis).
+//!
+//! Never imports: `net` or `cores`. It reaches the stores through `state`
+//! (`core.pg()`, `core.pool()`, `core.revocations()`), naming `store` only
+//! for [`PoolError`]. The `users` queries are `identity`'s, but for the one
+//! `UPDATE` of logout everywhere, written here.
 
 use serde::Deserialize;
 

@@ -2,6 +2,13 @@
 //! `forwardAuth`, Envoy `ext_authz`): the bearer token through the check it
 //! shares with introspection ([`crate::access`]), then the `?scope=`
 //! requirement.
+//!
+//! Owns: the forward-auth answer (`200` with the token's pre-rendered
+//! headers, or the RFC 6750 error) and the `?scope=` rule: every listed scope
+//! must be granted.
+//!
+//! Never imports: `net`, `cores`, `tokens`, `revocation` or a store: the
+//! token check is `access`'s, never re-done here.
 
 use crate::access::check_access_token;
 use crate::handlers::oauth::{self, OAuthError};

@@ -1,5 +1,11 @@
 //! Discovery: `GET /.well-known/jwks.json` and
 //! `GET /.well-known/oauth-authorization-server` (RFC 8414).
+//!
+//! Owns: the discovery documents and how long they may be cached (5 minutes:
+//! keys are published `keys.publish_ahead` before they sign).
+//!
+//! Never imports: `net`, `cores`, a service or a store: the key set and the
+//! client table are `state`'s published snapshots.
 
 use crate::http::{response, ResponseCtx};
 use crate::state::Core;

@@ -5,6 +5,13 @@
 //! rules of RFC 9112 §6 that a server must enforce itself (one body length,
 //! no smuggling through `Content-Length` + `Transfer-Encoding`) and the
 //! configured size limits.
+//!
+//! Owns: [`Request`], [`Method`], the size [`Limits`] and every
+//! [`ParseError`] with its status and message.
+//!
+//! Never imports: `net`, `handlers`, `router`, `state`, any service or store,
+//! nor (today) anything else of the crate: the limits come in as [`Limits`],
+//! filled from the configuration by `state`.
 
 use std::mem::MaybeUninit;
 

@@ -3,6 +3,15 @@
 //! Hashing and verifying are deliberately slow (that is their job), so every
 //! function of [`Hasher`] runs on the blocking pool, never on a worker core.
 //! The rule checks are cheap and may run anywhere.
+//!
+//! Owns: the argon2id parameters in use, the PHC strings (hash, verify,
+//! whether to rehash), the dummy hash that gives unknown users a known user's
+//! timing, and the input rules ([`RuleError`], [`MAX_USERNAME_CHARS`],
+//! [`MAX_PASSWORD_BYTES`], [`parse_scope`]).
+//!
+//! Never imports: `handlers`, `http`, `net`, `state`, `cores`, `redis` or
+//! another service; of the crate it reads only its `[passwords]`
+//! configuration.
 
 use std::hint::black_box;
 

@@ -1,8 +1,17 @@
 //! Users: the `users` table and the blocking part of the password grant.
 //!
-//! Every function is synchronous and runs on the blocking pool. Queries are
-//! always parameterised: a username is data, never SQL. Ids travel as the
-//! text form of the uuid, timestamps as whole Unix seconds.
+//! Every function is synchronous and runs on the blocking pool (or in a CLI
+//! command). Queries are always parameterised: a username is data, never SQL.
+//! Ids travel as the text form of the uuid, timestamps as whole Unix seconds.
+//!
+//! Owns: the queries on `users` (create, look up, list, password changes and
+//! rehashes, disabling; the "not before" mark only ever moves forward) and
+//! the login decision ([`login`], [`LoginOutcome`]). Mirroring a mark into
+//! Redis is the caller's job.
+//!
+//! Never imports: `handlers`, `http`, `net`, `state`, `cores`, `redis` or
+//! another service: it takes a `postgres` client from its caller and the
+//! [`Hasher`] from `passwords`.
 
 use postgres::error::SqlState;
 use postgres::{GenericClient, Row};

@@ -2,9 +2,13 @@
 //! store: no read-modify-write, no contention); the metrics scrape reads
 //! every core's set and sums them.
 //!
-//! Owns the counters' layout, not what they mean to the code that writes
-//! them. Imports the route table only ([`crate::router::ROUTE_SLOTS`]);
-//! never a store, a service, a handler or `cores`.
+//! Owns: the counters' layout ([`Counter`], [`CoreCounters`], the status
+//! classes, the Redis connection's [`RedisStats`] and [`RedisCounters`]), not
+//! what they mean to the code that writes them.
+//!
+//! Never imports: a store, a service, a handler, `state`, `net` or `cores`
+//! (they all count here, so an import the other way would be a cycle); of the
+//! crate, only the route table ([`crate::router::ROUTE_SLOTS`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,10 +1,15 @@
 //! Latency histograms: their bucket bounds, the per-core request histograms
 //! and the argon2 one the blocking pool writes.
 //!
-//! Buckets are stored non-cumulative (the last one is "over every bound"),
-//! so an observation touches one bucket and the sum; [`super::render`] makes
-//! them cumulative. Imports [`crate::router::Route`] only (which routes are
-//! timed); never a store, a service, a handler or `cores`.
+//! Buckets are stored non-cumulative (the last one is "over every bound"), so
+//! an observation touches one bucket and the sum;
+//! [`render`](mod@super::render) makes them cumulative.
+//!
+//! Owns: the bucket bounds and their `le` labels, [`Histogram`],
+//! [`SharedHistogram`], and which routes are timed ([`RequestLatency`]).
+//!
+//! Never imports: a store, a service, a handler, `state`, `net` or `cores`;
+//! of the crate, only [`crate::router::Route`] (which routes are timed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -4,7 +4,15 @@
 //! answer every complete request in it in order into one output buffer, write
 //! that buffer once, repeat. Buffers move into each read or write and come
 //! back with the result (monoio's ownership model); both are reused while the
-//! connection is busy, and freed when it falls silent (see [`IDLE_RELEASE`]).
+//! connection is busy, and freed when it falls silent (see `IDLE_RELEASE`).
+//!
+//! Owns: the listening sockets (SO_REUSEPORT, backlog, `TCP_NODELAY`), each
+//! connection's buffers, its head and idle timeouts, and the answers to the
+//! requests the parser refuses (400, 411, 413, 431). The connection cap is
+//! checked at accept, in `cores`.
+//!
+//! Never imports: `cores`, `access`, a service or a store: a parsed request
+//! goes to [`handlers::handle`], and only from there to the rest.
 
 use std::io;
 use std::net::SocketAddr;

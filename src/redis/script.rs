@@ -3,8 +3,10 @@
 //! The scripts themselves live beside the services that own them, as
 //! `.lua` files loaded with `include_str!`; this module only runs them.
 //!
-//! Owns: a script's name (SHA1) and its `EVALSHA` / `EVAL` commands. Never
-//! imports anything of the crate outside `redis`.
+//! Owns: a script's name (SHA1) and its `EVALSHA` / `EVAL` commands.
+//!
+//! Never imports: anything of the crate outside `redis`; in particular no
+//! service: it runs their scripts without knowing them.
 
 use redis::ToRedisArgs;
 

@@ -56,10 +56,14 @@
 //! and not compatible with Redis Cluster. The scripts are the `.lua` files
 //! of `scripts/`, loaded with `include_str!`.
 //!
-//! Owns: refresh-token records and families in Redis. Imports the Redis
-//! client (`redis`) and the clock; never `handlers`, `http`, `net`, `state`,
-//! `cores` or another service (the not-before mark it reads is a key name,
-//! `{prefix}nbf:{sub}`, not an import of `revocation`).
+//! Owns: refresh-token records and families in Redis, their key names and
+//! scripts, and the token's format ([`REFRESH_TOKEN_PREFIX`], the SHA-256
+//! that Redis sees instead of the token).
+//!
+//! Never imports: `handlers`, `http`, `net`, `state`, `access`, `cores`,
+//! `store`, `revocation`, `ratelimit` or `identity` (the not-before mark it
+//! reads is a key name, `{prefix}nbf:{sub}`, not an import of `revocation`);
+//! of the crate it uses the Redis client (`redis`) and the clock.
 
 use std::fmt;
 use std::rc::Rc;

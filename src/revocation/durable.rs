@@ -3,8 +3,9 @@
 //! there.
 //!
 //! Everything here is synchronous: it runs on the blocking pool (the
-//! `record_*` writes, `prune_expired`) or on the control thread (the
-//! re-seeding), never on a worker core.
+//! `record_*` writes), on the control thread (`prune_expired`), or on the
+//! control thread's seeder and once at start-up (the re-seeding), never on a
+//! worker core.
 //!
 //! # What is stored
 //!
@@ -39,24 +40,35 @@
 //! Refresh needs no gate: the refresh records are lost with the rest, so a
 //! rotation after a flush is `invalid_grant` anyway.
 //!
-//! The control thread closes the window: every second it calls
+//! The control thread's seeder closes the window: every second it calls
 //! [`ensure_seeded`], which checks the marker and, when it is missing, loads
 //! the active revocations and recent marks from PostgreSQL
 //! ([`load_for_reseed`]), writes them, then sets the marker. Several nodes
 //! may do it at once: the writes are idempotent and never lower a TTL or a
-//! mark. At startup, the control thread should seed before READY.
+//! mark. At start-up, `cores` seeds once before the cores serve, and systemd
+//! hears READY=1 only after a seed succeeded.
 //!
-//! Ordering contract for the writers: commit the PostgreSQL row *before*
-//! (or at least not after) the Redis write. Then a flush that happens after
-//! the Redis write is always followed by a load that sees the row. The one
-//! write that cannot follow this rule is the family revocation done inside
-//! the rotation script on reuse detection: the caller records it right
-//! after; a flush in between also loses the family's records, so nothing
-//! of that family can be refreshed anyway.
+//! Ordering contract for the writers: commit the PostgreSQL row *before* (or
+//! at least not after) the Redis write. Then a flush that happens after the
+//! Redis write is always followed by a load that sees the row. The writes
+//! that cannot follow this rule are the family revocations: the one done
+//! inside the rotation script on reuse detection, and `/oauth/revoke` of a
+//! refresh token (the family is found through its Redis record). The caller
+//! records each right after; a flush in between also loses the family's
+//! records, so nothing of that family can be refreshed anyway.
 //!
 //! Limits: the marker detects the loss of *all* data. A Redis with
 //! persistence that loses only its last second of writes keeps the marker;
 //! with `appendfsync always` (or a synchronous replica) that cannot happen.
+//!
+//! Owns: the `revocations` table (its writes, pruning and loading), the
+//! re-seed of Redis from PostgreSQL, and the `{prefix}seeded` /
+//! `{prefix}seeding` markers.
+//!
+//! Never imports: `handlers`, `http`, `net`, `state`, `access`, `cores`,
+//! `ratelimit` or `identity`. PostgreSQL comes as a `postgres` client from
+//! the caller, Redis as a [`BlockingRedis`]; of the other services it knows
+//! only `refresh`'s family key names, to re-seed revoked families.
 
 use std::error::Error as StdError;
 

@@ -54,6 +54,14 @@
 //!
 //! That is the revocations of the last access-token lifetime: small. Every
 //! core holds its own copy (thread-per-core: nothing shared on the hot path).
+//!
+//! Owns: one core's copy of the revocations, its reader task (sync, follow),
+//! its verdict, and the writes to its slot of the mirrors' progress.
+//!
+//! Never imports: `handlers`, `http`, `net`, `state`, `access`, `cores`,
+//! `store` or another service; of the crate it uses the Redis client
+//! (`redis`), the clock, and the per-core counters of `metrics` it writes
+//! (`mirror_*`).
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;

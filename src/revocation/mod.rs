@@ -1,9 +1,9 @@
 //! Revocations: the check, the writes, the mirror, and their durable copy.
 //!
-//! - [`check_access`]: THE revocation check of an access token, for
-//!   `/validate` and introspection alike: the core's [`mirror`] when it is
-//!   on and current, else one Redis round trip through a
-//!   [`RevocationCheck`]. It says which path answered ([`Answered`]) so the
+//! - [`check_access`]: THE revocation check of an access token, for `access`
+//!   (so `/validate`, introspection and the user API alike): the core's
+//!   [`mirror`] when it is on and current, else one Redis round trip through
+//!   a [`RevocationCheck`]. It says which path answered ([`Answered`]) so the
 //!   caller counts the mirror's answers and fallbacks.
 //! - [`RevocationCheck`]: "is this access token revoked?", answered from
 //!   Redis.
@@ -20,10 +20,15 @@
 //! The Lua scripts are the `.lua` files of `scripts/`, loaded with
 //! `include_str!`.
 //!
-//! Owns: revocation keys in Redis and revocation rows in PostgreSQL. Imports
-//! the stores (`redis`, `store` through `postgres`), the clock, `refresh`'s
-//! family key names (for the re-seed) and the per-core counters the mirror
-//! publishes; never `handlers`, `http`, `net`, `state` or `access`.
+//! Owns: revocation keys in Redis and revocation rows in PostgreSQL, the
+//! order of the revocation check (mirror, then Redis), and the stream the
+//! mirrors follow.
+//!
+//! Never imports: `handlers`, `http`, `net`, `state`, `access`, `cores`,
+//! `ratelimit` or `identity`. Of the stores it imports `redis`; PostgreSQL
+//! comes as a `postgres` client from its callers. It also uses the clock,
+//! `refresh`'s family key names (for the re-seed) and the per-core counters
+//! of `metrics` the mirror writes.
 //!
 //! Key layout (all under the configured prefix, e.g. `tokend:`):
 //!

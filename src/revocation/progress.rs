@@ -3,11 +3,12 @@
 //! [`wait_applied`], which holds a revoke's answer until every current core
 //! of this process has applied it.
 //!
-//! Owns the cross-core "applied" signal, kept apart from the metrics: a
-//! revoke's correctness waits on it, a scrape only counts it. Imports
-//! nothing of the crate but (in docs) the mirror it serves; never `metrics`,
-//! a handler or `cores`. Reached as `revocation::mirror::{Progress,
-//! ProgressSlot, wait_applied}`.
+//! Owns: the cross-core "applied" signal, kept apart from the metrics: a
+//! revoke's correctness waits on it, a scrape only counts it. Reached as
+//! `revocation::mirror::{Progress, ProgressSlot, wait_applied}`.
+//!
+//! Never imports: anything of the crate but (in docs) the [`Mirror`] it
+//! serves; in particular not `metrics`, `state`, a handler or `cores`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -2,10 +2,15 @@
 //! that crosses threads: read-only after start, published as immutable
 //! snapshots, or atomics written by one side and read by the other.
 //!
-//! Owns: the configuration, the pools, the published key set and client
-//! table, the start-up flags the control thread and the cores trade. Never
-//! imports `cores`, `net`, `handlers`, `router` or request types: it is
-//! reached through [`Core`](super::Core) and by the composition root only.
+//! Owns: the configuration, the pools (blocking, PostgreSQL) and the Redis
+//! target, every core's counters, the mirrors' progress, the published key
+//! set and client table, the key-encryption key and the password hasher, and
+//! the flags the control thread and the cores trade (Redis ready, key reload
+//! requested, one listener closing at a time).
+//!
+//! Never imports: `cores`, `net`, `handlers`, `access` or `router`, nor
+//! `http`'s request types (only its parse [`Limits`]): it is reached through
+//! [`Core`](super::Core) and by the composition root only.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

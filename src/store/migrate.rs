@@ -6,6 +6,12 @@
 //! nodes migrating at once is safe: the second waits, then finds nothing to
 //! do. A migration edited after it was applied is refused (its SHA-256 is
 //! recorded).
+//!
+//! Owns: the schema: the list of migrations ([`MIGRATIONS`]), their order and
+//! checksums, and the `tokend_schema_migrations` table.
+//!
+//! Never imports: anything of the crate; above all no service, whose tables
+//! it creates without knowing their queries.
 
 use sha2::{Digest, Sha256};
 

@@ -1,5 +1,21 @@
 //! Where blocking work runs: the bounded blocking pool, the PostgreSQL
 //! connection pool it uses, and the migrations runner.
+//!
+//! - [`pool`]: [`BlockingPool`], threads behind a bounded queue for
+//!   everything that may block (PostgreSQL, argon2); a full queue is refused
+//!   at once ([`PoolError::Full`]).
+//! - [`pg`]: [`PgPool`] and [`StoreError`], the `SELECT 1` check, and one-off
+//!   connections for CLI commands.
+//! - [`migrate`]: the schema: `migrations/*.sql`, applied in order.
+//!
+//! Owns: the threads that may block, the connections to PostgreSQL and the
+//! schema; not the queries: each service keeps its own SQL (`identity`,
+//! `tokens::keys`, `revocation::durable`).
+//!
+//! Never imports: `handlers`, `http`, `net`, `router`, `state`, `access`,
+//! `cores`, `redis` or any service (`tokens`, `revocation`, `refresh`,
+//! `ratelimit`, `identity`): the services build on it, never the other way.
+//! Of the crate it reads only `config`.
 
 pub mod migrate;
 pub mod pg;

@@ -1,5 +1,14 @@
-//! The PostgreSQL pool (`r2d2` + `r2d2_postgres`). Used only from the
-//! blocking pool and from CLI commands: a worker core never calls it.
+//! The PostgreSQL pool (`r2d2` + `r2d2_postgres`), the `SELECT 1` check, and
+//! one-off connections for CLI commands. Used from the blocking pool, at
+//! start-up, on the control thread and by CLI commands: a worker core's event
+//! loop never calls it.
+//!
+//! Owns: how tokend connects to PostgreSQL (URL, connect timeout,
+//! `application_name`, pool size) and [`StoreError`], whose messages never
+//! carry the URL's password.
+//!
+//! Never imports: `handlers`, `http`, `net`, `state`, `cores`, `redis` or any
+//! service; of the crate it reads only its `[database]` configuration.
 
 use std::time::Duration;
 

@@ -7,6 +7,13 @@
 //! refused at once ([`PoolError::Full`] → `503` with `Retry-After`), so a
 //! login storm can never make a core wait, and validation on the same core is
 //! not slowed.
+//!
+//! Owns: the blocking threads and their scheduling priority
+//! (`limits.blocking_nice`, `limits.blocking_sched_idle`), the bounded queue,
+//! and its figures ([`PoolStats`], read by `/metrics`).
+//!
+//! Never imports: anything of the crate (no `config`: the caller passes the
+//! numbers). What the jobs do is their callers' business.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

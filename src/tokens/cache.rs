@@ -8,6 +8,13 @@
 //! missing succeeds once the key set is reloaded. The cache must be
 //! [`clear`](VerifiedCache::clear)ed when the core's key set changes
 //! (a removed key must stop verifying at once).
+//!
+//! Owns: one core's verified tokens, at most `capacity` of them, their expiry
+//! on lookup and the eviction policy.
+//!
+//! Never imports: anything of the crate outside `tokens`: no `revocation`,
+//! `state` or `access`. A cached token is only verified; the revocation check
+//! is the caller's, on every hit.
 
 use std::rc::Rc;
 

@@ -1,4 +1,11 @@
 //! RFC 9068 access-token claims and signing.
+//!
+//! Owns: [`AccessClaims`] (what tokend puts in an access token), `jti`
+//! generation ([`new_jti`]), and the refusal to sign a claim holding a
+//! control character (which `verify` would refuse to render in a header).
+//!
+//! Never imports: anything of the crate outside `tokens` (the signing keys
+//! come from [`super::keys`]): no `http`, `handlers`, `state` or store.
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

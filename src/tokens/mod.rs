@@ -13,11 +13,20 @@
 //!   [`keys::CoreKeys`].
 //! - [`claims`]: RFC 9068 claims ([`claims::AccessClaims`]) and signing
 //!   ([`claims::sign_access`]).
-//! - [`verify`]: the hot path: checks a bearer token with the key named by
-//!   its `kid` (the algorithm comes from the key, never from the token) and
-//!   pre-renders the forward-auth response headers.
+//! - [`verify`](mod@verify): the hot path: checks a bearer token with the
+//!   key named by its `kid` (the algorithm comes from the key, never from
+//!   the token) and pre-renders the forward-auth response headers.
 //! - [`cache`]: the per-core verified-token cache, bounded, emptied when the
 //!   key set changes.
+//!
+//! Owns: access tokens end to end: their keys (the `signing_keys` table),
+//! claims, signatures, verification and the per-core cache of verified ones.
+//! The revocation check, and the order of the steps, are `access`'s.
+//!
+//! Never imports: `handlers`, `http`, `net`, `router`, `state`, `access`,
+//! `cores`, `redis` or another service; of the crate, only `config`
+//! (algorithms, key settings). `keys::store` runs its SQL on a `postgres`
+//! client its caller provides.
 
 pub mod cache;
 pub mod claims;

@@ -1,5 +1,7 @@
-//! Access-token verification: the hot path of `GET /validate` and
-//! `POST /oauth/introspect` on a verified-token cache miss (DESIGN rule 3).
+//! Access-token verification: the hot path of the access check (`access`, for
+//! `GET /validate`, `POST /oauth/introspect` and the user API) on a
+//! verified-token cache miss (DESIGN rule 3); `/oauth/revoke` also verifies
+//! the token it is asked to revoke.
 //!
 //! Order of checks, cheapest and least trusting first: size cap, shape
 //! (three base64url parts), header `typ`, `kid` (one hash lookup in the
@@ -8,6 +10,14 @@
 //! `exp`/`nbf` against the caller's clock, then the claims that will be
 //! written into response headers. Errors are a small `Copy` enum: nothing is
 //! allocated to reject a token.
+//!
+//! Owns: what a valid access token is: the checks and their order,
+//! [`Expectations`] (`iss`, `aud`, leeway), [`TokenError`], the size caps
+//! ([`MAX_TOKEN_LEN`], [`MAX_KID_LEN`]), and the forward-auth headers a
+//! [`VerifiedToken`] carries. Revocation is not checked here.
+//!
+//! Never imports: anything of the crate outside `tokens`: no clock (the
+//! caller passes `now`), no `revocation`, `state`, `http` or handler.
 
 use std::borrow::Cow;
 use std::fmt;
