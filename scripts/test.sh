@@ -7,7 +7,9 @@
 #   4. the module layering          tests/it/layers.rs: every top-level module
 #                                   of src/ imports only down the layers (no
 #                                   cycle), read from the sources with syn
-#   5. cargo test --all-targets     unit and integration tests; the
+#   5. cargo test --all-targets --no-fail-fast
+#                                   unit and integration tests (every target
+#                                   runs even when one fails); the
 #                                   integration tests start real `tokend
 #                                   serve` processes against PostgreSQL and
 #                                   Redis, each with its own database and
@@ -51,5 +53,5 @@ cargo clippy --all-targets -- -D warnings
 say "module layering (cargo test --test it layers)"
 cargo test --quiet --test it layers
 
-say "cargo test --all-targets $*"
-exec cargo test --all-targets "$@"
+say "cargo test --all-targets --no-fail-fast $*"
+exec cargo test --all-targets --no-fail-fast "$@"
