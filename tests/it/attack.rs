@@ -573,11 +573,11 @@ fn attack_once(addr: SocketAddr, raw: &[u8]) -> Outcome {
 /// Attackers sending at once, each on one connection at a time.
 const ATTACKERS: usize = 2;
 
-/// Attacks each attacker sends, spread over [`ATTACK`] (one every 3 ms at
-/// most): left unpaced, two attackers send their thousand each within a
+/// Attacks each attacker sends, spread over [`ATTACK`] (one every 6 ms at
+/// most): left unpaced, two attackers send a thousand each within a
 /// fraction of a second here, and more would tie up thousands of loopback
 /// ports in TIME_WAIT, shared with the tests running alongside.
-const ATTACKS_EACH: u32 = 1000;
+const ATTACKS_EACH: u32 = 500;
 
 /// Runs the attackers, sending the `shapes` in turn; the outcomes, by shape.
 fn attack_with(
