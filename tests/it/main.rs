@@ -7,6 +7,8 @@
 mod harness;
 // The HTTP/1.1 server: pipelining, limits, timeouts, connection cap, shutdown.
 mod server;
+// Attacks on the running server while a well-behaved client keeps validating.
+mod attack;
 // The command line: migrate, config check.
 mod cli;
 // Login, discovery, validation, introspection and the user API.
