@@ -27,7 +27,6 @@ use crate::identity::ClientTable;
 use crate::redis::BlockingRedis;
 use crate::revocation::durable;
 use crate::state::Shared;
-use crate::store;
 
 /// Least time between two key-set reloads caused by unknown `kid`s: a flood
 /// of garbage tokens must not turn into a flood of PostgreSQL queries.
@@ -242,11 +241,7 @@ fn control_loop(server: Server, signals: &mut Signals, on_sighup: &mut dyn FnMut
 /// systemd watchdog is fed on. A stuck core stops the pings, and systemd
 /// restarts tokend.
 fn all_cores_alive(shared: &Shared, within: Duration) -> bool {
-    cores_alive(
-        shared.heartbeats(),
-        unix_now(),
-        within,
-    )
+    cores_alive(shared.heartbeats(), unix_now(), within)
 }
 
 /// Whether every heartbeat (unix seconds) is within `within` of `now`, with
@@ -369,12 +364,7 @@ fn prune_revocations(shared: &Shared) {
 /// Reloads the key set and the clients from PostgreSQL and publishes them.
 /// Blocking: the control thread calls it, never a core.
 fn reload_published(shared: &Shared) -> Result<(), ServeError> {
-    let mut conn = shared.pg().get().map_err(|source| {
-        ServeError::Store(store::StoreError::Connect {
-            url: crate::config::redact_url(&shared.config().database.url),
-            source,
-        })
-    })?;
+    let mut conn = shared.pg().get()?;
     let material = crate::tokens::keys::load(&mut *conn, shared.kek())?;
     if material.generation() != shared.key_material().generation() {
         tracing::info!("key set changed; publishing to every core");
