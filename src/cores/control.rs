@@ -185,8 +185,12 @@ fn control_loop(server: Server, signals: &mut Signals, on_sighup: &mut dyn FnMut
     );
     spawn_seeder(&shared);
     let reload = |why: &str| {
+        // During a PostgreSQL outage (logged once by the pool) a reload
+        // fails at once; reloads are rare enough to log every other failure.
         if let Err(e) = reload_published(&shared) {
-            tracing::error!("reload ({why}) failed, keeping the current keys and clients: {e}");
+            if !shared.pg().is_down() {
+                tracing::error!("reload ({why}) failed, keeping the current keys and clients: {e}");
+            }
         }
     };
     loop {
@@ -310,7 +314,11 @@ pub(super) fn ensure_seeded(shared: &Shared, redis: &mut Option<BlockingRedis>) 
             true
         }
         Err(e) => {
-            tracing::warn!("re-seeding Redis failed, will retry: {e}");
+            // Retried every second: rate-limited, and quiet during a
+            // PostgreSQL outage (logged once by the pool).
+            shared
+                .pg()
+                .log_failure("re-seeding Redis failed, will retry", &e);
             // Reconnect next time: the connection may be what failed.
             *redis = None;
             false
@@ -336,28 +344,30 @@ fn longest_access_ttl(clients: &ClientTable, default: Duration) -> Duration {
 fn prune_keys(shared: &Shared) {
     let t = &shared.config().tokens;
     let longest = longest_access_ttl(&shared.client_table(), t.access_ttl);
-    match shared.pg().get() {
+    let pg = shared.pg();
+    match pg.get() {
         Ok(mut c) => match crate::tokens::keys::prune(&mut *c, longest + t.leeway) {
             Ok(pruned) => {
                 for kid in pruned {
                     tracing::info!(kid, "pruned a retired signing key");
                 }
             }
-            Err(e) => tracing::warn!("cannot prune signing keys: {e}"),
+            Err(e) => pg.log_failure("cannot prune signing keys", &e),
         },
-        Err(e) => tracing::warn!("cannot prune signing keys: {e}"),
+        Err(e) => pg.log_failure("cannot prune signing keys", &e),
     }
 }
 
 /// Deletes durable revocations whose tokens have expired anyway.
 fn prune_revocations(shared: &Shared) {
-    match shared.pg().get() {
+    let pg = shared.pg();
+    match pg.get() {
         Ok(mut c) => match durable::prune_expired(&mut *c) {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "pruned expired revocations"),
-            Err(e) => tracing::warn!("cannot prune expired revocations: {e}"),
+            Err(e) => pg.log_failure("cannot prune expired revocations", &e),
         },
-        Err(e) => tracing::warn!("cannot prune expired revocations: {e}"),
+        Err(e) => pg.log_failure("cannot prune expired revocations", &e),
     }
 }
 

@@ -36,7 +36,9 @@ pub async fn readyz(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u1
     let pg_ok = match pg_result {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            tracing::warn!("readiness: {e}");
+            // Rate-limited: a balancer asks every few seconds, and an
+            // outage is logged once by the pool.
+            core.pg().log_failure("readiness", &e);
             false
         }
         Err(e) => {
