@@ -299,7 +299,7 @@ impl Health {
         let lasted = o.since.map(|t| t.elapsed()).unwrap_or_default();
         tracing::info!(
             refused = o.refused,
-            "PostgreSQL answers again, after {:.1} s unavailable",
+            "PostgreSQL answers again, {:.1} s after it was found unavailable",
             lasted.as_secs_f64()
         );
     }
