@@ -234,9 +234,20 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Connections in the pool. Default: `limits.blocking_threads`.
     pub pool_size: Option<u32>,
-    /// Time allowed to get a connection. Default `5s`.
+    /// Time allowed to get a connection: to make one (TCP connect, start-up
+    /// and authentication), or to wait for a free one. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Longest a statement may take: PostgreSQL's `statement_timeout` on
+    /// every connection tokend makes (the CLI's too), and tokend's own bound
+    /// on every wait for an answer (this plus one second), so that a frozen
+    /// database or network costs a `503` with `Retry-After`, not a hang.
+    /// tokend's statements are index lookups and small writes that take
+    /// milliseconds; 5 s rides out a checkpoint or lock wait on a loaded
+    /// database and still answers a user before a typical client gives up.
+    /// Default `5s` (`TOKEND_DATABASE_STATEMENT_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -245,6 +256,7 @@ impl Default for DatabaseConfig {
             url: "postgres://postgres@127.0.0.1:5432/tokend".into(),
             pool_size: None,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -571,6 +583,20 @@ impl Config {
                 "must start with postgres:// or postgresql://",
             ));
         }
+        if self.database.statement_timeout < Duration::from_millis(1) {
+            // 0 would mean "no limit" to PostgreSQL: a frozen database
+            // would hang every request that needs it again.
+            return Err(ConfigError::key(
+                "database.statement_timeout",
+                "must be at least 1ms",
+            ));
+        }
+        if self.database.connect_timeout < Duration::from_millis(1) {
+            return Err(ConfigError::key(
+                "database.connect_timeout",
+                "must be at least 1ms",
+            ));
+        }
         if !self.redis.url.starts_with("redis://") {
             return Err(ConfigError::key("redis.url", "must start with redis://"));
         }
@@ -691,6 +717,7 @@ mod tests {
         assert_eq!(c.tokens.refresh_ttl, Duration::from_secs(30 * 86400));
         assert_eq!(c.limits.max_head_bytes, 8192);
         assert_eq!(c.passwords.memory_kib, 19456);
+        assert_eq!(c.database.statement_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -752,6 +779,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("limits.blocking_nice"), "{e}");
+        let e = load("", &[("TOKEND_DATABASE_STATEMENT_TIMEOUT", "0s")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.statement_timeout"), "{e}");
     }
 
     #[test]

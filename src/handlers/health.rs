@@ -29,15 +29,16 @@ const PG_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// naming each store that failed otherwise. Neither check blocks the core.
 pub async fn readyz(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
     let pg = core.pg().clone();
-    let url = core.config().database.url.clone();
     let pg_result = core
         .pool()
-        .run(move || crate::store::pg::ping(&pg, &url, PG_CHECK_TIMEOUT))
+        .run(move || crate::store::pg::ping(&pg, PG_CHECK_TIMEOUT))
         .await;
     let pg_ok = match pg_result {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            tracing::warn!("readiness: {e}");
+            // Rate-limited: a balancer asks every few seconds, and an
+            // outage is logged once by the pool.
+            core.pg().log_failure("readiness", &e);
             false
         }
         Err(e) => {

@@ -62,12 +62,12 @@ fn pool_error(e: PoolError) -> OAuthError {
     }
 }
 
-fn db_error(e: UserError) -> OAuthError {
+fn db_error(core: &Core, e: UserError) -> OAuthError {
     match e {
         UserError::Invalid(rule) => OAuthError::InvalidRequest(rule.as_str()),
         UserError::Taken => OAuthError::InvalidRequest("username taken"),
         UserError::Db(e) => {
-            tracing::error!("user store: {e}");
+            core.pg().log_failure("user store", &e);
             OAuthError::TemporarilyUnavailable("user store unavailable")
         }
     }
@@ -99,9 +99,9 @@ async fn with_db<R: Send + 'static>(
         .await
         .map_err(pool_error)?
         .map_err(|e| match e {
-            DbFail::User(u) => db_error(u),
+            DbFail::User(u) => db_error(core, u),
             DbFail::Other(msg) => {
-                tracing::error!("user store: {msg}");
+                core.pg().log_failure("user store", &msg);
                 OAuthError::TemporarilyUnavailable("user store unavailable")
             }
         })

@@ -19,3 +19,5 @@ mod lifecycle;
 mod ops;
 // The one-way rule between top-level modules of src/ (read with syn).
 mod layers;
+// A PostgreSQL that stops answering: 503s within the bound, then recovery.
+mod robustness_pg;
