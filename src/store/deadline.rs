@@ -20,7 +20,8 @@
 //! `ReadyForQuery` for the start-up, and one per simple `Query` and per
 //! `Sync` of the extended protocol (tokio-postgres ends each of its requests
 //! with one). While an answer is owed and nothing has come from the server
-//! for the connection's patience, the stream fails, for good, with
+//! for the connection's patience (`database.connect_timeout` until the
+//! start-up's `ReadyForQuery`, then `statement_timeout` plus the grace), the stream fails, for good, with
 //! `TimedOut`: the pending statement returns an error, the client sees its
 //! connection closed, and the pool drops it at once. An idle connection owes
 //! nothing and has no deadline; a write that cannot make progress for the
@@ -48,49 +49,60 @@ use postgres::Socket;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// What a connection's stream and its owner share: how long the server may
-/// stay silent while an answer is owed, and why the stream gave up.
+/// What the streams of a pool (or of one CLI connection) and their owner
+/// share: how long the server may stay silent while an answer is owed, why
+/// a stream last gave up, and which streams are retired.
 #[derive(Debug)]
 pub struct Watch {
-    /// The patience in milliseconds: `database.connect_timeout` while
-    /// connecting, then `database.statement_timeout` plus
-    /// [`super::pg::GRACE`].
-    patience_ms: AtomicU64,
-    /// Why the stream gave up, once it has (for the log line of the outage).
+    /// `database.connect_timeout`: the patience of a stream until the
+    /// server's first `ReadyForQuery` (the end of the start-up).
+    connect: Duration,
+    /// `database.statement_timeout` plus [`super::pg::GRACE`]: the patience
+    /// of a stream after its start-up.
+    patience: Duration,
+    /// Why a stream last gave up, once one has (for the log line of the
+    /// outage). The pool's connections are `postgres::Client`s, which keep
+    /// their stream to themselves: the cause is the watch's, not a stream's.
     cause: Mutex<Option<String>>,
+    /// Bumped by [`Watch::retire_idle`]: a stream made under an older
+    /// generation fails when asked to send a new request.
+    generation: AtomicU64,
 }
 
+/// The text of the error of a stream retired by [`Watch::retire_idle`]:
+/// not news of PostgreSQL, so not a failure to count.
+pub const RETIRED: &str = "an idle connection from before the outage";
+
 impl Watch {
-    /// A watch with `patience`, nothing failed.
-    pub fn new(patience: Duration) -> Arc<Watch> {
-        let w = Watch {
-            patience_ms: AtomicU64::new(0),
+    /// A watch with these patiences, nothing failed.
+    pub fn new(connect: Duration, patience: Duration) -> Arc<Watch> {
+        Arc::new(Watch {
+            connect: connect.max(Duration::from_millis(1)),
+            patience: patience.max(Duration::from_millis(1)),
             cause: Mutex::new(None),
-        };
-        w.set_patience(patience);
-        Arc::new(w)
+            generation: AtomicU64::new(0),
+        })
     }
 
-    /// Sets how long the server may stay silent while an answer is owed.
-    pub fn set_patience(&self, patience: Duration) {
-        let ms = u64::try_from(patience.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        self.patience_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// The current patience.
-    pub fn patience(&self) -> Duration {
-        Duration::from_millis(self.patience_ms.load(Ordering::Relaxed))
-    }
-
-    /// Why the stream gave up, if it has.
+    /// Why a stream last gave up, if one has.
     pub fn cause(&self) -> Option<String> {
         self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn set_cause(&self, cause: Option<String>) {
         *self.cause.lock().unwrap_or_else(|e| e.into_inner()) = cause;
+    }
+
+    /// Every stream that exists now fails, with [`RETIRED`], at once when
+    /// asked to send its next request (at an outage's start: an idle
+    /// connection is not worth a bounded wait, and r2d2_postgres checks
+    /// one with a query on checkout).
+    pub fn retire_idle(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -148,14 +160,17 @@ pub struct WatchedStream {
     timer: Option<Pin<Box<Sleep>>>,
     /// Set once the deadline has passed: every later call fails with it.
     failed: Option<String>,
+    /// Whether the start-up is over (the first `ReadyForQuery` came).
+    ready: bool,
+    /// The watch's generation when the stream was made.
+    generation: u64,
 }
 
 impl WatchedStream {
     fn new(inner: Socket, watch: Arc<Watch>) -> WatchedStream {
-        // A new stream (multi-host URLs try one host after another) starts
-        // with a clean record.
-        watch.set_cause(None);
         WatchedStream {
+            generation: watch.generation(),
+            ready: false,
             inner,
             watch,
             sent: Framer::new(true),
@@ -171,6 +186,15 @@ impl WatchedStream {
         self.failed
             .as_ref()
             .map(|c| io::Error::new(io::ErrorKind::TimedOut, c.clone()))
+    }
+
+    /// How long the server may stay silent now.
+    fn patience(&self) -> Duration {
+        if self.ready {
+            self.watch.patience
+        } else {
+            self.watch.connect
+        }
     }
 
     /// Called when the socket is not ready: arms the deadline of this wait
@@ -190,7 +214,7 @@ impl WatchedStream {
             Poll::Ready(()) => {
                 let cause = format!(
                     "no answer from PostgreSQL within {}",
-                    humantime::format_duration(self.watch.patience())
+                    humantime::format_duration(self.patience())
                 );
                 self.watch.set_cause(Some(cause.clone()));
                 self.failed = Some(cause);
@@ -206,7 +230,7 @@ impl WatchedStream {
     /// Sets the timer to `since + patience` and polls it with `cx` (so that
     /// the task wakes when it fires). Ready when the deadline has passed.
     fn arm(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = self.since + self.watch.patience();
+        let deadline = self.since + self.patience();
         if Instant::now() >= deadline {
             return Poll::Ready(());
         }
@@ -236,10 +260,11 @@ impl AsyncRead for WatchedStream {
                 let got = &buf.filled()[start..];
                 if !got.is_empty() {
                     this.since = Instant::now();
-                    let owed = &mut this.owed;
+                    let (owed, ready) = (&mut this.owed, &mut this.ready);
                     this.received.feed(got, |t| {
                         if t == b'Z' {
                             *owed = owed.saturating_sub(1);
+                            *ready = true;
                         }
                     });
                     if this.owed == 0 {
@@ -263,6 +288,13 @@ impl AsyncWrite for WatchedStream {
         let this = &mut *self;
         if let Some(e) = this.failure() {
             return Poll::Ready(Err(e));
+        }
+        if this.owed == 0 && this.generation != this.watch.generation() {
+            // Idle, and retired: fail before the request goes out.
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                RETIRED,
+            )));
         }
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Ready(Ok(n)) => {

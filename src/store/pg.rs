@@ -1,4 +1,5 @@
-//! The PostgreSQL pool (`r2d2` with tokend's own connection manager), the
+//! The PostgreSQL pool (`r2d2` with `r2d2_postgres`'s manager over the
+//! deadline connector of [`super::deadline`]), the
 //! `SELECT 1` check, and one-off connections for CLI commands. Used from the
 //! blocking pool, at start-up, on the control thread and by CLI commands: a
 //! worker core's event loop never calls it.
@@ -14,8 +15,14 @@
 //!   whose server stays silent for that long plus [`GRACE`] while an answer
 //!   is owed ([`super::deadline`]): a frozen server or network never
 //!   delivers its own cancellation;
-//! - the health query of a checkout (r2d2's `test_on_check_out`) is a
-//!   statement like any other.
+//! - the health query of a checkout (r2d2_postgres's `simple_query("")`,
+//!   under r2d2's `test_on_check_out`) is a statement like any other; an
+//!   outage's start retires the idle connections ([`Watch::retire_idle`]),
+//!   so that during it the query fails at once on them instead.
+//!
+//! What PostgreSQL's connections tell [`Health`] comes through r2d2's hooks
+//! ([`Session`] on each new connection, [`Failures`] for each failed
+//! connect or check) and through [`PgPool::get`] and [`PgConn`]'s drop.
 //!
 //! Once a connection fails that way, or a checkout times out for want of a
 //! connection that answers, the pool counts PostgreSQL as unavailable
@@ -44,7 +51,9 @@ use std::time::{Duration, Instant};
 
 use postgres::config::{Host, SslMode, SslNegotiation};
 
-use super::deadline::{Watch, Watched};
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::deadline::{Watch, Watched, RETIRED};
 use crate::config::{redact_url, DatabaseConfig};
 
 /// What tokend adds to `database.statement_timeout` before it cuts a silent
@@ -173,24 +182,24 @@ impl Settings {
         self.statement_timeout + GRACE
     }
 
+    /// The watch for this configuration's connections.
+    fn watch(&self) -> Arc<Watch> {
+        Watch::new(self.connect_timeout, self.patience())
+    }
+
     /// One connection: made within `connect_timeout`, with the session's
-    /// `statement_timeout` set, and every later wait under its watch.
-    fn open(&self) -> Result<(postgres::Client, Arc<Watch>), StoreError> {
-        let watch = Watch::new(self.connect_timeout);
-        let unreachable = |e: &dyn std::error::Error, watch: &Watch| StoreError::Unreachable {
+    /// `statement_timeout` set, and every later wait under a watch.
+    fn open(&self) -> Result<postgres::Client, StoreError> {
+        let unreachable = |e: postgres::Error| StoreError::Unreachable {
             url: self.url.clone(),
-            cause: watch.cause().unwrap_or_else(|| chain(e)),
+            cause: chain(&e),
         };
         let mut client = self
             .pg
-            .connect(Watched::new(watch.clone()))
-            .map_err(|e| unreachable(&e, &watch))?;
-        watch.set_patience(self.patience());
-        let ms = self.statement_timeout.as_millis().max(1);
-        client
-            .batch_execute(&format!("SET statement_timeout = {ms}"))
-            .map_err(|e| unreachable(&e, &watch))?;
-        Ok((client, watch))
+            .connect(Watched::new(self.watch()))
+            .map_err(unreachable)?;
+        set_statement_timeout(&mut client, self.statement_timeout).map_err(unreachable)?;
+        Ok(client)
     }
 }
 
@@ -201,6 +210,8 @@ struct Health {
     /// Set during an outage; the only thing a checkout reads when all is
     /// well.
     down: AtomicBool,
+    /// The pool's watch: an outage's start retires its idle connections.
+    watch: Option<Arc<Watch>>,
     outage: Mutex<Outage>,
     log: Mutex<LogGate>,
 }
@@ -256,6 +267,11 @@ impl Health {
         Admit::Refuse(o.cause.clone())
     }
 
+    /// The current outage's cause.
+    fn cause(&self) -> String {
+        self.outage().cause.clone()
+    }
+
     fn end_probe(&self) {
         let mut o = self.outage();
         o.probing = false;
@@ -280,6 +296,9 @@ impl Health {
             refused: 0,
         };
         self.down.store(true, Ordering::Release);
+        if let Some(watch) = &self.watch {
+            watch.retire_idle();
+        }
         tracing::error!(
             "PostgreSQL unavailable: {cause}; requests that need it answer 503 until it answers again"
         );
@@ -324,70 +343,58 @@ impl LogGate {
     }
 }
 
-/// r2d2's connection manager: makes connections with [`Settings::open`],
-/// checks them with an empty query (bounded like any statement), and tells
-/// [`Health`] whether PostgreSQL answered. (r2d2's own error handler would
-/// log every failed attempt, several a second during an outage: it gets
-/// `NopErrorHandler`, and the failures are [`Health`]'s to log, once.)
+/// The pool's connection manager: r2d2_postgres's, with the deadline
+/// connector (so every wait of a connection, its checkout's empty query
+/// included, is under the pool's [`Watch`]).
+type Manager = PostgresConnectionManager<Watched>;
+
+/// r2d2's hook on each new connection: sets the session's
+/// `statement_timeout`, and tells [`Health`] that PostgreSQL answered.
 #[derive(Debug)]
-pub struct Manager {
-    settings: Settings,
+struct Session {
+    statement_timeout: Duration,
     health: Arc<Health>,
 }
 
-/// A pooled connection: the client and the watch on its socket.
-pub struct Conn {
-    client: postgres::Client,
-    watch: Arc<Watch>,
-}
-
-impl fmt::Debug for Conn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Conn").field("watch", &self.watch).finish()
+impl r2d2::CustomizeConnection<postgres::Client, postgres::Error> for Session {
+    fn on_acquire(&self, client: &mut postgres::Client) -> Result<(), postgres::Error> {
+        set_statement_timeout(client, self.statement_timeout)?;
+        self.health.success();
+        Ok(())
     }
 }
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = Conn;
-    type Error = StoreError;
+/// r2d2's error handler: gets every failed connect, `SET` and checkout
+/// check, and tells [`Health`] (r2d2's own `LoggingErrorHandler` would log
+/// every failed attempt, several a second during an outage: the failures
+/// are [`Health`]'s to log, once).
+#[derive(Debug)]
+struct Failures {
+    health: Arc<Health>,
+    /// The longest a failed attempt may have taken: r2d2 does not say when
+    /// it began, and a failure of an attempt begun before the last outage
+    /// ended is old news (see [`Health::failure`]).
+    longest: Duration,
+}
 
-    fn connect(&self) -> Result<Conn, StoreError> {
-        let started = Instant::now();
-        match self.settings.open() {
-            Ok((client, watch)) => {
-                self.health.success();
-                Ok(Conn { client, watch })
-            }
-            Err(e) => {
-                let cause = match &e {
-                    StoreError::Unreachable { cause, .. } => cause.clone(),
-                    e => e.to_string(),
-                };
-                self.health.failure(started, &cause);
-                Err(e)
-            }
+impl r2d2::HandleError<postgres::Error> for Failures {
+    fn handle_error(&self, error: postgres::Error) {
+        let cause = chain(&error);
+        if cause.contains(RETIRED) {
+            return;
         }
+        let now = Instant::now();
+        let started = now.checked_sub(self.longest).unwrap_or(now);
+        self.health.failure(started, &cause);
     }
+}
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), StoreError> {
-        if self.health.is_down() {
-            // During an outage an idle connection is not worth a bounded
-            // wait: drop it; the probe waits for a fresh one.
-            return Err(StoreError::Unavailable {
-                cause: "an idle connection from before the outage".into(),
-            });
-        }
-        let started = Instant::now();
-        conn.client.simple_query("").map(drop).map_err(|e| {
-            let cause = conn.watch.cause().unwrap_or_else(|| chain(&e));
-            self.health.failure(started, &cause);
-            StoreError::Unavailable { cause }
-        })
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.client.is_closed()
-    }
+fn set_statement_timeout(
+    client: &mut postgres::Client,
+    timeout: Duration,
+) -> Result<(), postgres::Error> {
+    let ms = timeout.as_millis().max(1);
+    client.batch_execute(&format!("SET statement_timeout = {ms}"))
 }
 
 /// A pool of PostgreSQL connections, cheap to clone (see the module header
@@ -396,6 +403,7 @@ impl r2d2::ManageConnection for Manager {
 pub struct PgPool {
     inner: r2d2::Pool<Manager>,
     health: Arc<Health>,
+    watch: Arc<Watch>,
     checkout_timeout: Duration,
 }
 
@@ -416,21 +424,32 @@ pub fn pool(config: &DatabaseConfig, size: u32) -> Result<PgPool, StoreError> {
              PostgreSQL's own statement_timeout, not by tokend"
         );
     }
-    let health = Arc::new(Health::default());
-    let manager = Manager {
-        settings,
-        health: health.clone(),
-    };
+    let watch = settings.watch();
+    let health = Arc::new(Health {
+        watch: Some(watch.clone()),
+        ..Health::default()
+    });
+    let manager = PostgresConnectionManager::new(settings.pg.clone(), Watched::new(watch.clone()));
     let inner = r2d2::Pool::builder()
         .max_size(size.max(1))
         .min_idle(Some(0))
         .connection_timeout(config.connect_timeout)
+        // r2d2_postgres's check is `simple_query("")`, bounded by the watch
+        // like any statement.
         .test_on_check_out(true)
-        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .connection_customizer(Box::new(Session {
+            statement_timeout: settings.statement_timeout,
+            health: health.clone(),
+        }))
+        .error_handler(Box::new(Failures {
+            health: health.clone(),
+            longest: settings.connect_timeout.max(settings.patience()),
+        }))
         .build_unchecked(manager);
     Ok(PgPool {
         inner,
         health,
+        watch,
         checkout_timeout: config.connect_timeout,
     })
 }
@@ -457,6 +476,7 @@ impl PgPool {
             Ok(conn) => Ok(PgConn {
                 conn,
                 health: self.health.clone(),
+                watch: self.watch.clone(),
                 probe,
                 checked_out: Instant::now(),
             }),
@@ -466,20 +486,25 @@ impl PgPool {
                 }
                 // r2d2 adds the last connection error, if any, to its
                 // "timed out waiting for connection"; without one every
-                // connection was merely busy.
+                // connection was merely busy. That text is only the
+                // error's kind ("error communicating with the server"):
+                // the cause is the one the error handler gave [`Health`],
+                // or else the watch's last.
                 let text = e.to_string();
-                let cause = text
-                    .strip_prefix("timed out waiting for connection: ")
-                    .map(|c| c.strip_prefix("PostgreSQL is unavailable: ").unwrap_or(c));
+                let cause = text.strip_prefix("timed out waiting for connection: ");
                 match cause {
                     Some(cause) => {
-                        self.health.failure(started, cause);
-                        Err(StoreError::Unavailable {
-                            cause: cause.to_string(),
-                        })
+                        let cause = self.watch.cause().unwrap_or_else(|| cause.to_string());
+                        self.health.failure(started, &cause);
+                        let cause = if self.health.is_down() {
+                            self.health.cause()
+                        } else {
+                            cause
+                        };
+                        Err(StoreError::Unavailable { cause })
                     }
                     None if self.health.is_down() => Err(StoreError::Unavailable {
-                        cause: "no connection could be made".into(),
+                        cause: self.health.cause(),
                     }),
                     None => Err(StoreError::Busy(timeout)),
                 }
@@ -518,6 +543,7 @@ impl PgPool {
 pub struct PgConn {
     conn: r2d2::PooledConnection<Manager>,
     health: Arc<Health>,
+    watch: Arc<Watch>,
     /// This checkout is an outage's probe.
     probe: bool,
     checked_out: Instant,
@@ -527,21 +553,20 @@ impl Deref for PgConn {
     type Target = postgres::Client;
 
     fn deref(&self) -> &postgres::Client {
-        &self.conn.client
+        &self.conn
     }
 }
 
 impl DerefMut for PgConn {
     fn deref_mut(&mut self) -> &mut postgres::Client {
-        &mut self.conn.client
+        &mut self.conn
     }
 }
 
 impl Drop for PgConn {
     fn drop(&mut self) {
-        if self.conn.client.is_closed() {
+        if self.conn.is_closed() {
             let cause = self
-                .conn
                 .watch
                 .cause()
                 .unwrap_or_else(|| "the connection closed".into());
@@ -566,7 +591,7 @@ pub fn ping(pool: &PgPool, timeout: Duration) -> Result<(), StoreError> {
 /// One connection, outside any pool, for CLI commands: bounded like the
 /// pool's (a frozen database makes a command fail, not hang).
 pub fn connect(config: &DatabaseConfig) -> Result<postgres::Client, StoreError> {
-    Settings::new(config)?.open().map(|(client, _watch)| client)
+    Settings::new(config)?.open()
 }
 
 #[cfg(test)]
@@ -667,6 +692,32 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(!p.is_down());
+    }
+
+    #[test]
+    fn retired_idle_connections_are_replaced_without_a_wait_or_an_outage() {
+        let p = pool(&config(&crate::testing::database_url()), 2).unwrap();
+        let (a, b) = (p.get().unwrap(), p.get().unwrap());
+        drop((a, b));
+        // What an outage's start does: both idle connections retired.
+        p.watch.retire_idle();
+        let t = Instant::now();
+        let mut conn = p.get().unwrap();
+        // The checkout's empty query fails at once on each retired one,
+        // then a new connection is made (milliseconds, locally): far less
+        // than the 1.5 s patience.
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(conn.query_one("SELECT 3", &[]).unwrap().get::<_, i32>(0), 3);
+        assert!(
+            !p.is_down(),
+            "a retired connection is not news of PostgreSQL"
+        );
+        // Both retired ones were dropped: only the new one is left.
+        assert_eq!(p.inner.state().connections, 1);
     }
 
     #[test]
