@@ -242,11 +242,7 @@ fn control_loop(server: Server, signals: &mut Signals, on_sighup: &mut dyn FnMut
 /// systemd watchdog is fed on. A stuck core stops the pings, and systemd
 /// restarts tokend.
 fn all_cores_alive(shared: &Shared, within: Duration) -> bool {
-    cores_alive(
-        shared.heartbeats(),
-        unix_now(),
-        within,
-    )
+    cores_alive(shared.heartbeats(), unix_now(), within)
 }
 
 /// Whether every heartbeat (unix seconds) is within `within` of `now`, with
