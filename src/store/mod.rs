@@ -6,6 +6,8 @@
 //!   at once ([`PoolError::Full`]).
 //! - [`pg`]: [`PgPool`] and [`StoreError`], the `SELECT 1` check, and one-off
 //!   connections for CLI commands.
+//! - [`probe`]: [`PgProbe`], the readiness check of PostgreSQL, on a thread
+//!   and a connection of its own (never queued behind logins).
 //! - [`migrate`]: the schema: `migrations/*.sql`, applied in order.
 //!
 //! Owns: the threads that may block, the connections to PostgreSQL and the
@@ -20,6 +22,8 @@
 pub mod migrate;
 pub mod pg;
 pub mod pool;
+pub mod probe;
 
 pub use pg::{PgPool, StoreError};
 pub use pool::{BlockingPool, PoolError};
+pub use probe::{PgHealth, PgProbe, Probe};
