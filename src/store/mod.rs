@@ -10,6 +10,8 @@
 //! - [`deadline`]: tokend's own deadline on every wait for PostgreSQL's
 //!   answer, on its side of the socket (a frozen server or network never
 //!   delivers the server's `statement_timeout`).
+//! - [`probe`]: [`PgProbe`], the readiness check of PostgreSQL, on a thread
+//!   and a connection of its own (never queued behind logins).
 //! - [`migrate`]: the schema: `migrations/*.sql`, applied in order.
 //!
 //! Owns: the threads that may block, the connections to PostgreSQL and the
@@ -25,6 +27,8 @@ pub mod deadline;
 pub mod migrate;
 pub mod pg;
 pub mod pool;
+pub mod probe;
 
 pub use pg::{PgConn, PgPool, StoreError};
 pub use pool::{BlockingPool, PoolError};
+pub use probe::{PgHealth, PgProbe, Probe};

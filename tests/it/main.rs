@@ -17,6 +17,9 @@ mod tokens;
 mod lifecycle;
 // Operations: the systemd unit, install.sh, the example configuration.
 mod ops;
+// Issue #12: bounded work before authentication (the quadratic form body),
+// readiness through a login storm.
+mod robustness_form;
 // The one-way rule between top-level modules of src/ (read with syn).
 mod layers;
 // A PostgreSQL that stops answering: 503s within the bound, then recovery.
