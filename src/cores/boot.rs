@@ -142,6 +142,11 @@ impl Server {
             clients,
         }));
 
+        // The readiness probe's thread, connection and first result are
+        // made now, not by the first /readyz (which may come in a login
+        // storm, and would then wait for them).
+        let _ = shared.pg_probe().check();
+
         // Make sure Redis holds every revocation before the first
         // validation (a fresh or flushed Redis has no seed marker). Redis
         // down is not fatal here: the seeder thread retries.

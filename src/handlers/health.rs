@@ -1,10 +1,11 @@
 //! `GET /healthz` (liveness) and `GET /readyz` (readiness).
 //!
 //! Owns: what "ready" means — PostgreSQL answers `SELECT 1` (the readiness
-//! probe's own connection and thread, [`crate::store::PgProbe`]: never
-//! queued behind logins, so a full blocking pool is not an unreachable
-//! database) and Redis answers `PING` (on the core's own connection) — and
-//! the `503` that names each store that failed.
+//! probe's latest check, on its own thread and connection,
+//! [`crate::store::PgProbe`]: never queued behind logins, so a full blocking
+//! pool is not an unreachable database) and Redis answers `PING` (on the
+//! core's own connection) — and the `503` that names each store that
+//! failed.
 //!
 //! Never imports: `net` or `cores`. It reaches the stores through `state`'s
 //! accessors (`core.pg_probe()`, `core.redis()`), naming `store` only for
@@ -24,31 +25,25 @@ pub fn healthz(ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
     200
 }
 
-/// How long `/readyz` waits for PostgreSQL's answer; past it the database
-/// is reported unreachable (a check that hangs is the database's fault: the
-/// probe has its own thread and connection, nothing else runs there).
-const PG_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/readyz` waits for the first PostgreSQL result, before the
+/// probe has one (afterwards it answers at once from the latest).
+const PG_FIRST_RESULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How old a PostgreSQL result `/readyz` may answer with: load balancers
-/// poll every few seconds, so a result of the last second is as good as a
-/// new one, and a flood of `/readyz` costs the database at most one
-/// `SELECT 1` a second.
-const PG_RESULT_MAX_AGE: Duration = Duration::from_secs(1);
-
-/// Readiness: `200` when PostgreSQL answers `SELECT 1` (within the last
-/// second, on the readiness probe's own connection) and Redis answers
-/// `PING` (on the core's own connection); `503` naming each store that
-/// failed otherwise. Neither check blocks the core, and neither waits for
-/// the blocking pool: its queue being full says nothing about the stores.
+/// Readiness: `200` when PostgreSQL answers `SELECT 1` (the readiness
+/// probe's latest check, on its own thread and connection, see
+/// [`crate::store::probe`]) and Redis answers `PING` (on the core's own
+/// connection); `503` naming each store that failed otherwise. Neither
+/// check blocks the core, and neither waits for the blocking pool: its
+/// queue being full says nothing about the stores.
 pub async fn readyz(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
-    let pg = match core.pg_probe().check(PG_RESULT_MAX_AGE) {
+    let pg = match core.pg_probe().check() {
         Probe::Now(health) => health,
-        Probe::Later(answer) => match monoio::time::timeout(PG_CHECK_TIMEOUT, answer).await {
+        Probe::Later(first) => match monoio::time::timeout(PG_FIRST_RESULT_TIMEOUT, first).await {
             Ok(Ok(health)) => health,
             Ok(Err(_)) => PgHealth::Unreachable("the readiness probe stopped".into()),
             Err(_) => PgHealth::Unreachable(format!(
-                "no answer to SELECT 1 within {}s",
-                PG_CHECK_TIMEOUT.as_secs()
+                "no answer to SELECT 1 within {} s",
+                PG_FIRST_RESULT_TIMEOUT.as_secs()
             )),
         },
     };

@@ -17,7 +17,11 @@
 //!
 //! - the head (`http::parse`): `httparse` over at most
 //!   `limits.max_head_bytes` (8 KiB) and `limits.max_headers` (64), then one
-//!   look at each header;
+//!   look at each header — per parse: the connection loop (`net`) parses a
+//!   request again each time more of it arrives, so a body sent a byte per
+//!   TCP segment costs a head parse per byte (measured, issue #12: 60 ms of
+//!   core time for a 20 KB body after an 8 KiB head), which `net` must
+//!   bound;
 //! - a form body (`/oauth/token`, `/oauth/introspect`, `/oauth/revoke`):
 //!   at most `limits.max_body_bytes` (64 KiB) in at most
 //!   [`MAX_FORM_PARAMS`](crate::http::form::MAX_FORM_PARAMS) (64) parts,

@@ -1,5 +1,6 @@
 //! The readiness check of PostgreSQL: `SELECT 1` on a connection of its own,
-//! run by a thread of its own, its result shared by every core for a moment.
+//! run once a second by a thread of its own; `/readyz` reads the latest
+//! result.
 //!
 //! Why not the blocking pool (issue #12): `/readyz` used to queue its check
 //! there, so during a login storm a full queue (or every pooled connection
@@ -10,29 +11,59 @@
 //! connections with logins. A full queue has its own figure
 //! (`tokend_blocking_rejected_total`).
 //!
-//! What it costs: one thread and one PostgreSQL connection per process, both
-//! made on the first `/readyz`; at most one `SELECT 1` at a time, and none
-//! while a result younger than the asker's `max_age` exists, so a flood of
-//! `/readyz` costs the database nothing more. A check that hangs (a database
-//! that accepts and never answers) is not waited for: the caller bounds its
-//! wait (`handlers::health`), and asks again later; askers meanwhile join the
-//! check in flight rather than queueing new ones.
+//! Why a result checked in the background rather than a check per
+//! `/readyz`: the answer comes at once (load balancers and Kubernetes give
+//! readiness a second or less), a flood of `/readyz` costs the database
+//! nothing, and one slow `SELECT 1` on a loaded machine (measured: 2 s
+//! stalls, a few in a thousand, during a login storm with the machine's two
+//! CPUs saturated) does not fail readiness while the previous answer is
+//! recent. What counts as unreachable: the last check failed (its error), or
+//! the check in flight has had no answer for [`Timing::answer_timeout`]
+//! (5 s): a database that accepts connections and never answers is reported
+//! within that, and the thread stuck on it is not waited for.
 //!
-//! Owns: that thread, its connection and the last result. Never imports
+//! What it costs: one thread and one PostgreSQL connection per process, both
+//! made at start-up (`cores::boot` asks a first time) or on the first
+//! `/readyz`; one `SELECT 1` a second while readiness has been asked within
+//! the last minute, none otherwise.
+//!
+//! Owns: that thread, its connection and the results. Never imports
 //! anything above the stores (as [`crate::store`]); reads only its
 //! `[database]` configuration.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
 use crate::config::DatabaseConfig;
 
-/// Most callers waiting for one check: bounds the waiters' list when the
-/// check hangs and `/readyz` keeps coming (callers that gave up are removed
-/// first). Far above what load balancers send.
+/// Most callers waiting for the first result: bounds the waiters' list
+/// while the first check hangs and `/readyz` keeps coming (callers that gave
+/// up are removed first). Far above what load balancers send.
 const MAX_WAITERS: usize = 1024;
+
+/// The probe's rhythm and patience.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Time between checks while readiness is asked.
+    pub interval: Duration,
+    /// A check with no answer for this long makes PostgreSQL unreachable;
+    /// a result older than this is no longer answered.
+    pub answer_timeout: Duration,
+    /// Checks run while readiness was asked within this.
+    pub asked_window: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            interval: Duration::from_secs(1),
+            answer_timeout: Duration::from_secs(5),
+            asked_window: Duration::from_secs(60),
+        }
+    }
+}
 
 /// What a check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +76,11 @@ pub enum PgHealth {
 
 /// The answer to [`PgProbe::check`].
 pub enum Probe {
-    /// A result recent enough.
+    /// The latest result, or the verdict on a check that hangs.
     Now(PgHealth),
-    /// The result of the check in flight, when it comes; the caller bounds
-    /// the wait. A dropped sender (the thread is gone) is an error.
+    /// No result yet (the first check is in flight): it, when it comes; the
+    /// caller bounds the wait. A dropped sender (the thread is gone) is an
+    /// error.
     Later(oneshot::Receiver<PgHealth>),
 }
 
@@ -59,8 +91,9 @@ pub struct PgProbe {
 
 struct Inner {
     config: DatabaseConfig,
+    timing: Timing,
     state: Mutex<State>,
-    /// Wakes the thread when a caller waits.
+    /// Wakes the thread when readiness is asked.
     wake: Condvar,
 }
 
@@ -68,7 +101,11 @@ struct Inner {
 struct State {
     /// When the last check finished, and what it found.
     last: Option<(Instant, PgHealth)>,
-    /// Callers waiting for the next result (at most [`MAX_WAITERS`]).
+    /// When the check in flight started.
+    running_since: Option<Instant>,
+    /// When readiness was last asked.
+    asked: Option<Instant>,
+    /// Callers waiting for a result (at most [`MAX_WAITERS`]).
     waiters: Vec<oneshot::Sender<PgHealth>>,
     started: bool,
     stop: bool,
@@ -78,32 +115,30 @@ impl PgProbe {
     /// A probe for the database of `config`; nothing runs (no thread, no
     /// connection) until the first [`PgProbe::check`].
     pub fn new(config: DatabaseConfig) -> PgProbe {
+        PgProbe::with_timing(config, Timing::default())
+    }
+
+    /// A probe with its own rhythm (tests).
+    pub fn with_timing(config: DatabaseConfig, timing: Timing) -> PgProbe {
         PgProbe {
             inner: Arc::new(Inner {
                 config,
+                timing,
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
             }),
         }
     }
 
-    /// The last result if it finished within `max_age`, else a wait for the
-    /// next one (which starts now unless one is in flight). Never blocks:
-    /// the lock is held for a few instructions, by the cores and the probe
-    /// thread only, never across the query.
-    pub fn check(&self, max_age: std::time::Duration) -> Probe {
+    /// Whether PostgreSQL answers: unreachable when the check in flight has
+    /// had no answer for `answer_timeout`, else the latest result if it is
+    /// younger than that, else (no result yet) a wait for the next one.
+    /// Never blocks: the lock is held for a few instructions, by the cores
+    /// and the probe thread only, never across a query.
+    pub fn check(&self) -> Probe {
+        let timing = self.inner.timing;
         let mut state = self.inner.lock();
-        if let Some((at, health)) = &state.last {
-            if at.elapsed() <= max_age {
-                return Probe::Now(health.clone());
-            }
-        }
-        state.waiters.retain(|w| !w.is_canceled());
-        if state.waiters.len() >= MAX_WAITERS {
-            return Probe::Now(PgHealth::Unreachable(format!(
-                "{MAX_WAITERS} readiness checks are already waiting for PostgreSQL"
-            )));
-        }
+        state.asked = Some(Instant::now());
         if !state.started {
             let inner = self.inner.clone();
             let spawned = std::thread::Builder::new()
@@ -116,9 +151,29 @@ impl PgProbe {
             }
             state.started = true;
         }
+        self.inner.wake.notify_one();
+        if let Some(since) = state.running_since {
+            let waited = since.elapsed();
+            if waited > timing.answer_timeout {
+                return Probe::Now(PgHealth::Unreachable(format!(
+                    "no answer to SELECT 1 for {} s",
+                    waited.as_secs()
+                )));
+            }
+        }
+        if let Some((at, health)) = &state.last {
+            if at.elapsed() <= timing.answer_timeout {
+                return Probe::Now(health.clone());
+            }
+        }
+        state.waiters.retain(|w| !w.is_canceled());
+        if state.waiters.len() >= MAX_WAITERS {
+            return Probe::Now(PgHealth::Unreachable(format!(
+                "{MAX_WAITERS} readiness checks are already waiting for PostgreSQL"
+            )));
+        }
         let (tx, rx) = oneshot::channel();
         state.waiters.push(tx);
-        self.inner.wake.notify_one();
         Probe::Later(rx)
     }
 }
@@ -137,20 +192,37 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The probe thread: one check per wake-up with waiters, until the
+    /// The probe thread: a check when a caller waits, and one every
+    /// `interval` while readiness was asked within `asked_window`, until the
     /// probe is dropped. The connection is kept between checks and made
     /// again after any failure.
     fn run(&self) {
+        let t = self.timing;
         let mut conn: Option<postgres::Client> = None;
         loop {
             {
                 let mut state = self.lock();
-                while !state.stop && state.waiters.is_empty() {
-                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if state.stop {
+                        return;
+                    }
+                    let asked = state.asked.is_some_and(|a| a.elapsed() <= t.asked_window);
+                    let since_last = state.last.as_ref().map(|(at, _)| at.elapsed());
+                    let due = since_last.is_none_or(|s| s >= t.interval);
+                    if !state.waiters.is_empty() || (asked && due) {
+                        break;
+                    }
+                    state = if asked {
+                        let rest = t.interval.saturating_sub(since_last.unwrap_or_default());
+                        self.wake
+                            .wait_timeout(state, rest.max(Duration::from_millis(1)))
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    } else {
+                        self.wake.wait(state).unwrap_or_else(|p| p.into_inner())
+                    };
                 }
-                if state.stop {
-                    return;
-                }
+                state.running_since = Some(Instant::now());
             }
             let health = match select_one(&self.config, &mut conn) {
                 Ok(()) => PgHealth::Reachable,
@@ -160,6 +232,7 @@ impl Inner {
                 }
             };
             let mut state = self.lock();
+            state.running_since = None;
             for waiter in state.waiters.drain(..) {
                 let _ = waiter.send(health.clone());
             }
@@ -182,8 +255,6 @@ fn select_one(config: &DatabaseConfig, conn: &mut Option<postgres::Client>) -> R
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn rt() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
@@ -205,26 +276,43 @@ mod tests {
         }
     }
 
+    /// Polls `done` every 5 ms for 10 s at most (generous: the conditions
+    /// take milliseconds, on a loaded 2-CPU machine too).
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn finished_checks(probe: &PgProbe) -> Option<Instant> {
+        probe.inner.lock().last.as_ref().map(|(at, _)| *at)
+    }
+
     #[test]
-    fn a_reachable_database_is_checked_once_then_answered_from_the_result() {
+    fn a_reachable_database_is_checked_in_the_background_and_answered_at_once() {
         let config = DatabaseConfig {
             url: crate::testing::database_url(),
             ..DatabaseConfig::default()
         };
-        let probe = PgProbe::new(config);
+        let probe = PgProbe::with_timing(
+            config,
+            Timing {
+                interval: Duration::from_millis(50),
+                ..Timing::default()
+            },
+        );
         rt().block_on(async move {
-            let first = probe.check(Duration::from_secs(60));
+            let first = probe.check();
             assert!(matches!(first, Probe::Later(_)), "no result yet");
             assert_eq!(answer(first).await, PgHealth::Reachable);
-            // Within max_age: the result, without a query.
-            assert!(matches!(
-                probe.check(Duration::from_secs(60)),
-                Probe::Now(PgHealth::Reachable)
-            ));
-            // Older than max_age: a new check, on the kept connection.
-            let again = probe.check(Duration::ZERO);
-            assert!(matches!(again, Probe::Later(_)));
-            assert_eq!(answer(again).await, PgHealth::Reachable);
+            // The latest result, at once.
+            assert!(matches!(probe.check(), Probe::Now(PgHealth::Reachable)));
+            // Checked again in the background, on the kept connection.
+            let before = finished_checks(&probe);
+            until("a background check", || finished_checks(&probe) > before).await;
+            assert!(matches!(probe.check(), Probe::Now(PgHealth::Reachable)));
         });
     }
 
@@ -242,10 +330,7 @@ mod tests {
         });
         rt().block_on(async move {
             // Concurrent askers share one check.
-            let (a, b) = (
-                probe.check(Duration::from_secs(60)),
-                probe.check(Duration::from_secs(60)),
-            );
+            let (a, b) = (probe.check(), probe.check());
             let (a, b) = (answer(a).await, answer(b).await);
             assert_eq!(a, b);
             let PgHealth::Unreachable(why) = a else {
@@ -254,5 +339,46 @@ mod tests {
             assert!(why.contains(&format!("127.0.0.1:{closed}")), "{why}");
             assert!(!why.contains("hunter2"), "{why}");
         });
+    }
+
+    /// A database that accepts connections and never answers: once the check
+    /// has had no answer for `answer_timeout`, PostgreSQL is unreachable, at
+    /// once, while the probe thread is still stuck on it.
+    #[test]
+    fn a_check_that_hangs_makes_the_database_unreachable_after_the_timeout() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let probe = PgProbe::with_timing(
+            DatabaseConfig {
+                url: format!("postgres://app@127.0.0.1:{port}/tokend"),
+                ..DatabaseConfig::default()
+            },
+            Timing {
+                answer_timeout: Duration::from_millis(300),
+                ..Timing::default()
+            },
+        );
+        rt().block_on(async move {
+            let Probe::Later(first) = probe.check() else {
+                panic!("no result yet");
+            };
+            // The first check hangs: its waiter gets nothing...
+            assert!(
+                monoio::time::timeout(Duration::from_millis(100), first)
+                    .await
+                    .is_err(),
+                "a silent server answered"
+            );
+            // ...and past the answer timeout the verdict comes at once.
+            until("the answer timeout", || {
+                matches!(probe.check(), Probe::Now(PgHealth::Unreachable(_)))
+            })
+            .await;
+            let Probe::Now(PgHealth::Unreachable(why)) = probe.check() else {
+                unreachable!()
+            };
+            assert!(why.starts_with("no answer to SELECT 1 for"), "{why}");
+        });
+        drop(silent);
     }
 }
