@@ -36,7 +36,13 @@ const PG_FIRST_RESULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// check blocks the core, and neither waits for the blocking pool: its
 /// queue being full says nothing about the stores.
 pub async fn readyz(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
+    // The pool declares an outage as soon as a request meets one (a cut
+    // connection, a failed checkout): that is news the probe's latest
+    // result may not have yet (its check in flight is given 5 s).
     let pg = match core.pg_probe().check() {
+        _ if core.pg().is_down() => {
+            PgHealth::Unreachable("the connection pool is in an outage".into())
+        }
         Probe::Now(health) => health,
         Probe::Later(first) => match monoio::time::timeout(PG_FIRST_RESULT_TIMEOUT, first).await {
             Ok(Ok(health)) => health,

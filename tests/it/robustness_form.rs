@@ -129,15 +129,19 @@ fn validate_until(addr: SocketAddr, token: &str, stop: &AtomicBool) -> Vec<Durat
 /// Issue #12's attack: the quadratic body sent again and again (by two
 /// clients, and the costliest body within the cap by a third) while a
 /// well-behaved client validates on the same core
-/// (`TOKEND_SERVER_CORES=1`). All its requests succeed and its worst latency
-/// stays under 250 ms.
+/// (`TOKEND_SERVER_CORES=1`). All its requests succeed, their median latency
+/// stays under 100 ms and the worst under 1 s.
 ///
 /// Before the fix each quadratic request held the core for 71 ms in a
 /// release build (346 ms in the debug build the tests run), and every
 /// validation waited behind the ones in progress; now each costs
 /// microseconds. The bound is loose for a loaded 2-CPU machine (the
 /// attackers, the server, Redis and other tests share it: runs measured
-/// worst latencies of 20–40 ms there) and still below one quadratic request.
+/// worst latencies of 20–40 ms there, and one of 250+ ms at a load average
+/// of 9, which is why the worst case alone is bounded at 1 s, still a
+/// quarter of the 4.65 s seen before the fix). The median, under 100 ms, is
+/// what an attack that holds the core would break: before the fix every
+/// validation waited behind at least one quadratic request (346 ms).
 ///
 /// Each attacker waits 1 ms after an answer before it sends again: an
 /// attacker that always has its next request in the socket before tokend
@@ -193,8 +197,16 @@ fn a_well_behaved_client_keeps_validating_during_the_form_attack() {
     );
     assert!(attack_requests > 10, "the attack ran: {attack_requests}");
     assert!(latencies.len() > 10, "validations ran: {}", latencies.len());
+    let median = latencies
+        .get(latencies.len() / 2)
+        .copied()
+        .unwrap_or_default();
     assert!(
-        worst < Duration::from_millis(250),
+        median < Duration::from_millis(100),
+        "median validation latency {median:?}"
+    );
+    assert!(
+        worst < Duration::from_secs(1),
         "worst validation latency {worst:?}"
     );
 }
