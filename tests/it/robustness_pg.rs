@@ -353,7 +353,15 @@ fn a_frozen_postgresql_costs_503s_within_the_bound_and_recovers_by_itself() {
         server.log()
     );
     eprintln!("logins back {:?} after the thaw", thawed.elapsed());
-    assert_eq!(server.get("/readyz").status, 200);
+    // Readiness follows within the readiness probe's own period: its
+    // latest result may still be the failure seen during the freeze for up
+    // to a second after the pool recovered (seen failing when asked at
+    // once, at a load average of 10); 5 s is generous.
+    assert!(
+        eventually(Duration::from_secs(5), || server.get("/readyz").status
+            == 200),
+        "/readyz not ready within 5 s of logins coming back"
+    );
     assert_eq!(
         count(&server.log(), "PostgreSQL answers again"),
         1,
