@@ -197,8 +197,8 @@ impl Drop for ConnGuard {
 ///   written from then on, says `Connection: close`; then the connection
 ///   closes gracefully (see [`close_gracefully`]);
 /// - a request that arrived, whole or in part, is read and answered (a part
-///   gets up to [`FRESH_CONNECTION_GRACE`] for the rest, within its head
-///   timeout);
+///   gets up to [`FRESH_CONNECTION_GRACE`] more for the rest, within its
+///   head timeout);
 /// - a connection answered less than [`IDLE_RELEASE`] ago is between two
 ///   requests of a stream, not idle: its next request is usually on its way
 ///   already, and is answered if it comes within `IDLE_RELEASE` of that
@@ -439,7 +439,13 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
             let cap = rbuf.capacity();
             let read = stream.read(rbuf.slice_mut(len..cap));
             let limit = if linger { IDLE_RELEASE } else { wait };
-            match monoio::time::timeout(limit.max(Duration::from_millis(1)), read).await {
+            let limit = limit.max(Duration::from_millis(1));
+            let got = if len == 0 {
+                monoio::time::timeout(limit, read).await
+            } else {
+                rest_of_request(&core, read, limit).await
+            };
+            match got {
                 Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
                 Ok((Ok(_), slice)) => {
                     rbuf = slice.into_inner();
@@ -471,6 +477,31 @@ fn grow(rbuf: &mut Vec<u8>, limits: &http::Limits) {
         let want = (rbuf.capacity() * 2).min(limits.max_head + limits.max_body + BUF_SIZE);
         rbuf.reserve(want.saturating_sub(rbuf.len()).max(1024));
     }
+}
+
+/// The read of the rest of a request part-way in, for at most `limit`; if
+/// the core begins to drain meanwhile, for at most
+/// [`FRESH_CONNECTION_GRACE`] more. The read is never dropped while it
+/// waits, only at the end (with io_uring a dropped read may have taken
+/// bytes), so a drain shortens its deadline instead of restarting it.
+async fn rest_of_request<F: Future>(
+    core: &Core,
+    read: F,
+    limit: Duration,
+) -> Result<F::Output, monoio::time::error::Elapsed> {
+    let mut read = std::pin::pin!(read);
+    let deadline = Instant::now() + limit;
+    if !core.is_shutting_down() {
+        monoio::select! {
+            biased;
+            got = monoio::time::timeout(limit, &mut read) => return got,
+            _ = draining(core) => {}
+        }
+    }
+    let rest = deadline
+        .min(Instant::now() + FRESH_CONNECTION_GRACE)
+        .saturating_duration_since(Instant::now());
+    monoio::time::timeout(rest.max(Duration::from_millis(1)), read).await
 }
 
 /// Ready once the core has begun to drain. It registers no waker: the drain

@@ -260,6 +260,61 @@ fn clients_that_never_read_do_not_hold_up_the_drain() {
     }
 }
 
+/// Finding 5's bounds: a request left part-way in (a slowloris, or a client
+/// gone silent) when the drain begins gets a second more for the rest, not
+/// its whole head timeout; while a request whose rest does come is answered.
+#[test]
+fn a_drain_waits_a_second_at_most_for_the_rest_of_a_request() {
+    for driver in drivers() {
+        let mut s = TestServer::with(Options {
+            env: vec![("TOKEND_SERVER_DRIVER".into(), driver.into())],
+            cores: 1,
+            ..Options::default()
+        });
+        let mut silent = s.conn();
+        silent.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n");
+        let mut finishing = s.conn();
+        finishing.send(b"GET /healthz HTTP/1.1\r\n");
+        // Both are open and part-way in (the scrape is the third).
+        assert!(
+            eventually(Duration::from_secs(10), || metric(
+                &s,
+                "tokend_open_connections{core=\"0\"}"
+            ) >= 3.0),
+            "{driver}: the connections were never accepted"
+        );
+        let start = Instant::now();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(s.pid() as i32, libc::SIGTERM) };
+        // The drain has begun once the listener is closed; the rest of the
+        // request comes after that, well within the second.
+        assert!(
+            eventually(Duration::from_millis(500), || matches!(
+                TcpStream::connect(s.addr),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            )),
+            "{driver}: still accepting after SIGTERM"
+        );
+        finishing.send(b"Host: t\r\n\r\n");
+        let r = finishing
+            .read_response()
+            .unwrap_or_else(|| panic!("{driver}: the finished request was not answered"));
+        assert_eq!(r.status, 200, "{driver}");
+        assert_eq!(r.header("connection"), Some("close"), "{driver}");
+        let status = s.terminate();
+        let took = start.elapsed();
+        eprintln!("{driver}: drain with a silent request part-way in took {took:?}");
+        assert!(status.success(), "{driver}: {status:?}\n{}", s.log());
+        assert!(silent.closed_within(Duration::from_secs(1)), "{driver}");
+        // FRESH_CONNECTION_GRACE is 1 s; the head timeout, 10 s. 5 s is
+        // room for a loaded machine and tells the two apart.
+        assert!(
+            took < Duration::from_secs(5),
+            "{driver}: the drain took {took:?}"
+        );
+    }
+}
+
 /// Sends all of `raw` on a new connection, then reads until the end of the
 /// stream: what came back, or the error that ended the reading.
 fn send_all_then_read(addr: SocketAddr, raw: &[u8]) -> Result<Vec<u8>, String> {
