@@ -3,8 +3,8 @@
 //! Owns: accepting (cancelable, so a drain takes back the accept in flight),
 //! the connection cap at accept, stopping to listen one core at a time,
 //! waiting on shutdown for the connections to answer what arrived, and the
-//! tick (the `Date` header, the watchdog heartbeat, the core's Redis
-//! figures). Part of the composition root: only `cores` uses it.
+//! tick (the `Date` header, the core's coarse clock, the watchdog
+//! heartbeat, the core's Redis figures). Part of the composition root: only `cores` uses it.
 //!
 //! Never imports: `handlers`, `http`, `router`, a service or a store: it
 //! reaches its core through `state` and hands each connection to `net`.
@@ -120,10 +120,12 @@ fn accept_connection(core: &Rc<Core>, stream: monoio::net::TcpStream, peer: Sock
     }
 }
 
-/// Re-renders the core's `Date` header value once a second.
+/// Re-renders the core's `Date` header value once a second, and reads the
+/// core's coarse clock (`Core::coarse_now`).
 pub(super) async fn date_ticker(core: Rc<Core>) {
     loop {
         core.date().refresh();
+        core.tick_coarse_clock();
         let now = crate::clock::since_epoch();
         // Proof of life for the watchdog: this runs only if the loop turns.
         core.beat(now.as_secs());

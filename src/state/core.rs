@@ -3,7 +3,8 @@
 //!
 //! Owns: the core's Redis connection, revocation and refresh stores, its
 //! parsed keys and verified-token cache, its copy of the client table, its
-//! `Date` cache and counters, and its connection and drain accounting.
+//! `Date` cache, coarse clock and counters, and its connection and drain
+//! accounting.
 //! Everything else is reached through accessors that say what the caller
 //! needs, never through public fields. Never imports `cores`, `net`,
 //! `handlers`, `router` or request types.
@@ -66,6 +67,9 @@ pub struct Core {
     shutting_down: Cell<bool>,
     /// When the drain began (`None` while serving).
     drain_started: Cell<Option<Instant>>,
+    /// The time, read once a second by the core's ticker (see
+    /// [`Core::coarse_now`]).
+    coarse_now: Cell<Instant>,
     /// The task waker of every open connection, registered once per
     /// connection (not per request), so that the drain can wake the ones
     /// waiting quietly for a request. At most `max_connections_per_core`.
@@ -130,6 +134,7 @@ impl Core {
             closing: Cell::new(0),
             shutting_down: Cell::new(false),
             drain_started: Cell::new(None),
+            coarse_now: Cell::new(Instant::now()),
             conn_wakers: RefCell::new(Wakers::default()),
             shared,
         }))
@@ -401,6 +406,19 @@ impl Core {
         }
     }
 
+    /// The time, as the core's once-a-second ticker last read it: for
+    /// deadlines that need no more than a second's precision and must not
+    /// read the clock per request (a write's stall deadline).
+    #[inline]
+    pub fn coarse_now(&self) -> Instant {
+        self.coarse_now.get()
+    }
+
+    /// Reads the clock for [`Core::coarse_now`] (the ticker, once a second).
+    pub fn tick_coarse_clock(&self) {
+        self.coarse_now.set(Instant::now());
+    }
+
     /// When the drain began, once it has.
     pub fn drain_started(&self) -> Option<Instant> {
         self.drain_started.get()
@@ -535,6 +553,18 @@ mod tests {
             core.fresh_done();
             core.fresh_done();
             assert_eq!(core.fresh_connections(), 0, "never below zero");
+        });
+    }
+
+    #[test]
+    fn the_coarse_clock_moves_when_ticked() {
+        with_core(Config::default(), |core, _| {
+            let before = core.coarse_now();
+            assert!(before <= Instant::now());
+            std::thread::sleep(Duration::from_millis(5));
+            assert_eq!(core.coarse_now(), before, "only the ticker moves it");
+            core.tick_coarse_clock();
+            assert!(core.coarse_now() >= before + Duration::from_millis(5));
         });
     }
 
