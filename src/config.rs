@@ -194,8 +194,8 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Time a connection's answers may make no write progress (a client
-    /// that does not read them) before the connection is closed. Default
-    /// `10s`.
+    /// that does not read them) before the connection is closed, kept to
+    /// the second (see `net::write_out`). Default `10s`.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
     /// Time allowed to finish in-flight requests on SIGTERM. Default `10s`.

@@ -65,9 +65,10 @@ const IDLE_RELEASE: Duration = Duration::from_secs(1);
 /// A client that pipelines and never reads otherwise had every request in
 /// its read buffer answered into an unbounded output buffer (issue #12:
 /// twenty connections pipelining `GET /metrics` took tokend from 9.5 MB to
-/// 38.7 MB resident). Now such a connection holds at most this plus one
-/// answer (the largest, a metrics page, is a few KiB), plus its read buffer
-/// (at most the head and body limits). The bound never limits a client that
+/// 38.7 MB resident; +30 MB in `robustness_net`'s test). Now such a
+/// connection holds at most this plus one answer (the largest, a metrics
+/// page, is ~12 KiB), plus its read buffer (at most the head and body
+/// limits): +1 MB in that test. The bound never limits a client that
 /// reads: a validation's answer is ~300 bytes, so 32 KiB is a hundred of
 /// them in one write (wrk pipelines 16), and a bigger batch is still written
 /// 32 KiB per send(2). It is of the order of a socket's first send buffer
