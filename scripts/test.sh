@@ -7,11 +7,20 @@
 #   4. the module layering          tests/it/layers.rs: every top-level module
 #                                   of src/ imports only down the layers (no
 #                                   cycle), read from the sources with syn
-#   5. cargo test --all-targets     unit and integration tests; the
+#   5. cargo test --all-targets --no-fail-fast
+#                                   unit and integration tests (every target
+#                                   runs even when one fails); the
 #                                   integration tests start real `tokend
 #                                   serve` processes against PostgreSQL and
 #                                   Redis, each with its own database and
 #                                   Redis key prefix
+#   6. scripts/fuzz.sh              each fuzz target (fuzz/) for
+#                                   FUZZ_SECONDS (5) seconds, so that a
+#                                   regression in a parser shows up; needs
+#                                   nightly Rust, says it skipped without
+#                                   it, installs cargo-fuzz when missing.
+#                                   Only on a full run (no arguments);
+#                                   FUZZ_SECONDS=0 skips it
 #
 # Extra arguments go to `cargo test`, e.g.
 #   scripts/test.sh config            only tests whose name contains "config"
@@ -23,7 +32,7 @@
 #                             (postgres://tokend:tokend@127.0.0.1:5432/postgres)
 #   TOKEND_TEST_REDIS_URL     (redis://127.0.0.1:6379/0)
 #
-# Exits with the status of the first step that fails, else cargo test's.
+# Exits with the status of the first step that fails, else 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOKEND_SCRIPT=test.sh
@@ -51,5 +60,14 @@ cargo clippy --all-targets -- -D warnings
 say "module layering (cargo test --test it layers)"
 cargo test --quiet --test it layers
 
-say "cargo test --all-targets $*"
-exec cargo test --all-targets "$@"
+say "cargo test --all-targets --no-fail-fast $*"
+cargo test --all-targets --no-fail-fast "$@"
+
+if [ $# -gt 0 ]; then
+    say "fuzz smoke run skipped: test arguments were given (run scripts/fuzz.sh alone)"
+elif [ "${FUZZ_SECONDS:-5}" = 0 ]; then
+    say "fuzz smoke run skipped: FUZZ_SECONDS=0"
+else
+    say "fuzz targets, ${FUZZ_SECONDS:-5} s each (scripts/fuzz.sh)"
+    FUZZ_SECONDS=${FUZZ_SECONDS:-5} FUZZ_RUNS= scripts/fuzz.sh
+fi

@@ -153,7 +153,13 @@ impl<'de> Deserialize<'de> for Cores {
             }
             Raw::L(_) => Err(bad()),
             Raw::S(s) => {
+                // `TOKEND_SERVER_CORES` is always a string: "4", "0,1" and
+                // "[0, 1]" all read as in the file.
                 let s = s.trim();
+                let s = s
+                    .strip_prefix('[')
+                    .and_then(|s| s.strip_suffix(']'))
+                    .unwrap_or(s);
                 if s.eq_ignore_ascii_case("all") {
                     return Ok(Cores::All);
                 }
@@ -240,9 +246,20 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Connections in the pool. Default: `limits.blocking_threads`.
     pub pool_size: Option<u32>,
-    /// Time allowed to get a connection. Default `5s`.
+    /// Time allowed to get a connection: to make one (TCP connect, start-up
+    /// and authentication), or to wait for a free one. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Longest a statement may take: PostgreSQL's `statement_timeout` on
+    /// every connection tokend makes (the CLI's too), and tokend's own bound
+    /// on every wait for an answer (this plus one second), so that a frozen
+    /// database or network costs a `503` with `Retry-After`, not a hang.
+    /// tokend's statements are index lookups and small writes that take
+    /// milliseconds; 5 s rides out a checkpoint or lock wait on a loaded
+    /// database and still answers a user before a typical client gives up.
+    /// Default `5s` (`TOKEND_DATABASE_STATEMENT_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -251,6 +268,7 @@ impl Default for DatabaseConfig {
             url: "postgres://postgres@127.0.0.1:5432/tokend".into(),
             pool_size: None,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -505,7 +523,8 @@ impl Config {
             let toml::Value::Table(sec) = entry else {
                 return Err(ConfigError::key(&section, "must be a table"));
             };
-            sec.insert(key, env_value(&value));
+            let value = env_value(&var, &section, &key, &value)?;
+            sec.insert(key, value);
         }
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
@@ -583,6 +602,20 @@ impl Config {
                 "must start with postgres:// or postgresql://",
             ));
         }
+        if self.database.statement_timeout < Duration::from_millis(1) {
+            // 0 would mean "no limit" to PostgreSQL: a frozen database
+            // would hang every request that needs it again.
+            return Err(ConfigError::key(
+                "database.statement_timeout",
+                "must be at least 1ms",
+            ));
+        }
+        if self.database.connect_timeout < Duration::from_millis(1) {
+            return Err(ConfigError::key(
+                "database.connect_timeout",
+                "must be at least 1ms",
+            ));
+        }
         if !self.redis.url.starts_with("redis://") {
             return Err(ConfigError::key("redis.url", "must start with redis://"));
         }
@@ -654,33 +687,164 @@ impl fmt::Display for Config {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `<redacted>`.
+/// `url` with every credential in it replaced by `<redacted>`, for logs,
+/// error messages and `tokend config check`.
+///
+/// Hides the password of the userinfo (`scheme://user:password@host`,
+/// `scheme://:password@host`; for `redis://`, a lone `secret@` too) and the value of every query parameter whose
+/// name (percent-decoded, any case) names a secret: `password`,
+/// `sslpassword`, and anything containing `pass`, `secret`, `token` or
+/// `pwd` (`?password=`, `&password=`, `;password=`, after a `#` too).
+/// Over-redacting is the safe side of every doubt: the userinfo is taken to
+/// end at the last `@` of the URL (PostgreSQL's parser ends it at the first,
+/// the `url` crate at the last before the path, so a raw `@` or `/` in a
+/// password is hidden either way), and a string without `scheme://` is not
+/// a URL this function can read, so all of it is hidden when it holds an
+/// `@` or a `=`.
 pub fn redact_url(url: &str) -> String {
+    const HIDDEN: &str = "<redacted>";
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return if url.contains(['@', '=']) {
+            HIDDEN.to_string()
+        } else {
+            url.to_string()
+        };
     };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some(x) => x,
-        None => return url.to_string(),
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    out.push_str("://");
+    let tail = match rest.rsplit_once('@') {
+        Some((userinfo, tail)) => {
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push(':');
+                    out.push_str(HIDDEN);
+                }
+                // `redis://secret@host` is a password in the user's place
+                // (tokend refuses the URL; printing it must not leak it). A
+                // PostgreSQL user alone is no secret.
+                None if scheme.starts_with("redis") => out.push_str(HIDDEN),
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            tail
+        }
+        None => rest,
     };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
-        None => url.to_string(),
+    // The host and path, then every parameter: `name=value` pieces between
+    // separators (`?`, `&`, `;`, `#`), each kept or hidden by its name.
+    // A piece without `=` right after a hidden value is taken for more of
+    // it (a raw `&` in a password), and left out with its separator.
+    let mut first = true;
+    let mut hiding = false;
+    for piece in tail.split_inclusive(['?', '&', ';', '#']) {
+        let (body, sep) = match piece.char_indices().last() {
+            Some((i, c @ ('?' | '&' | ';' | '#'))) => (&piece[..i], Some(c)),
+            _ => (piece, None),
+        };
+        let param = body.split_once('=').filter(|_| !first);
+        first = false;
+        match param {
+            Some((name, _)) if is_secret_param(name) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(HIDDEN);
+                hiding = true;
+            }
+            None if hiding => continue,
+            _ => {
+                out.push_str(body);
+                hiding = false;
+            }
+        }
+        out.extend(sep);
+    }
+    out
+}
+
+/// Whether a URL query parameter's name (as written: percent-encoded, any
+/// case) names a credential.
+fn is_secret_param(raw_name: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(&raw_name.replace('+', " "))
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
+    let name = decoded.trim();
+    ["pass", "secret", "token", "pwd"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// What an environment override is read as: the type of the key it sets,
+/// whatever its text looks like (issue #12: `TOKEND_REDIS_PREFIX=2024` was
+/// read as the integer 2024 and the string key refused it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EnvKind {
+    /// Strings, durations (`"10s"`), addresses, enums, paths and
+    /// `server.cores` (whose string form takes `all`, `4`, `0,1` and
+    /// `[0, 1]`): the text as it is.
+    String,
+    Integer,
+    Float,
+    /// `true` or `false`, in any case.
+    Boolean,
+}
+
+/// The kind of every key, read from the configuration itself: a sample with
+/// every optional key set, serialised to TOML, gives each key's value type.
+/// A key it lacks is unknown (or an optional key missing from the sample,
+/// which `env_kinds_cover_every_key` forbids): it goes in as a string and
+/// the configuration names it.
+fn env_kind(section: &str, key: &str) -> EnvKind {
+    let sample = Config::sample_with_every_key();
+    let value = toml::Value::try_from(&sample)
+        .ok()
+        .and_then(|v| v.get(section)?.get(key).cloned());
+    match value {
+        Some(toml::Value::Integer(_)) => EnvKind::Integer,
+        Some(toml::Value::Float(_)) => EnvKind::Float,
+        Some(toml::Value::Boolean(_)) => EnvKind::Boolean,
+        _ => EnvKind::String,
     }
 }
 
-/// An environment value as TOML: a number, boolean or array when it reads as
-/// one, a string otherwise.
-fn env_value(raw: &str) -> toml::Value {
-    let doc = format!("v = {raw}");
-    if let Ok(mut t) = toml::from_str::<toml::Table>(&doc) {
-        if let Some(v) = t.remove("v") {
-            if !matches!(v, toml::Value::Table(_)) {
-                return v;
-            }
-        }
+impl Config {
+    /// The defaults with every optional key set (and `server.cores` in its
+    /// string form), so that each key shows its value type when serialised.
+    fn sample_with_every_key() -> Config {
+        let mut c = Config::default();
+        c.server.public_url = Some(String::new());
+        c.database.pool_size = Some(1);
+        c.tokens.issuer = Some(String::new());
+        c.limits.blocking_threads = Some(1);
+        c.keys.kek_file = Some(PathBuf::new());
+        c.keys.kek = Some(String::new());
+        c
     }
-    toml::Value::String(raw.to_string())
+}
+
+/// The environment variable `var`'s text as the value of `section.key`, typed
+/// by the key ([`env_kind`]); a text that is not of that type is refused
+/// with the key and the variable named.
+fn env_value(var: &str, section: &str, key: &str, raw: &str) -> Result<toml::Value, ConfigError> {
+    let wrong = |what: &str| {
+        ConfigError::key(
+            &format!("{section}.{key}"),
+            format!("{var} must be {what}, got {raw:?}"),
+        )
+    };
+    Ok(match env_kind(section, key) {
+        EnvKind::String => toml::Value::String(raw.to_string()),
+        EnvKind::Integer => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| wrong("an integer"))?)
+        }
+        EnvKind::Float => toml::Value::Float(raw.trim().parse().map_err(|_| wrong("a number"))?),
+        EnvKind::Boolean => match raw.trim() {
+            t if t.eq_ignore_ascii_case("true") => toml::Value::Boolean(true),
+            f if f.eq_ignore_ascii_case("false") => toml::Value::Boolean(false),
+            _ => return Err(wrong("true or false")),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -703,6 +867,7 @@ mod tests {
         assert_eq!(c.tokens.refresh_ttl, Duration::from_secs(30 * 86400));
         assert_eq!(c.limits.max_head_bytes, 8192);
         assert_eq!(c.passwords.memory_kib, 19456);
+        assert_eq!(c.database.statement_timeout, Duration::from_secs(5));
         assert_eq!(c.server.write_timeout, Duration::from_secs(10));
     }
 
@@ -775,6 +940,226 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("limits.blocking_nice"), "{e}");
+        let e = load("", &[("TOKEND_DATABASE_STATEMENT_TIMEOUT", "0s")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.statement_timeout"), "{e}");
+    }
+
+    /// Issue #12: an override is typed by the key it sets, not by how its
+    /// text looks. A numeric- or TOML-looking text stays a string for a
+    /// string key; numbers and booleans parse as their type, and a text that
+    /// is not one names the key and the variable.
+    #[test]
+    fn env_overrides_are_typed_by_their_key() {
+        let c = load(
+            "",
+            &[
+                ("TOKEND_REDIS_PREFIX", "2024"),
+                ("TOKEND_TOKENS_AUDIENCE", "1.5"),
+                ("TOKEND_TOKENS_ISSUER", "true"),
+                ("TOKEND_SERVER_LOG_LEVEL", "[debug]"),
+                ("TOKEND_SERVER_PUBLIC_URL", "{ a = 1 }"),
+                ("TOKEND_KEYS_KEK", "12345678"),
+                ("TOKEND_KEYS_KEK_FILE", "0"),
+                ("TOKEND_LIMITS_MAX_HEADERS", " 32 "),
+                ("TOKEND_LIMITS_BLOCKING_NICE", "-0"),
+                ("TOKEND_DATABASE_POOL_SIZE", "7"),
+                ("TOKEND_REDIS_REVOCATION_MIRROR", "TRUE"),
+                ("TOKEND_USERS_SELF_REGISTRATION", "false"),
+                ("TOKEND_TOKENS_LEEWAY", "30s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.redis.prefix, "2024");
+        assert_eq!(c.tokens.audience, "1.5");
+        assert_eq!(c.tokens.issuer.as_deref(), Some("true"));
+        assert_eq!(c.server.log_level, "[debug]");
+        assert_eq!(c.server.public_url.as_deref(), Some("{ a = 1 }"));
+        assert_eq!(c.keys.kek.as_deref(), Some("12345678"));
+        assert_eq!(c.keys.kek_file.as_deref(), Some(Path::new("0")));
+        assert_eq!(c.limits.max_headers, 32);
+        assert_eq!(c.limits.blocking_nice, 0);
+        assert_eq!(c.database.pool_size, Some(7));
+        assert!(c.redis.revocation_mirror);
+        assert!(!c.users.self_registration);
+        assert_eq!(c.tokens.leeway, Duration::from_secs(30));
+        for (cores, want) in [
+            ("2", Cores::Count(2)),
+            ("0,1", Cores::List(vec![0, 1])),
+            ("[0, 1]", Cores::List(vec![0, 1])),
+            ("all", Cores::All),
+        ] {
+            let c = load("", &[("TOKEND_SERVER_CORES", cores)]).unwrap();
+            assert_eq!(c.server.cores, want, "{cores}");
+        }
+        for (var, value, key, what) in [
+            (
+                "TOKEND_LIMITS_MAX_HEADERS",
+                "many",
+                "limits.max_headers",
+                "an integer",
+            ),
+            (
+                "TOKEND_LIMITS_MAX_HEADERS",
+                "1.5",
+                "limits.max_headers",
+                "an integer",
+            ),
+            (
+                "TOKEND_DATABASE_POOL_SIZE",
+                "",
+                "database.pool_size",
+                "an integer",
+            ),
+            (
+                "TOKEND_SERVER_ACCESS_LOG",
+                "1",
+                "server.access_log",
+                "true or false",
+            ),
+            (
+                "TOKEND_SERVER_ACCESS_LOG",
+                "yes",
+                "server.access_log",
+                "true or false",
+            ),
+        ] {
+            let e = load("", &[(var, value)]).unwrap_err().to_string();
+            assert!(
+                e.contains(key) && e.contains(var) && e.contains(what),
+                "{e}"
+            );
+        }
+        // Out of range for the field's type: still named by serde.
+        let e = load("", &[("TOKEND_LIMITS_MAX_HEADERS", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_headers"), "{e}");
+    }
+
+    /// Every key of every section has a kind in the sample
+    /// [`env_kind`] reads: an optional key left unset there would be read as
+    /// a string whatever its type. The field lists come from the structs'
+    /// own `Deserialize` (what `deserialize_struct` is told).
+    #[test]
+    fn env_kinds_cover_every_key() {
+        use serde::de::{self, Visitor};
+
+        struct Fields(Vec<&'static str>);
+        impl<'de> de::Deserializer<'de> for &mut Fields {
+            type Error = de::value::Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(de::Error::custom("a struct was expected"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0.extend_from_slice(fields);
+                Err(de::Error::custom("fields captured"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        fn fields<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
+            let mut f = Fields(Vec::new());
+            let _ = T::deserialize(&mut f);
+            f.0
+        }
+        let sections: [(&str, Vec<&str>); 8] = [
+            ("server", fields::<ServerConfig>()),
+            ("database", fields::<DatabaseConfig>()),
+            ("redis", fields::<RedisConfig>()),
+            ("tokens", fields::<TokensConfig>()),
+            ("passwords", fields::<PasswordsConfig>()),
+            ("limits", fields::<LimitsConfig>()),
+            ("keys", fields::<KeysConfig>()),
+            ("users", fields::<UsersConfig>()),
+        ];
+        assert_eq!(fields::<Config>(), SECTIONS);
+        let sample = toml::Value::try_from(Config::sample_with_every_key()).unwrap();
+        for (section, keys) in &sections {
+            assert!(SECTIONS.contains(section));
+            assert!(!keys.is_empty(), "{section}");
+            for key in keys {
+                assert!(
+                    sample.get(section).and_then(|s| s.get(key)).is_some(),
+                    "{section}.{key} is missing from Config::sample_with_every_key"
+                );
+            }
+        }
+        assert_eq!(env_kind("limits", "max_headers"), EnvKind::Integer);
+        assert_eq!(env_kind("redis", "prefix"), EnvKind::String);
+        assert_eq!(env_kind("server", "access_log"), EnvKind::Boolean);
+        assert_eq!(env_kind("server", "cores"), EnvKind::String);
+        assert_eq!(env_kind("database", "pool_size"), EnvKind::Integer);
+        assert_eq!(env_kind("server", "no_such_key"), EnvKind::String);
+    }
+
+    /// Issue #12: every credential form in a URL is hidden; what is not a
+    /// credential stays readable.
+    #[test]
+    fn redact_url_hides_every_credential_form() {
+        let cases: &[(&str, &[&str])] = &[
+            ("postgres://app:hunter2@db/tokend", &["hunter2"]),
+            ("postgresql://app:hunter2@db:5432/tokend", &["hunter2"]),
+            ("redis://:pw123@127.0.0.1:6379/0", &["pw123"]),
+            ("redis://default:pw123@127.0.0.1:6379/0", &["pw123"]),
+            ("redis://pw123@127.0.0.1:6379/0", &["pw123"]),
+            ("postgres://app@db/tokend?password=hunter2", &["hunter2"]),
+            (
+                "postgres://app@db/tokend?sslmode=require&password=hunter2&application_name=t",
+                &["hunter2"],
+            ),
+            ("postgres://app@db/tokend?sslpassword=keypass", &["keypass"]),
+            ("postgres://app@db/tokend?PassWord=hunter2", &["hunter2"]),
+            ("postgres://app@db/tokend?pass%77ord=hunter2", &["hunter2"]),
+            ("postgres://app@db/tokend?%70%61%73%73word=hunter2", &["hunter2"]),
+            ("postgres://app@db/tokend?x=1;password=hunter2", &["hunter2"]),
+            ("postgres://app@db/tokend#password=hunter2", &["hunter2"]),
+            ("postgres://app@db/tokend?password=hun%26ter2", &["hun%26ter2"]),
+            ("postgres://app@db/tokend?password=hun&ter2&x=1", &["hun", "ter2"]),
+            // A raw `@`, `/`, `:` or `?` in the password.
+            ("postgres://app:hun@ter2@db/tokend", &["hun@ter2", "hun", "ter2"]),
+            ("postgres://app:hun/ter2@db/tokend", &["hun/ter2", "ter2"]),
+            ("postgres://app:hun:ter2@db/tokend", &["hun:ter2", "ter2"]),
+            ("postgres://app:hun?ter2@db/tokend", &["ter2"]),
+            // Both forms at once, on a multi-host URL.
+            (
+                "postgres://app:one@h1:5432,h2:5433/db?target_session_attrs=read-write&password=two",
+                &["one", "two"],
+            ),
+            // Not a URL: hidden whole.
+            ("host=db user=app password=hunter2", &["hunter2"]),
+            ("app:hunter2@db", &["hunter2"]),
+        ];
+        for (url, secrets) in cases {
+            let shown = redact_url(url);
+            for secret in *secrets {
+                assert!(!shown.contains(secret), "{url} -> {shown}");
+            }
+            assert!(shown.contains("<redacted>"), "{url} -> {shown}");
+        }
+        // What holds no credential is left as it is.
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/tokend",
+            "postgres://db/tokend?sslmode=require&application_name=tokend",
+            "redis://127.0.0.1:6379/0",
+            "postgres://[::1]:5432/tokend",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
+        // The rest of a redacted URL stays readable.
+        assert_eq!(
+            redact_url("postgres://app:pw@db:5432/t?sslmode=require&password=x&connect_timeout=5"),
+            "postgres://app:<redacted>@db:5432/t?sslmode=require&password=<redacted>&connect_timeout=5"
+        );
     }
 
     #[test]

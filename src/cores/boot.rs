@@ -92,14 +92,11 @@ impl Server {
             &config.database,
             config.database.pool_size.unwrap_or(threads as u32),
         )?;
-        store::pg::ping(&pg, &config.database.url, config.database.connect_timeout)?;
+        store::pg::ping(&pg, config.database.connect_timeout)?;
         let kek = Kek::from_config(&config.keys)?;
         let hasher = Arc::new(Hasher::new(&config.passwords)?);
         let (material, clients) = {
-            let mut conn = pg.get().map_err(|source| store::StoreError::Connect {
-                url: crate::config::redact_url(&config.database.url),
-                source,
-            })?;
+            let mut conn = pg.get()?;
             if let Some(kid) =
                 crate::tokens::keys::ensure_initial_key(&mut *conn, &kek, config.keys.algorithm)?
             {
@@ -144,6 +141,11 @@ impl Server {
             keys: material,
             clients,
         }));
+
+        // The readiness probe's thread, connection and first result are
+        // made now, not by the first /readyz (which may come in a login
+        // storm, and would then wait for them).
+        let _ = shared.pg_probe().check();
 
         // Make sure Redis holds every revocation before the first
         // validation (a fresh or flushed Redis has no seed marker). Redis

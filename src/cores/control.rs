@@ -1,9 +1,13 @@
 //! The control thread: signals, sd_notify, the systemd watchdog, and the jobs
-//! that keep the cores' shared state current — re-seeding Redis (on a thread
-//! of its own, so that a slow store never delays a signal), pruning keys and
-//! revocations, reloading keys and clients (on a timer, on SIGHUP, and,
+//! that keep the cores' shared state current — re-seeding Redis, pruning keys
+//! and revocations, reloading keys and clients (on a timer, on SIGHUP, and,
 //! rate-limited, when a core met an unknown `kid`). All of it off the cores:
-//! these jobs block on PostgreSQL and Redis.
+//! these jobs block on PostgreSQL and Redis. And off the control loop too:
+//! re-seeding runs on a thread of its own, the PostgreSQL jobs on another
+//! ([`PgJobs`]), so that a store that stops answering never delays a signal
+//! or a watchdog ping (systemd's `WatchdogSec=10s` would otherwise kill a
+//! tokend whose database froze; every PostgreSQL wait is bounded too, see
+//! `store::pg`).
 //!
 //! Owns: [`serve`] (start, then the control loop until SIGTERM/SIGINT), the
 //! loop's decisions ([`Schedule`], [`signal_action`], the watchdog interval),
@@ -15,6 +19,7 @@
 //! `router` or `http`. It reaches the cores through [`Shared`] (published
 //! snapshots, flags) and the [`Server`] handle only.
 
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -27,7 +32,6 @@ use crate::identity::ClientTable;
 use crate::redis::BlockingRedis;
 use crate::revocation::durable;
 use crate::state::Shared;
-use crate::store;
 
 /// Least time between two key-set reloads caused by unknown `kid`s: a flood
 /// of garbage tokens must not turn into a flood of PostgreSQL queries.
@@ -185,11 +189,7 @@ fn control_loop(server: Server, signals: &mut Signals, on_sighup: &mut dyn FnMut
         watchdog_interval(),
     );
     spawn_seeder(&shared);
-    let reload = |why: &str| {
-        if let Err(e) = reload_published(&shared) {
-            tracing::error!("reload ({why}) failed, keeping the current keys and clients: {e}");
-        }
-    };
+    let jobs = PgJobs::start(&shared);
     loop {
         for signal in signals.pending() {
             match signal_action(signal) {
@@ -204,10 +204,13 @@ fn control_loop(server: Server, signals: &mut Signals, on_sighup: &mut dyn FnMut
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                     tracing::info!("SIGHUP: reloading keys, clients and the log level");
                     on_sighup();
-                    reload("SIGHUP");
-                    if schedule.ready_sent() {
-                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-                    }
+                    // READY=1 again once the reload is done (or has failed),
+                    // from the jobs thread.
+                    let ready_after = schedule.ready_sent();
+                    jobs.ask(|p| {
+                        p.reload = Some("SIGHUP");
+                        p.ready_after |= ready_after;
+                    });
                 }
                 None => {}
             }
@@ -220,9 +223,10 @@ fn control_loop(server: Server, signals: &mut Signals, on_sighup: &mut dyn FnMut
             tracing::info!("ready");
         }
         if schedule.reload_due(now) {
-            reload("timer");
-            prune_revocations(&shared);
-            prune_keys(&shared);
+            jobs.ask(|p| {
+                p.reload.get_or_insert("timer");
+                p.prune = true;
+            });
         }
         if let Some(every) = schedule.ping_due(now) {
             if all_cores_alive(&shared, every * 2) {
@@ -232,9 +236,100 @@ fn control_loop(server: Server, signals: &mut Signals, on_sighup: &mut dyn FnMut
             }
         }
         if schedule.kid_reload_due(now, shared.take_key_reload_request()) {
-            reload("unknown kid");
+            jobs.ask(|p| {
+                p.reload.get_or_insert("unknown kid");
+            });
         }
         std::thread::sleep(TICK);
+    }
+}
+
+/// What the control loop has asked of the PostgreSQL jobs and they have not
+/// started yet. Requests coalesce: however many come while a job runs (a
+/// frozen database makes each take up to its bounds), one of each runs next.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PendingJobs {
+    /// Reload keys and clients, for this reason (the first asked, but
+    /// SIGHUP's wins: an operator waits for it).
+    reload: Option<&'static str>,
+    /// Prune expired revocations and retired keys.
+    prune: bool,
+    /// Send READY=1 after the reload (a SIGHUP's RELOADING=1 is pending).
+    ready_after: bool,
+}
+
+/// The thread that runs the control jobs that need PostgreSQL (reloads and
+/// prunes), so that the control loop never waits for PostgreSQL: it only
+/// asks ([`PgJobs::ask`]), which takes a lock held for no longer than a
+/// swap. Runs the jobs in the loop itself if the thread cannot start.
+struct PgJobs {
+    shared: Arc<Shared>,
+    pending: Arc<(Mutex<PendingJobs>, Condvar)>,
+    /// False when the thread could not be started.
+    threaded: bool,
+}
+
+impl PgJobs {
+    fn start(shared: &Arc<Shared>) -> PgJobs {
+        let pending: Arc<(Mutex<PendingJobs>, Condvar)> = Arc::default();
+        let (s, p) = (shared.clone(), pending.clone());
+        let spawned = std::thread::Builder::new()
+            .name("tokend-pg-jobs".into())
+            .spawn(move || loop {
+                let jobs = {
+                    let (lock, wake) = &*p;
+                    let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    while *guard == PendingJobs::default() {
+                        guard = wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                    }
+                    std::mem::take(&mut *guard)
+                };
+                run_jobs(&s, jobs);
+            });
+        if let Err(e) = &spawned {
+            tracing::error!(
+                "cannot start the PostgreSQL jobs thread, running them in the control loop: {e}"
+            );
+        }
+        PgJobs {
+            shared: shared.clone(),
+            pending,
+            threaded: spawned.is_ok(),
+        }
+    }
+
+    /// Adds to what the jobs thread has to do, and wakes it.
+    fn ask(&self, f: impl FnOnce(&mut PendingJobs)) {
+        let (lock, wake) = &*self.pending;
+        if !self.threaded {
+            let mut jobs = PendingJobs::default();
+            f(&mut jobs);
+            run_jobs(&self.shared, jobs);
+            return;
+        }
+        f(&mut lock.lock().unwrap_or_else(|e| e.into_inner()));
+        wake.notify_one();
+    }
+}
+
+/// Runs what was asked: the reload (then READY=1 when a SIGHUP asked for
+/// it), then the prunes.
+fn run_jobs(shared: &Shared, jobs: PendingJobs) {
+    if let Some(why) = jobs.reload {
+        // During a PostgreSQL outage (logged once by the pool) a reload
+        // fails at once; reloads are rare enough to log every other failure.
+        if let Err(e) = reload_published(shared) {
+            if !shared.pg().is_down() {
+                tracing::error!("reload ({why}) failed, keeping the current keys and clients: {e}");
+            }
+        }
+    }
+    if jobs.ready_after {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
+    if jobs.prune {
+        prune_revocations(shared);
+        prune_keys(shared);
     }
 }
 
@@ -242,11 +337,7 @@ fn control_loop(server: Server, signals: &mut Signals, on_sighup: &mut dyn FnMut
 /// systemd watchdog is fed on. A stuck core stops the pings, and systemd
 /// restarts tokend.
 fn all_cores_alive(shared: &Shared, within: Duration) -> bool {
-    cores_alive(
-        shared.heartbeats(),
-        unix_now(),
-        within,
-    )
+    cores_alive(shared.heartbeats(), unix_now(), within)
 }
 
 /// Whether every heartbeat (unix seconds) is within `within` of `now`, with
@@ -315,7 +406,11 @@ pub(super) fn ensure_seeded(shared: &Shared, redis: &mut Option<BlockingRedis>) 
             true
         }
         Err(e) => {
-            tracing::warn!("re-seeding Redis failed, will retry: {e}");
+            // Retried every second: rate-limited, and quiet during a
+            // PostgreSQL outage (logged once by the pool).
+            shared
+                .pg()
+                .log_failure("re-seeding Redis failed, will retry", &e);
             // Reconnect next time: the connection may be what failed.
             *redis = None;
             false
@@ -341,40 +436,38 @@ fn longest_access_ttl(clients: &ClientTable, default: Duration) -> Duration {
 fn prune_keys(shared: &Shared) {
     let t = &shared.config().tokens;
     let longest = longest_access_ttl(&shared.client_table(), t.access_ttl);
-    match shared.pg().get() {
+    let pg = shared.pg();
+    match pg.get() {
         Ok(mut c) => match crate::tokens::keys::prune(&mut *c, longest + t.leeway) {
             Ok(pruned) => {
                 for kid in pruned {
                     tracing::info!(kid, "pruned a retired signing key");
                 }
             }
-            Err(e) => tracing::warn!("cannot prune signing keys: {e}"),
+            Err(e) => pg.log_failure("cannot prune signing keys", &e),
         },
-        Err(e) => tracing::warn!("cannot prune signing keys: {e}"),
+        Err(e) => pg.log_failure("cannot prune signing keys", &e),
     }
 }
 
 /// Deletes durable revocations whose tokens have expired anyway.
 fn prune_revocations(shared: &Shared) {
-    match shared.pg().get() {
+    let pg = shared.pg();
+    match pg.get() {
         Ok(mut c) => match durable::prune_expired(&mut *c) {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "pruned expired revocations"),
-            Err(e) => tracing::warn!("cannot prune expired revocations: {e}"),
+            Err(e) => pg.log_failure("cannot prune expired revocations", &e),
         },
-        Err(e) => tracing::warn!("cannot prune expired revocations: {e}"),
+        Err(e) => pg.log_failure("cannot prune expired revocations", &e),
     }
 }
 
 /// Reloads the key set and the clients from PostgreSQL and publishes them.
-/// Blocking: the control thread calls it, never a core.
+/// Blocking: the PostgreSQL jobs thread calls it, never a core or the
+/// control loop.
 fn reload_published(shared: &Shared) -> Result<(), ServeError> {
-    let mut conn = shared.pg().get().map_err(|source| {
-        ServeError::Store(store::StoreError::Connect {
-            url: crate::config::redact_url(&shared.config().database.url),
-            source,
-        })
-    })?;
+    let mut conn = shared.pg().get().map_err(ServeError::Store)?;
     let material = crate::tokens::keys::load(&mut *conn, shared.kek())?;
     if material.generation() != shared.key_material().generation() {
         tracing::info!("key set changed; publishing to every core");

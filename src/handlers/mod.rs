@@ -8,11 +8,52 @@
 //! calls and what it answers (the OAuth errors in [`oauth`]) — and, here, the
 //! request counters, the latency histograms' observations and the access log.
 //!
+//! ## Work before authentication
+//!
+//! Anyone can make a core do what a request costs before its client or
+//! bearer token is checked, and every other request on that core waits
+//! meanwhile; so each step is bounded by a limit, and linear in it
+//! (issue #12):
+//!
+//! - the head (`http::parse`): `httparse` over at most
+//!   `limits.max_head_bytes` (8 KiB) and `limits.max_headers` (64), then one
+//!   look at each header — per parse: the connection loop (`net`) parses a
+//!   request again each time more of it arrives, so a body sent a byte per
+//!   TCP segment costs a head parse per byte (measured, issue #12: 60 ms of
+//!   core time for a 20 KB body after an 8 KiB head), which `net` must
+//!   bound;
+//! - a form body (`/oauth/token`, `/oauth/introspect`, `/oauth/revoke`):
+//!   at most `limits.max_body_bytes` (64 KiB) in at most
+//!   [`MAX_FORM_PARAMS`](crate::http::form::MAX_FORM_PARAMS) (64) parts,
+//!   each byte decoded once, the duplicate scan bounded by the cap;
+//! - client authentication: Basic credentials of at most 4 KiB
+//!   ([`MAX_BASIC_HEADER_BYTES`](crate::http::auth::MAX_BASIC_HEADER_BYTES)),
+//!   a hash lookup, and one SHA-256 of the presented secret (at most the
+//!   body);
+//! - a bearer token: the token68 check (at most the head), then at most
+//!   `MAX_TOKEN_LEN` (8 KiB) decoded and one signature verified;
+//! - the user API's JSON (`POST /users` with self-registration on): at most
+//!   the body, parsed once by `serde_json` (nesting stops at 128 levels).
+//!
+//! The worst case, measured in an optimised build (`budget`'s test: the
+//! slowest requests we could construct for each step, parse + handle, median
+//! of 15 runs of the core thread's CPU time; `cargo test --release --lib
+//! budget -- --nocapture`): 16 KiB of JSON scopes 169 µs; a 64 KiB form
+//! within the cap (64 alike 1 KB names, all-escape or all-`+` values, a
+//! 64 KiB `client_secret`) 92–101 µs; a forged signature 40 µs; the
+//! 8,014-parameter body of issue #12 8 µs (it cost 71 ms before the cap);
+//! everything else under 15 µs. Each step is linear in its limit, so the
+//! figures scale with the `[limits]` sizes; at their defaults no anonymous
+//! request costs a core a fifth of a millisecond. What runs after
+//! authentication (argon2, PostgreSQL) runs on the blocking pool.
+//!
 //! Never imports: `net` or `cores` (the connection loop calls in, never the
 //! other way). Handlers reach the stores through `state`'s accessors
 //! (`core.pg()`, `core.pool()`, `core.redis()`), naming `store` only for a
 //! function or an error type (`store::pg::ping`, `store::PoolError`).
 
+#[cfg(test)]
+mod budget;
 pub mod client_auth;
 pub mod health;
 pub mod introspect;

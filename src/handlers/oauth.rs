@@ -25,6 +25,10 @@ pub use crate::http::Form;
 pub enum OAuthError {
     /// Occurs when a parameter is missing, repeated, malformed or unsupported.
     InvalidRequest(&'static str),
+    /// Occurs when a body is larger than its endpoint takes (below
+    /// `limits.max_body_bytes`, which the parser enforces): `413` with
+    /// `invalid_request`.
+    BodyTooLarge(&'static str),
     /// Occurs when client authentication failed. `basic` adds
     /// `WWW-Authenticate: Basic` (RFC 6749 §5.2).
     InvalidClient {
@@ -60,9 +64,9 @@ impl OAuthError {
     /// The wire error code.
     pub fn code(self) -> &'static str {
         match self {
-            OAuthError::InvalidRequest(_) | OAuthError::BearerInvalidRequest(_) => {
-                "invalid_request"
-            }
+            OAuthError::InvalidRequest(_)
+            | OAuthError::BodyTooLarge(_)
+            | OAuthError::BearerInvalidRequest(_) => "invalid_request",
             OAuthError::InvalidClient { .. } => "invalid_client",
             OAuthError::InvalidGrant(_) => "invalid_grant",
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
@@ -84,6 +88,7 @@ impl OAuthError {
             OAuthError::BearerInvalidRequest(_) => 401,
             OAuthError::InsufficientScope(_) | OAuthError::Forbidden(_) => 403,
             OAuthError::TooManyRequests { .. } => 429,
+            OAuthError::BodyTooLarge(_) => 413,
             OAuthError::TemporarilyUnavailable(_) => 503,
             OAuthError::ServerError => 500,
             _ => 400,
@@ -94,6 +99,7 @@ impl OAuthError {
     pub fn description(self) -> &'static str {
         match self {
             OAuthError::InvalidRequest(d)
+            | OAuthError::BodyTooLarge(d)
             | OAuthError::BearerInvalidRequest(d)
             | OAuthError::InvalidClient { description: d, .. }
             | OAuthError::InvalidGrant(d)
@@ -199,6 +205,23 @@ mod tests {
             OAuthError::from(Form::parse(b"a=%ff%fe").unwrap_err()),
             OAuthError::InvalidRequest("parameters must be UTF-8")
         );
+        let many: String = (0..=crate::http::form::MAX_FORM_PARAMS)
+            .map(|i| format!("p{i}=1&"))
+            .collect();
+        let err = OAuthError::from(Form::parse(many.as_bytes()).unwrap_err());
+        assert_eq!(
+            err,
+            OAuthError::InvalidRequest("a form may have at most 64 parameters")
+        );
+        assert_eq!((err.status(), err.code()), (400, "invalid_request"));
+    }
+
+    /// A body over what its endpoint takes is `413` with `invalid_request`.
+    #[test]
+    fn body_too_large_is_413_invalid_request() {
+        let err = OAuthError::BodyTooLarge("the JSON body may be at most 16 KiB");
+        assert_eq!((err.status(), err.code()), (413, "invalid_request"));
+        assert_eq!(err.description(), "the JSON body may be at most 16 KiB");
     }
 
     /// The bearer refusals keep their OAuth answers (401 with a challenge).

@@ -136,7 +136,8 @@ pub async fn record_family(core: &Core, info: FamilyInfo) -> bool {
     match r {
         Ok(Ok(_)) => true,
         Ok(Err(e)) => {
-            tracing::error!("cannot record a family revocation in PostgreSQL: {e}");
+            core.pg()
+                .log_failure("cannot record a family revocation in PostgreSQL", &e);
             false
         }
         Err(e) => {

@@ -83,7 +83,8 @@ async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
     match durable {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::error!("cannot record a revocation in PostgreSQL: {e}");
+            core.pg()
+                .log_failure("cannot record a revocation in PostgreSQL", &e);
             return Err(OAuthError::TemporarilyUnavailable(
                 "revocation store unavailable",
             ));

@@ -159,7 +159,7 @@ async fn password_grant(
             return Err(OAuthError::InvalidGrant("invalid username or password"));
         }
         Ok(Err(e)) => {
-            tracing::error!("login failed on the database: {e}");
+            core.pg().log_failure("login failed on the database", &e);
             return Err(OAuthError::TemporarilyUnavailable("user store unavailable"));
         }
         Err(PoolError::Full) => {

@@ -44,10 +44,28 @@ struct PasswordChange {
     new_password: String,
 }
 
+/// Largest JSON body of the user API, bytes.
+///
+/// What the bodies need: a username (at most 64 characters), a password (at
+/// most 1 KiB; 6 KiB if every byte were a `\uXXXX` escape) and a list of
+/// scopes; 16 KiB leaves room for hundreds of scopes.
+///
+/// Why a cap below `limits.max_body_bytes`: with self-registration on,
+/// `POST /users` is parsed on the core before anything is authenticated,
+/// and a 64 KiB array of one-letter scopes (16,000 strings, each allocated)
+/// cost 687 µs of core time in a release build (issue #12, `budget`'s
+/// test); at 16 KiB, 169 µs.
+pub const MAX_JSON_BODY_BYTES: usize = 16 * 1024;
+
 fn json_body<'de, T: Deserialize<'de>>(req: &'de Request<'_>) -> Result<T, OAuthError> {
     if !req.content_type_is("application/json") {
         return Err(OAuthError::InvalidRequest(
             "Content-Type must be application/json",
+        ));
+    }
+    if req.body.len() > MAX_JSON_BODY_BYTES {
+        return Err(OAuthError::BodyTooLarge(
+            "the JSON body may be at most 16 KiB",
         ));
     }
     serde_json::from_slice(req.body).map_err(|_| {
@@ -62,12 +80,12 @@ fn pool_error(e: PoolError) -> OAuthError {
     }
 }
 
-fn db_error(e: UserError) -> OAuthError {
+fn db_error(core: &Core, e: UserError) -> OAuthError {
     match e {
         UserError::Invalid(rule) => OAuthError::InvalidRequest(rule.as_str()),
         UserError::Taken => OAuthError::InvalidRequest("username taken"),
         UserError::Db(e) => {
-            tracing::error!("user store: {e}");
+            core.pg().log_failure("user store", &e);
             OAuthError::TemporarilyUnavailable("user store unavailable")
         }
     }
@@ -99,9 +117,9 @@ async fn with_db<R: Send + 'static>(
         .await
         .map_err(pool_error)?
         .map_err(|e| match e {
-            DbFail::User(u) => db_error(u),
+            DbFail::User(u) => db_error(core, u),
             DbFail::Other(msg) => {
-                tracing::error!("user store: {msg}");
+                core.pg().log_failure("user store", &msg);
                 OAuthError::TemporarilyUnavailable("user store unavailable")
             }
         })

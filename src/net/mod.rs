@@ -391,6 +391,10 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
             _ => now + idle_timeout,
         };
         let Some(mut wait) = deadline.checked_duration_since(now) else {
+            // Only a head deadline can have passed (the idle one is always
+            // ahead): a byte that raced the timer does not save a slow head,
+            // and the cut-off counts like any other timeout.
+            core.counters().timeouts.inc();
             return;
         };
         // Between requests (see IDLE_RELEASE) a busy connection lingers: it

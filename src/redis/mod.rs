@@ -41,6 +41,9 @@ pub(crate) mod testutil;
 pub use self::blocking::BlockingRedis;
 pub use self::conn::{CommandWriter, RedisConn, RedisStats};
 pub use self::error::{RedisError, ServerErrorCode};
+/// The RESP2 decoder, public for the `resp` fuzz target (`fuzz/`) only:
+/// nothing outside `redis` decodes replies.
+pub use self::resp::decode_reply;
 pub use self::resp::Reply;
 pub use self::script::Script;
 pub use self::target::RedisTarget;

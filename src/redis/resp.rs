@@ -95,8 +95,9 @@ impl Reply {
 
 /// Decodes the next complete reply from the front of `buf`, removing its
 /// bytes; `Ok(None)` when more bytes are needed. Shared with the blocking
-/// client.
-pub(super) fn decode_reply(buf: &mut BytesMut) -> Result<Option<Reply>, RedisError> {
+/// client; public only for the `resp` fuzz target (`fuzz/`), through
+/// [`crate::redis::decode_reply`].
+pub fn decode_reply(buf: &mut BytesMut) -> Result<Option<Reply>, RedisError> {
     if buf.is_empty() {
         return Ok(None);
     }

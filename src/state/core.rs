@@ -24,7 +24,7 @@ use crate::redis::RedisConn;
 use crate::refresh::RefreshStore;
 use crate::revocation::mirror::{self, Mirror, Progress};
 use crate::revocation::RedisRevocations;
-use crate::store::{BlockingPool, PgPool};
+use crate::store::{BlockingPool, PgPool, PgProbe};
 use crate::tokens::{CoreKeys, Expectations, KeyError, KeyMaterial, VerifiedCache, VerifiedToken};
 
 /// One core's state. Owned by its thread (`Rc`), never shared.
@@ -176,6 +176,12 @@ impl Core {
     #[inline]
     pub fn pg(&self) -> &PgPool {
         self.shared.pg()
+    }
+
+    /// The readiness check of PostgreSQL (its own thread and connection).
+    #[inline]
+    pub fn pg_probe(&self) -> &PgProbe {
+        self.shared.pg_probe()
     }
 
     /// The blocking pool (bounded queue) for PostgreSQL and argon2.

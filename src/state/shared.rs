@@ -24,7 +24,7 @@ use crate::identity::{ClientTable, Hasher};
 use crate::metrics::{CoreCounters, SharedHistogram};
 use crate::redis::RedisTarget;
 use crate::revocation::mirror::Progress;
-use crate::store::{BlockingPool, PgPool};
+use crate::store::{BlockingPool, PgPool, PgProbe};
 use crate::tokens::{Kek, KeyMaterial};
 
 /// What start-up gathered before the cores run: the checked configuration,
@@ -52,6 +52,9 @@ pub struct Shared {
     limits: Limits,
     pool: BlockingPool,
     pg: PgPool,
+    /// The readiness check of PostgreSQL, apart from the pools (see
+    /// `store::probe`).
+    pg_probe: PgProbe,
     redis_target: RedisTarget,
     /// One set of counters per core; each core writes only its own, the
     /// metrics scrape sums them.
@@ -128,11 +131,13 @@ impl Shared {
         let counters = (0..cores)
             .map(|_| Arc::new(CoreCounters::default()))
             .collect();
+        let pg_probe = PgProbe::new(config.database.clone());
         Shared {
             config,
             limits,
             pool,
             pg,
+            pg_probe,
             redis_target,
             counters,
             progress: Progress::new(cores),
@@ -175,6 +180,13 @@ impl Shared {
     #[inline]
     pub fn pg(&self) -> &PgPool {
         &self.pg
+    }
+
+    /// The readiness check of PostgreSQL: its own thread and connection,
+    /// never queued behind logins.
+    #[inline]
+    pub fn pg_probe(&self) -> &PgProbe {
+        &self.pg_probe
     }
 
     /// Where Redis is, for a new connection.

@@ -430,3 +430,189 @@ pub fn metric(server: &TestServer, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{page}"))
 }
+
+// ---------------------------------------------------------------------------
+// For the attack tests (tests/it/attack.rs): a well-behaved client that keeps
+// validating while others misbehave, and the server's resident memory.
+
+/// What a [`SteadyClient`] saw.
+#[derive(Debug)]
+pub struct SteadyReport {
+    /// Requests answered with the expected status.
+    pub answered: u64,
+    /// The slowest of them: from writing the request to having read the
+    /// whole response.
+    pub worst: Duration,
+    /// Their mean.
+    pub mean: Duration,
+    /// The first request that was not answered as expected, and what came
+    /// instead; the client stops there.
+    pub failure: Option<String>,
+}
+
+/// A well-behaved client in a thread of its own: one keep-alive connection,
+/// one request at a time (each answered before the next is sent), with a
+/// pause of [`SteadyClient::PAUSE`] between them, until [`SteadyClient::finish`]
+/// or its first failure. It counts its answers and keeps its worst latency.
+pub struct SteadyClient {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<SteadyReport>>,
+}
+
+impl SteadyClient {
+    /// Between two requests. A client that never paused would measure how
+    /// busy the test machine's two CPUs are rather than how the server
+    /// treats it; a millisecond still sends hundreds of requests a second.
+    pub const PAUSE: Duration = Duration::from_millis(1);
+
+    /// Starts sending `request` (one whole keep-alive request) to `addr`,
+    /// expecting `status` each time.
+    pub fn start(addr: SocketAddr, request: String, status: u16) -> SteadyClient {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread = {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let mut report = SteadyReport {
+                    answered: 0,
+                    worst: Duration::ZERO,
+                    mean: Duration::ZERO,
+                    failure: None,
+                };
+                let mut total = Duration::ZERO;
+                let stream = match TcpStream::connect(addr) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        report.failure = Some(format!("connect: {e}"));
+                        return report;
+                    }
+                };
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut c = Conn::new(stream);
+                while !stop.load(Relaxed) {
+                    let start = Instant::now();
+                    if let Err(e) = c.stream.write_all(request.as_bytes()) {
+                        report.failure =
+                            Some(format!("request {}: write: {e}", report.answered + 1));
+                        break;
+                    }
+                    let r = c.read_response();
+                    let took = start.elapsed();
+                    match r {
+                        Some(r) if r.status == status => {
+                            report.answered += 1;
+                            report.worst = report.worst.max(took);
+                            total += took;
+                            answered.fetch_add(1, Relaxed);
+                        }
+                        Some(r) => {
+                            report.failure = Some(format!(
+                                "request {}: {} after {took:?}: {}",
+                                report.answered + 1,
+                                r.status,
+                                r.text()
+                            ));
+                            break;
+                        }
+                        None => {
+                            report.failure = Some(format!(
+                                "request {}: no response (closed or timed out after {took:?})",
+                                report.answered + 1
+                            ));
+                            break;
+                        }
+                    }
+                    std::thread::sleep(Self::PAUSE);
+                }
+                if report.answered > 0 {
+                    report.mean = total / report.answered as u32;
+                }
+                report
+            })
+        };
+        SteadyClient {
+            stop,
+            answered,
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests answered as expected so far.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the client and returns what it saw.
+    pub fn finish(mut self) -> SteadyReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("the steady client's thread")
+    }
+}
+
+impl Drop for SteadyClient {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The resident memory of process `pid` in KiB (`VmRSS` in
+/// /proc/<pid>/status); 0 once it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Samples a process's resident memory every 20 ms in a thread, keeping the
+/// peak, until [`PeakRss::finish`].
+pub struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl PeakRss {
+    pub fn start(pid: u32) -> PeakRss {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = rss_kib(pid);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    peak = peak.max(rss_kib(pid));
+                }
+                peak
+            })
+        };
+        PeakRss {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the peak in KiB.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().expect("finished once").join().unwrap()
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -7,6 +7,8 @@
 mod harness;
 // The HTTP/1.1 server: pipelining, limits, timeouts, connection cap, shutdown.
 mod server;
+// Attacks on the running server while a well-behaved client keeps validating.
+mod attack;
 // The command line: migrate, config check.
 mod cli;
 // Login, discovery, validation, introspection and the user API.
@@ -19,5 +21,10 @@ mod lifecycle;
 mod robustness_net;
 // Operations: the systemd unit, install.sh, the example configuration.
 mod ops;
+// Issue #12: bounded work before authentication (the quadratic form body),
+// readiness through a login storm.
+mod robustness_form;
 // The one-way rule between top-level modules of src/ (read with syn).
 mod layers;
+// A PostgreSQL that stops answering: 503s within the bound, then recovery.
+mod robustness_pg;
