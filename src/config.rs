@@ -199,6 +199,11 @@ pub struct ServerConfig {
     /// Time an idle keep-alive connection is kept open. Default `60s`.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Time a connection's answers may make no write progress (a client
+    /// that does not read them) before the connection is closed, kept to
+    /// the second (see `net::write_out`). Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// Time allowed to finish in-flight requests on SIGTERM. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -222,6 +227,7 @@ impl Default for ServerConfig {
             max_connections_per_core: 10_000,
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             public_url: None,
             log_level: "info".into(),
@@ -576,6 +582,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.server.write_timeout.is_zero() {
+            return Err(ConfigError::key(
+                "server.write_timeout",
+                "must be greater than zero",
+            ));
+        }
         if !matches!(self.server.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::key(
                 "server.log_format",
@@ -856,6 +868,17 @@ mod tests {
         assert_eq!(c.limits.max_head_bytes, 8192);
         assert_eq!(c.passwords.memory_kib, 19456);
         assert_eq!(c.database.statement_timeout, Duration::from_secs(5));
+        assert_eq!(c.server.write_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn write_timeout_is_read_and_checked() {
+        let c = load("", &[("TOKEND_SERVER_WRITE_TIMEOUT", "250ms")]).unwrap();
+        assert_eq!(c.server.write_timeout, Duration::from_millis(250));
+        let e = load("[server]\nwrite_timeout = \"0s\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.write_timeout"), "{e}");
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //!
 //! Owns: accepting (cancelable, so a drain takes back the accept in flight),
 //! the connection cap at accept, stopping to listen one core at a time,
-//! waiting for requests in flight on shutdown, and the tick (the `Date`
-//! header, the watchdog heartbeat, the core's Redis figures). Part of the
-//! composition root: only `cores` uses it.
+//! waiting on shutdown for the connections to answer what arrived, and the
+//! tick (the `Date` header, the core's coarse clock, the watchdog
+//! heartbeat, the core's Redis figures). Part of the composition root: only `cores` uses it.
 //!
 //! Never imports: `handlers`, `http`, `router`, a service or a store: it
 //! reaches its core through `state` and hands each connection to `net`.
@@ -17,14 +17,15 @@ use futures_channel::oneshot;
 
 use crate::state::{Core, Shared};
 
-/// How long a draining core waits for just-accepted connections to send
-/// their first request (normally one round trip away).
-const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
-
 /// Accepts and serves connections until `stop` fires, then drains: stops
-/// listening, waits for the requests in flight (up to
-/// `server.shutdown_timeout`) and for just-accepted connections to send
-/// their first one (up to [`FRESH_CONNECTION_GRACE`]).
+/// listening, wakes every connection, and waits (up to
+/// `server.shutdown_timeout`) until each has answered what arrived and
+/// closed, or is closing gracefully. Each connection's part of the drain is
+/// bounded and its own (`net::serve_connection`): requests in flight are
+/// finished, requests already received or waiting in the socket buffer are
+/// read and answered with `Connection: close`, a just-accepted connection
+/// gets [`crate::net::FRESH_CONNECTION_GRACE`] for its first request, an idle one
+/// closes with a FIN, and a client that does not read holds up nothing.
 pub(super) async fn serve(
     core: &Rc<Core>,
     shared: &Shared,
@@ -67,26 +68,26 @@ pub(super) async fn serve(
         }
     }
 
-    // Graceful shutdown: no new connections; finish what is in flight.
+    // Graceful shutdown: no new connections; every connection answers what
+    // has arrived and closes. `begin_shutdown` wakes them all (the ones
+    // waiting quietly for a request must look at once).
     core.begin_shutdown();
     stop_listening(shared, listener);
     let deadline = Instant::now() + shared.config().server.shutdown_timeout;
-    let fresh_deadline = Instant::now() + FRESH_CONNECTION_GRACE;
-    while (core.requests_in_flight() > 0
-        || (core.fresh_connections() > 0 && Instant::now() < fresh_deadline))
-        && Instant::now() < deadline
-    {
+    while core.active_connections() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
-    if core.requests_in_flight() > 0 {
+    if core.active_connections() > 0 {
         tracing::warn!(
             core = index,
             in_flight = core.requests_in_flight(),
-            "shutdown timeout: dropping requests in flight"
+            connections = core.active_connections(),
+            "shutdown timeout: closing connections that have not answered everything"
         );
     }
-    // Returning drops the runtime with every idle connection task: their
-    // sockets are closed.
+    // Returning drops the runtime with the connections still closing
+    // gracefully (their answers written, their FIN sent): their sockets are
+    // closed.
 }
 
 /// Stops listening at once, and one core at a time.
@@ -119,10 +120,12 @@ fn accept_connection(core: &Rc<Core>, stream: monoio::net::TcpStream, peer: Sock
     }
 }
 
-/// Re-renders the core's `Date` header value once a second.
+/// Re-renders the core's `Date` header value once a second, and reads the
+/// core's coarse clock (`Core::coarse_now`).
 pub(super) async fn date_ticker(core: Rc<Core>) {
     loop {
         core.date().refresh();
+        core.tick_coarse_clock();
         let now = crate::clock::since_epoch();
         // Proof of life for the watchdog: this runs only if the loop turns.
         core.beat(now.as_secs());

@@ -89,9 +89,10 @@ impl Server {
         &self.shared
     }
 
-    /// Graceful shutdown: every core stops accepting, finishes the requests
-    /// in flight (up to `server.shutdown_timeout`), closes idle connections;
-    /// then the blocking pool drains.
+    /// Graceful shutdown: every core stops accepting, answers what has
+    /// arrived on each connection (up to `server.shutdown_timeout`; see
+    /// `net::serve_connection`), closes idle connections; then the blocking
+    /// pool drains.
     pub fn shutdown(self) {
         for stop in self.stops {
             let _ = stop.send(());

@@ -65,6 +65,9 @@ pub struct CoreCounters {
     pub accept_errors: Counter,
     /// Connections cut off by the head or idle timeout.
     pub timeouts: Counter,
+    /// Connections closed because their answers made no write progress
+    /// for `server.write_timeout` (shorter while draining).
+    pub write_timeouts: Counter,
     /// Requests refused by the parser (400, 411, 413, 431).
     pub bad_requests: Counter,
     pub verified_cache_hits: Counter,

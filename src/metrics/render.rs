@@ -165,6 +165,12 @@ fn connections(out: &mut Vec<u8>, cores: &[Arc<CoreCounters>]) {
     );
     counter(
         out,
+        "tokend_write_timeouts_total",
+        "Connections closed because their answers made no write progress for server.write_timeout (a client that does not read them).",
+        sum(cores, |c| c.write_timeouts.get()),
+    );
+    counter(
+        out,
         "tokend_bad_requests_total",
         "Requests refused by the HTTP parser (400, 411, 413, 431).",
         sum(cores, |c| c.bad_requests.get()),
@@ -564,6 +570,7 @@ mod tests {
         a.refused_connections.add(2);
         b.refused_connections.add(3);
         a.timeouts.inc();
+        b.write_timeouts.add(2);
         b.bad_requests.add(4);
         a.verified_cache_hits.add(10);
         b.verified_cache_hits.add(1);
@@ -625,6 +632,7 @@ mod tests {
             ("tokend_refused_connections_total", "counter"),
             ("tokend_accept_errors_total", "counter"),
             ("tokend_timeouts_total", "counter"),
+            ("tokend_write_timeouts_total", "counter"),
             ("tokend_bad_requests_total", "counter"),
             ("tokend_verified_cache_hits_total", "counter"),
             ("tokend_verified_cache_misses_total", "counter"),
@@ -650,7 +658,7 @@ mod tests {
         ] {
             assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
         }
-        assert_eq!(types.len(), 28);
+        assert_eq!(types.len(), 29);
 
         // Requests: every route × class present, summed across cores.
         let req = |route, class| {
@@ -693,6 +701,7 @@ mod tests {
             ("tokend_refused_connections_total", 5.0),
             ("tokend_accept_errors_total", 0.0),
             ("tokend_timeouts_total", 1.0),
+            ("tokend_write_timeouts_total", 2.0),
             ("tokend_bad_requests_total", 4.0),
             ("tokend_verified_cache_hits_total", 11.0),
             ("tokend_verified_cache_misses_total", 6.0),
@@ -841,6 +850,7 @@ mod tests {
             c.refused_connections.add(k * 5);
             c.accept_errors.add(k * 7);
             c.timeouts.add(k * 11);
+            c.write_timeouts.add(k * 83);
             c.bad_requests.add(k * 13);
             c.verified_cache_hits.add(k * 17);
             c.verified_cache_misses.add(k * 19);

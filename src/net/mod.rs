@@ -5,22 +5,29 @@
 //! that buffer once, repeat. Buffers move into each read or write and come
 //! back with the result (monoio's ownership model); both are reused while the
 //! connection is busy, and freed when it falls silent (see `IDLE_RELEASE`).
+//! The output buffer is bounded: past `WRITE_HIGH_WATER` it is written
+//! before anything more is parsed, and a write that makes no progress for
+//! `server.write_timeout` ends the connection.
 //!
 //! Owns: the listening sockets (SO_REUSEPORT, backlog, `TCP_NODELAY`), each
-//! connection's buffers, its head and idle timeouts, and the answers to the
-//! requests the parser refuses (400, 411, 413, 431). The connection cap is
-//! checked at accept, in `cores`.
+//! connection's buffers, its head, idle and write timeouts, the answers to
+//! the requests the parser refuses (400, 411, 413, 431), the graceful
+//! (lingering) close, and how each connection drains when its core shuts
+//! down. The connection cap is checked at accept, in `cores`.
 //!
 //! Never imports: `cores`, `access`, a service or a store: a parsed request
 //! goes to [`handlers::handle`], and only from there to the rest.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
 
 use crate::handlers;
@@ -47,7 +54,70 @@ const BUF_SIZE: usize = 4096;
 /// the recv future is no longer inlined). A quiet connection's next request
 /// pays two allocations and at most one more syscall (a poll(2) to clear
 /// readiness that epoll may have left stale).
+///
+/// While a core drains, a connection answered less than this long ago is
+/// between two requests of a stream, not idle (see `serve_connection`).
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// Bound of a connection's unwritten answers: once the output buffer holds
+/// this much, it is written before another pipelined request is parsed.
+///
+/// A client that pipelines and never reads otherwise had every request in
+/// its read buffer answered into an unbounded output buffer (issue #12:
+/// twenty connections pipelining `GET /metrics` took tokend from 9.5 MB to
+/// 38.7 MB resident; +30 MB in `robustness_net`'s test). Now such a
+/// connection holds at most this plus one answer (the largest, a metrics
+/// page, is ~12 KiB), plus its read buffer (at most the head and body
+/// limits): +1 MB in that test. The bound never limits a client that
+/// reads: a validation's answer is ~300 bytes, so 32 KiB is a hundred of
+/// them in one write (wrk pipelines 16), and a bigger batch is still written
+/// 32 KiB per send(2). It is of the order of a socket's first send buffer
+/// (`tcp_wmem`, 16 KiB default), so a stuck client holds about as much here
+/// as in the kernel. 10,000 stuck connections at the cap: 320 MiB at most.
+const WRITE_HIGH_WATER: usize = 32 * 1024;
+
+/// The pause of a connection between two batches of `WRITE_HIGH_WATER` of
+/// answers, which lets the core's other connections run. Without it a
+/// client that pipelines thousands of requests (a read buffer holds up to
+/// 76 KiB of them) had them all answered in one go while every other
+/// connection of the core waited (here, with 20 clients pipelining
+/// `GET /metrics`: a validation waited ~1 s). The timer's resolution, 1 ms,
+/// costs a pipelining client at most 32 KiB of answers per millisecond
+/// (32 MB/s) once past the bound, and nothing below it.
+const PIPELINE_PAUSE: Duration = Duration::from_millis(1);
+
+/// How long a draining core waits for a just-accepted connection's first
+/// request (from the start of the drain) and for the rest of a request
+/// part-way in (normally one round trip away).
+pub const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
+
+/// While draining, the longest a write may make no progress (or
+/// `server.write_timeout`, if shorter): a client that does not read its
+/// answers does not hold up a drain for longer.
+const DRAIN_WRITE_STALL: Duration = Duration::from_secs(1);
+
+/// The precision of [`Core::coarse_now`], the core's clock read once a
+/// second: a write stall's deadline adds it, so that it is never shorter
+/// than `server.write_timeout`.
+const COARSE_CLOCK: Duration = Duration::from_secs(1);
+
+/// The longest a graceful close reads and discards what the client still
+/// sends after its last answer (see [`close_gracefully`]). A client that
+/// sends a refused body to the end before reading needs the time its
+/// remaining bytes take on the wire: a 64 KiB body is milliseconds on any
+/// link worth serving (nginx waits up to 5 s between reads and 30 s in all;
+/// tokend's bodies are small, so 2 s is generous). An attacker holding
+/// connections this way holds each for 2 s at most, within the connection
+/// cap.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most a graceful close reads and discards: four times the default
+/// body limit (`limits.max_body_bytes`, 64 KiB), so that the rest of an
+/// oversized body of a client that sends it whole before reading is read in
+/// full, and a client that keeps sending past it, not waiting for an
+/// answer, is cut off. The reads reuse the connection's buffer (no memory),
+/// and 256 KiB is a few dozen reads of core time.
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// Binds `count` listeners on `addr`, all with SO_REUSEPORT so the kernel
 /// spreads connections across them. With port 0 the first socket picks the
@@ -85,11 +155,14 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// Decrements the core's connection count when a connection task ends,
-/// however it ends; and keeps the count of connections that have not yet
-/// sent a whole request ("fresh"), which a draining core waits for briefly.
+/// however it ends; keeps the count of connections that have not yet sent a
+/// whole request ("fresh") and of those closing gracefully; and holds the
+/// connection's slot among the wakers a drain wakes.
 struct ConnGuard {
     core: Rc<Core>,
     fresh: bool,
+    closing: bool,
+    waker_slot: usize,
 }
 
 impl ConnGuard {
@@ -99,29 +172,71 @@ impl ConnGuard {
             self.core.fresh_done();
         }
     }
+
+    /// The connection has answered its last request: a drain no longer
+    /// waits for it.
+    fn closing(&mut self) {
+        if !self.closing {
+            self.closing = true;
+            self.core.closing_started();
+        }
+    }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.first_request();
+        if self.closing {
+            self.core.closing_done();
+        }
         self.core.conn_closed();
+        self.core.forget_connection_waker(self.waker_slot);
     }
 }
 
 /// Serves one connection until it closes, times out, or breaks the protocol.
 /// The caller has already counted it in the core's open connections.
+///
+/// While the core drains ([`Core::is_shutting_down`]), the connection
+/// answers what has arrived and closes by itself, each case bounded:
+/// - a request being handled is finished; its answer, and every answer
+///   written from then on, says `Connection: close`; then the connection
+///   closes gracefully (see [`close_gracefully`]);
+/// - a request that arrived, whole or in part, is read and answered (a part
+///   gets up to [`FRESH_CONNECTION_GRACE`] more for the rest, within its
+///   head timeout);
+/// - a connection answered less than [`IDLE_RELEASE`] ago is between two
+///   requests of a stream, not idle: its next request is usually on its way
+///   already, and is answered if it comes within `IDLE_RELEASE` of that
+///   answer;
+/// - a just-accepted connection gets [`FRESH_CONNECTION_GRACE`] from the
+///   start of the drain for its first request;
+/// - an idle one (nothing for `IDLE_RELEASE`, nothing in its socket buffer)
+///   closes without an answer, with a FIN;
+/// - a write that makes no progress for [`DRAIN_WRITE_STALL`] ends its
+///   connection.
+///
+/// Requests pipelined behind the first answer that says `Connection: close`
+/// are not answered: a pipelining client retries them (RFC 9112 §9.3.2).
 pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
+    // The drain wakes this task through its waker, registered once here:
+    // the waits that must hear of the drain check the core's flag
+    // (`draining`), at no cost per request.
+    let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
     // Counted as fresh by the accept loop already (before this task first
     // runs), so a drain cannot miss it.
     let mut guard = ConnGuard {
         core: core.clone(),
         fresh: true,
+        closing: false,
+        waker_slot: core.register_connection_waker(waker),
     };
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
     let limits = core.limits();
     let head_timeout = core.config().server.head_timeout;
     let idle_timeout = core.config().server.idle_timeout;
+    let write_timeout = core.config().server.write_timeout;
     // Both allocated when bytes arrive (see IDLE_RELEASE).
     let mut rbuf: Vec<u8> = Vec::new();
     let mut wbuf: Vec<u8> = Vec::new();
@@ -138,14 +253,27 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
     // When the first byte of the request being read arrived: the head (and
     // body) must be complete within `head_timeout` of it.
     let mut request_started: Option<Instant> = None;
+    // When the connection last finished writing answers (for a drain: see
+    // above). Read off the clock the read deadline needs anyway.
+    let mut answered_at = Instant::now();
+    // The deadline of a write that does not complete at once (see
+    // `write_out`), one timer for the connection's life: a write only moves
+    // its deadline (no timer registration per write). Created unarmed, with
+    // a deadline (now) that no armed one can equal, so the first arming
+    // polls it.
+    let mut stall = std::pin::pin!(monoio::time::sleep(Duration::ZERO));
 
-    loop {
+    'conn: loop {
         // Answer every complete request in the buffer, in order.
         let mut consumed = 0;
         let mut close = false;
+        // A request the parser refused: its answer is the last, and the
+        // client may still be sending it.
+        let mut refused = false;
         // Requests answered into `wbuf` but not yet written: shutdown waits
         // for them.
         let mut handled = 0;
+        let mut wrote = false;
         if !rbuf.is_empty() && wbuf.capacity() == 0 {
             wbuf = Vec::with_capacity(BUF_SIZE);
         }
@@ -162,6 +290,26 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                         close = true;
                         break;
                     }
+                    if wbuf.len() >= WRITE_HIGH_WATER {
+                        // Back-pressure: the answers so far go out before
+                        // any further request is parsed. A client that does
+                        // not read them stops this connection here, holding
+                        // at most WRITE_HIGH_WATER and one answer.
+                        let Some(buf) =
+                            write_out(&core, &mut stream, wbuf, stall.as_mut(), write_timeout)
+                                .await
+                        else {
+                            core.requests_finished(handled);
+                            return;
+                        };
+                        wbuf = buf;
+                        core.requests_finished(handled);
+                        handled = 0;
+                        wrote = true;
+                        // A deep pipeline must not hold the core: the other
+                        // connections run before the next batch.
+                        yield_to_others().await;
+                    }
                 }
                 Ok(Parsed::Partial) => {
                     request_started.get_or_insert_with(Instant::now);
@@ -170,6 +318,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                 Err(e) => {
                     write_parse_error(&core, e, &mut wbuf);
                     close = true;
+                    refused = true;
                     break;
                 }
             }
@@ -178,29 +327,70 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
             rbuf.drain(..consumed);
         }
         if !wbuf.is_empty() {
-            let (res, buf) = stream.write_all(wbuf).await;
-            wbuf = buf;
-            wbuf.clear();
+            let written = write_out(&core, &mut stream, wbuf, stall.as_mut(), write_timeout).await;
             core.requests_finished(handled);
-            if res.is_err() {
+            let Some(buf) = written else {
                 return;
-            }
+            };
+            wbuf = buf;
+            wrote = true;
         }
-        // While draining, a connection that has not sent its first request
-        // yet, or is part-way through one, still reads it (the drain waits
-        // for fresh connections): returning here would close the socket
-        // with the request unread, which the kernel answers with a reset.
-        if close || (core.is_shutting_down() && !guard.fresh && rbuf.is_empty()) {
+        if close {
+            // After a refused request, with bytes left unread, or while
+            // draining, the client may still be sending: closing now could
+            // reset the connection before it reads its answer.
+            if refused || !rbuf.is_empty() || core.is_shutting_down() {
+                close_gracefully(&mut guard, stream, rbuf).await;
+            }
             return;
         }
 
         // Read more: an idle connection may wait `idle_timeout`; a started
         // request must finish within `head_timeout` of its first byte.
+        let now = Instant::now();
+        if wrote {
+            answered_at = now;
+        }
+        if core.is_shutting_down() {
+            let until = if !rbuf.is_empty() {
+                // Part of a request: the rest is on its way.
+                let head_deadline = request_started.map_or(now, |t| t + head_timeout);
+                head_deadline.min(now + FRESH_CONNECTION_GRACE)
+            } else if guard.fresh {
+                core.drain_started().unwrap_or(now) + FRESH_CONNECTION_GRACE
+            } else {
+                answered_at + IDLE_RELEASE
+            };
+            let partial = !rbuf.is_empty();
+            match drain_read(
+                &mut stream,
+                std::mem::take(&mut rbuf),
+                until,
+                &mut canceller,
+            )
+            .await
+            {
+                Read::Data(buf) => {
+                    rbuf = buf;
+                    readiness_stale = true;
+                    continue 'conn;
+                }
+                Read::Closed => return,
+                Read::Silent(buf) => {
+                    if partial {
+                        // A head timeout, shortened by the drain.
+                        core.counters().timeouts.inc();
+                    }
+                    close_gracefully(&mut guard, stream, buf).await;
+                    return;
+                }
+            }
+        }
         let deadline = match request_started {
             Some(t) if !rbuf.is_empty() => t + head_timeout,
-            _ => Instant::now() + idle_timeout,
+            _ => now + idle_timeout,
         };
-        let Some(mut wait) = deadline.checked_duration_since(Instant::now()) else {
+        let Some(mut wait) = deadline.checked_duration_since(now) else {
             // Only a head deadline can have passed (the idle one is always
             // ahead): a byte that raced the timer does not save a slow head,
             // and the cut-off counts like any other timeout.
@@ -233,13 +423,21 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                 let quiet_since = Instant::now();
                 let ready = stream.readable(!readiness_stale);
                 let rest = deadline.saturating_duration_since(quiet_since);
-                match monoio::time::timeout(rest, ready).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
-                    Err(_elapsed) => {
+                let waited = monoio::select! {
+                    biased;
+                    waited = monoio::time::timeout(rest, ready) => Some(waited),
+                    _ = draining(&core) => None,
+                };
+                match waited {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(_))) => return,
+                    Some(Err(_elapsed)) => {
                         core.counters().timeouts.inc();
                         return;
                     }
+                    // The drain began: back to the top, where a draining
+                    // connection looks for a request, or closes.
+                    None => continue 'conn,
                 }
                 busy = !guard.fresh && quiet_since.elapsed() < IDLE_RELEASE;
                 wait = deadline.saturating_duration_since(Instant::now());
@@ -247,16 +445,18 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
             if rbuf.capacity() == 0 {
                 rbuf = Vec::with_capacity(BUF_SIZE);
             }
-            if rbuf.capacity() - rbuf.len() < 1024 {
-                // Grow up to what one request may need; the parser refuses more.
-                let want = (rbuf.capacity() * 2).min(limits.max_head + limits.max_body + BUF_SIZE);
-                rbuf.reserve(want.saturating_sub(rbuf.len()).max(1024));
-            }
+            grow(&mut rbuf, &limits);
             let len = rbuf.len();
             let cap = rbuf.capacity();
             let read = stream.read(rbuf.slice_mut(len..cap));
             let limit = if linger { IDLE_RELEASE } else { wait };
-            match monoio::time::timeout(limit.max(Duration::from_millis(1)), read).await {
+            let limit = limit.max(Duration::from_millis(1));
+            let got = if len == 0 {
+                monoio::time::timeout(limit, read).await
+            } else {
+                rest_of_request(&core, read, limit).await
+            };
+            match got {
                 Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
                 Ok((Ok(_), slice)) => {
                     rbuf = slice.into_inner();
@@ -280,6 +480,152 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
     }
 }
 
+/// Makes room in the read buffer when less than 1 KiB is free, growing it up
+/// to what one request may need (the parser refuses more).
+#[inline]
+fn grow(rbuf: &mut Vec<u8>, limits: &http::Limits) {
+    if rbuf.capacity() - rbuf.len() < 1024 {
+        let want = (rbuf.capacity() * 2).min(limits.max_head + limits.max_body + BUF_SIZE);
+        rbuf.reserve(want.saturating_sub(rbuf.len()).max(1024));
+    }
+}
+
+/// The read of the rest of a request part-way in, for at most `limit`; if
+/// the core begins to drain meanwhile, for at most
+/// [`FRESH_CONNECTION_GRACE`] more. The read is never dropped while it
+/// waits, only at the end (with io_uring a dropped read may have taken
+/// bytes), so a drain shortens its deadline instead of restarting it.
+async fn rest_of_request<F: Future>(
+    core: &Core,
+    read: F,
+    limit: Duration,
+) -> Result<F::Output, monoio::time::error::Elapsed> {
+    let mut read = std::pin::pin!(read);
+    let deadline = Instant::now() + limit;
+    if !core.is_shutting_down() {
+        monoio::select! {
+            biased;
+            got = monoio::time::timeout(limit, &mut read) => return got,
+            _ = draining(core) => {}
+        }
+    }
+    let rest = deadline
+        .min(Instant::now() + FRESH_CONNECTION_GRACE)
+        .saturating_duration_since(Instant::now());
+    monoio::time::timeout(rest.max(Duration::from_millis(1)), read).await
+}
+
+/// Ready once the core has begun to drain. It registers no waker: the drain
+/// wakes every connection's task through the waker registered at its start
+/// (see [`Core::begin_shutdown`]).
+fn draining(core: &Core) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if core.is_shutting_down() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
+/// Lets the core's other tasks, and the readiness of their sockets, go
+/// first: a sleep of [`PIPELINE_PAUSE`]. (A task that wakes itself instead
+/// would run again at once: monoio puts a task woken while it runs at the
+/// front of its queue.)
+async fn yield_to_others() {
+    monoio::time::sleep(PIPELINE_PAUSE).await
+}
+
+/// Writes all of `buf`; returns it, emptied, or `None` when the connection
+/// must close: a write error, or no write progress for `write_timeout`
+/// (counted in `tokend_write_timeouts_total`), [`DRAIN_WRITE_STALL`] at most
+/// once the core drains, so that a client that does not read holds up no
+/// drain.
+///
+/// The usual write, to a client that reads its answers, completes at its
+/// first poll with epoll (the socket has room: one send(2)) and touches no
+/// timer. A write that has to wait arms `stall`, the connection's one timer.
+/// With io_uring every write waits (its completion comes at the next turn of
+/// the loop), so arming is cheap: the deadline comes from the core's clock
+/// read once a second ([`Core::coarse_now`]), so `write_timeout` is kept to
+/// the second (a connection is closed between `write_timeout` and a second
+/// more after its last progress); the timer is moved only when that clock
+/// moved (in place, without touching the timer wheel) and polled only when
+/// moved or woken; no clock is read per write. Each wake-up polls the write
+/// once (callgrind, io_uring: a poll of a send is ~140 instructions).
+async fn write_out(
+    core: &Core,
+    stream: &mut TcpStream,
+    mut buf: Vec<u8>,
+    mut stall: Pin<&mut monoio::time::Sleep>,
+    write_timeout: Duration,
+) -> Option<Vec<u8>> {
+    let len = buf.len();
+    let mut written = 0;
+    while written < len {
+        let write = stream.write(buf.slice(written..len));
+        let mut write = std::pin::pin!(write);
+        // Whether `stall` was armed for this write, and whether the drain
+        // has shortened it.
+        let (mut armed, mut drain_seen) = (false, false);
+        let done = std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = write.as_mut().poll(cx) {
+                return Poll::Ready(Some(done));
+            }
+            // Woken, but not by the write: perhaps by the timer.
+            let mut look = armed;
+            if !armed {
+                armed = true;
+                let deadline = core.coarse_now() + write_timeout + COARSE_CLOCK;
+                let deadline = monoio::time::Instant::from(deadline);
+                // A timer moved or fired must be polled to (re)register
+                // this task; one merely left as it was still has it.
+                if stall.deadline() != deadline || stall.is_elapsed() {
+                    stall.as_mut().reset(deadline);
+                    look = true;
+                }
+            }
+            if !drain_seen && core.is_shutting_down() {
+                drain_seen = true;
+                let sooner = monoio::time::Instant::now() + DRAIN_WRITE_STALL;
+                if sooner < stall.deadline() {
+                    stall.as_mut().reset(sooner);
+                }
+                look = true;
+            }
+            if look && stall.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        let Some((res, slice)) = done else {
+            core.counters().write_timeouts.inc();
+            return None;
+        };
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return None,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.clear();
+    Some(buf)
+}
+
+/// What a bounded read got.
+enum Read {
+    /// Bytes arrived (the buffer holds them).
+    Data(Vec<u8>),
+    /// Nothing in time: the buffer given, or an empty one (a read dropped
+    /// while waiting took it along).
+    Silent(Vec<u8>),
+    /// End of stream or a socket error.
+    Closed,
+}
+
 /// What [`linger_read`] got.
 enum Linger {
     /// Bytes arrived (the buffer holds them).
@@ -292,12 +638,10 @@ enum Linger {
 }
 
 /// A busy connection's read between requests with io_uring: into `buf`
-/// (empty), for at most [`IDLE_RELEASE`]. A read dropped while waiting may
-/// still complete in the kernel, and its bytes would be lost, so it is
-/// cancelled and awaited instead. Epoll does without (see `serve_connection`):
-/// there a waiting read has read nothing, and the cancellation costs a
-/// hash-set insert and removal per read (callgrind: ~650 instructions, 6% of
-/// a validation).
+/// (empty), for at most [`IDLE_RELEASE`], cancelled and awaited if nothing
+/// comes (see [`cancelable_read`], its general form for the drain, kept
+/// apart: this one is on io_uring's hot path, and the general one's extra
+/// state costs ~40 instructions a request).
 async fn linger_read(stream: &mut TcpStream, buf: Vec<u8>, canceller: &mut Canceller) -> Linger {
     let cap = buf.capacity();
     let read = stream.cancelable_read(buf.slice_mut(0..cap), canceller.handle());
@@ -315,6 +659,143 @@ async fn linger_read(stream: &mut TcpStream, buf: Vec<u8>, canceller: &mut Cance
         Ok(_) => Linger::Data(slice.into_inner()),
         Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Linger::Silent,
         Err(_) => Linger::Closed,
+    }
+}
+
+/// A read into `buf` (after what it holds) for at most `limit`, with
+/// io_uring. A read dropped while waiting may still complete in the kernel,
+/// and its bytes would be lost, so it is cancelled and awaited instead. Epoll
+/// does without (see `serve_connection`): there a waiting read has read
+/// nothing, and the cancellation costs a hash-set insert and removal per read
+/// (callgrind: ~650 instructions, 6% of a validation).
+async fn cancelable_read(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    limit: Duration,
+    canceller: &mut Canceller,
+) -> Read {
+    let (len, cap) = (buf.len(), buf.capacity());
+    let read = stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
+    let mut read = std::pin::pin!(read);
+    let (res, slice) = monoio::select! {
+        biased;
+        done = &mut read => done,
+        _ = monoio::time::sleep(limit) => {
+            *canceller = std::mem::take(canceller).cancel();
+            read.await
+        }
+    };
+    match res {
+        Ok(0) => Read::Closed,
+        Ok(_) => Read::Data(slice.into_inner()),
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Read::Silent(slice.into_inner()),
+        Err(_) => Read::Closed,
+    }
+}
+
+/// A read for at most `limit`, with either driver (see [`cancelable_read`]).
+async fn read_for(
+    stream: &mut TcpStream,
+    mut buf: Vec<u8>,
+    limit: Duration,
+    canceller: &mut Option<Canceller>,
+) -> Read {
+    if buf.capacity() == 0 {
+        buf = Vec::with_capacity(BUF_SIZE);
+    }
+    if buf.capacity() == buf.len() {
+        buf.reserve(BUF_SIZE);
+    }
+    if let Some(canceller) = canceller.as_mut() {
+        return cancelable_read(stream, buf, limit, canceller).await;
+    }
+    let (len, cap) = (buf.len(), buf.capacity());
+    let read = stream.read(buf.slice_mut(len..cap));
+    // `timeout_at`, not `timeout`: the connection loop's hot read is then
+    // the one caller of `timeout` for this future type, and stays inlined
+    // (callgrind: ~40 instructions per request otherwise).
+    let deadline = Instant::now() + limit.max(Duration::from_millis(1));
+    match monoio::time::timeout_at(deadline.into(), read).await {
+        Ok((Ok(0), _)) | Ok((Err(_), _)) => Read::Closed,
+        Ok((Ok(_), slice)) => Read::Data(slice.into_inner()),
+        Err(_elapsed) => Read::Silent(Vec::new()),
+    }
+}
+
+/// While draining: waits until `until` for bytes on their way (the rest of
+/// a request, a first request, the next of a stream), then looks once more
+/// for bytes already in the socket buffer; `Silent` when there are none: the
+/// connection is idle.
+async fn drain_read(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    until: Instant,
+    canceller: &mut Option<Canceller>,
+) -> Read {
+    let wait = until.saturating_duration_since(Instant::now());
+    let buf = if wait.is_zero() {
+        buf
+    } else {
+        match read_for(stream, buf, wait, canceller).await {
+            Read::Silent(buf) => buf,
+            other => return other,
+        }
+    };
+    if !readable_now(stream) {
+        return Read::Silent(buf);
+    }
+    // Bytes (or the end of the stream) are there: the read completes at
+    // once; the bound only guards against a surprise.
+    read_for(stream, buf, FRESH_CONNECTION_GRACE, canceller).await
+}
+
+/// Whether the socket has bytes to read (or its end, or an error), now:
+/// poll(2) with a zero timeout.
+fn readable_now(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one pollfd that lives across the call, with a zero
+    // timeout; the descriptor is this connection's own, open.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+}
+
+/// Closes a connection after its last answer so that the answer reaches
+/// the client whatever the client is still sending (nginx's lingering
+/// close). Closing a socket with unread bytes in it makes the kernel send a
+/// reset, and a reset can destroy the answer before the client reads it (a
+/// client that sends a whole 70 KB body before reading got `ECONNRESET`
+/// instead of its 413). So the FIN goes out first (`shutdown(SHUT_WR)`), then
+/// what the client sends is read and thrown away until its own FIN,
+/// [`LINGER_BYTES`] or [`LINGER_TIMEOUT`], whichever comes first; only then
+/// is the socket closed. A draining core does not wait for this.
+async fn close_gracefully(guard: &mut ConnGuard, mut stream: TcpStream, mut buf: Vec<u8>) {
+    guard.closing();
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER_TIMEOUT;
+    buf.clear();
+    if buf.capacity() < BUF_SIZE {
+        buf = Vec::with_capacity(BUF_SIZE);
+    }
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        let cap = buf.capacity();
+        let read = stream.read(buf.slice_mut(0..cap));
+        // `timeout_at`: see `read_for`.
+        match monoio::time::timeout_at(until.into(), read).await {
+            Ok((Ok(n), slice)) if n > 0 => {
+                discarded += n;
+                buf = slice.into_inner();
+                buf.clear();
+            }
+            // The client's FIN, an error, or the time is up.
+            _ => return,
+        }
     }
 }
 

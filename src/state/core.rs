@@ -3,7 +3,8 @@
 //!
 //! Owns: the core's Redis connection, revocation and refresh stores, its
 //! parsed keys and verified-token cache, its copy of the client table, its
-//! `Date` cache and counters, and its connection and drain accounting.
+//! `Date` cache, coarse clock and counters, and its connection and drain
+//! accounting.
 //! Everything else is reached through accessors that say what the caller
 //! needs, never through public fields. Never imports `cores`, `net`,
 //! `handlers`, `router` or request types.
@@ -11,7 +12,8 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use super::shared::Shared;
 use crate::config::{Config, Driver, TokensConfig};
@@ -58,7 +60,28 @@ pub struct Core {
     /// draining core gives them a short grace to send it, so a client that
     /// connected just before SIGTERM still gets its answer.
     fresh: Cell<usize>,
+    /// Connections that have answered everything they will answer and are
+    /// closing gracefully (their FIN sent, discarding what the client still
+    /// sends): a drain does not wait for them.
+    closing: Cell<usize>,
     shutting_down: Cell<bool>,
+    /// When the drain began (`None` while serving).
+    drain_started: Cell<Option<Instant>>,
+    /// The time, read once a second by the core's ticker (see
+    /// [`Core::coarse_now`]).
+    coarse_now: Cell<Instant>,
+    /// The task waker of every open connection, registered once per
+    /// connection (not per request), so that the drain can wake the ones
+    /// waiting quietly for a request. At most `max_connections_per_core`.
+    conn_wakers: RefCell<Wakers>,
+}
+
+/// A slab of wakers: a slot per registered connection, reused after it
+/// closes.
+#[derive(Default)]
+struct Wakers {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Core {
@@ -108,7 +131,11 @@ impl Core {
             open: Cell::new(0),
             in_flight: Cell::new(0),
             fresh: Cell::new(0),
+            closing: Cell::new(0),
             shutting_down: Cell::new(false),
+            drain_started: Cell::new(None),
+            coarse_now: Cell::new(Instant::now()),
+            conn_wakers: RefCell::new(Wakers::default()),
             shared,
         }))
     }
@@ -321,9 +348,86 @@ impl Core {
         self.fresh.get()
     }
 
-    /// Starts the drain: from now on responses carry `Connection: close`.
+    /// Connections on this core that may still answer a request: open
+    /// ones, less those closing gracefully after their last answer. A
+    /// drain waits for this to reach zero.
+    pub fn active_connections(&self) -> usize {
+        self.open.get().saturating_sub(self.closing.get())
+    }
+
+    /// A connection has answered its last request and closes gracefully.
+    pub(crate) fn closing_started(&self) {
+        self.closing.set(self.closing.get() + 1);
+    }
+
+    /// A gracefully closing connection is closed.
+    pub(crate) fn closing_done(&self) {
+        self.closing.set(self.closing.get().saturating_sub(1));
+    }
+
+    /// Registers an open connection's task waker, for [`Core::begin_shutdown`]
+    /// to wake it. Returns its slot, for [`Core::forget_connection_waker`]
+    /// when the connection closes. Once the drain has begun nothing is kept
+    /// (the connection sees the flag itself): a waker kept here holds its
+    /// task, whose future holds this core, and that cycle must end with the
+    /// drain, so that dropping the runtime drops the connections.
+    pub(crate) fn register_connection_waker(&self, waker: Waker) -> usize {
+        if self.shutting_down.get() {
+            return usize::MAX;
+        }
+        let mut w = self.conn_wakers.borrow_mut();
+        match w.free.pop() {
+            Some(slot) => {
+                w.slots[slot] = Some(waker);
+                slot
+            }
+            None => {
+                w.slots.push(Some(waker));
+                w.slots.len() - 1
+            }
+        }
+    }
+
+    /// Drops the waker registered in `slot`; the slot is reused.
+    pub(crate) fn forget_connection_waker(&self, slot: usize) {
+        let mut w = self.conn_wakers.borrow_mut();
+        if let Some(cell) = w.slots.get_mut(slot) {
+            if cell.take().is_some() {
+                w.free.push(slot);
+            }
+        }
+    }
+
+    /// Starts the drain: from now on responses carry `Connection: close`;
+    /// and every open connection's task is woken once, so that one waiting
+    /// quietly for a request sees the drain (see `net`). The wakers are
+    /// given up (see [`Core::register_connection_waker`]).
     pub fn begin_shutdown(&self) {
         self.shutting_down.set(true);
+        self.drain_started.set(Some(Instant::now()));
+        let wakers = std::mem::take(&mut *self.conn_wakers.borrow_mut());
+        // Wakes only schedule the tasks: none runs here.
+        for waker in wakers.slots.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    /// The time, as the core's once-a-second ticker last read it: for
+    /// deadlines that need no more than a second's precision and must not
+    /// read the clock per request (a write's stall deadline).
+    #[inline]
+    pub fn coarse_now(&self) -> Instant {
+        self.coarse_now.get()
+    }
+
+    /// Reads the clock for [`Core::coarse_now`] (the ticker, once a second).
+    pub fn tick_coarse_clock(&self) {
+        self.coarse_now.set(Instant::now());
+    }
+
+    /// When the drain began, once it has.
+    pub fn drain_started(&self) -> Option<Instant> {
+        self.drain_started.get()
     }
 
     /// True once SIGTERM/SIGINT arrived: responses carry `Connection: close`.
@@ -455,6 +559,89 @@ mod tests {
             core.fresh_done();
             core.fresh_done();
             assert_eq!(core.fresh_connections(), 0, "never below zero");
+        });
+    }
+
+    #[test]
+    fn the_coarse_clock_moves_when_ticked() {
+        with_core(Config::default(), |core, _| {
+            let before = core.coarse_now();
+            assert!(before <= Instant::now());
+            std::thread::sleep(Duration::from_millis(5));
+            assert_eq!(core.coarse_now(), before, "only the ticker moves it");
+            core.tick_coarse_clock();
+            assert!(core.coarse_now() >= before + Duration::from_millis(5));
+        });
+    }
+
+    #[test]
+    fn closing_connections_are_not_active() {
+        with_core(Config::default(), |core, _| {
+            assert!(core.try_open_connection());
+            assert!(core.try_open_connection());
+            assert_eq!(core.active_connections(), 2);
+            core.closing_started();
+            assert_eq!(core.active_connections(), 1);
+            core.closing_done();
+            core.conn_closed();
+            assert_eq!(core.active_connections(), 1);
+            core.closing_done();
+            assert_eq!(core.active_connections(), 1, "never below zero");
+        });
+    }
+
+    /// A waker that counts its wakes.
+    struct CountingWake(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWake {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_drain_wakes_every_registered_connection_once() {
+        with_core(Config::default(), |core, _| {
+            let counts: Vec<_> = (0..3)
+                .map(|_| Arc::new(CountingWake(Default::default())))
+                .collect();
+            let slots: Vec<usize> = counts
+                .iter()
+                .map(|c| core.register_connection_waker(Waker::from(c.clone())))
+                .collect();
+            // The second connection closed: its slot is reused, its waker
+            // never woken; forgetting twice is harmless.
+            core.forget_connection_waker(slots[1]);
+            core.forget_connection_waker(slots[1]);
+            let again = Arc::new(CountingWake(Default::default()));
+            assert_eq!(
+                core.register_connection_waker(Waker::from(again.clone())),
+                slots[1]
+            );
+            assert!(core.drain_started().is_none());
+            core.begin_shutdown();
+            assert!(core.drain_started().is_some());
+            let woken = |c: &Arc<CountingWake>| c.0.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(
+                [
+                    woken(&counts[0]),
+                    woken(&counts[1]),
+                    woken(&counts[2]),
+                    woken(&again)
+                ],
+                [1, 0, 1, 1]
+            );
+            // The wakers were given up (no task is held by the core any
+            // more), and none is kept once draining.
+            assert_eq!(Arc::strong_count(&counts[0]), 1);
+            let late = Arc::new(CountingWake(Default::default()));
+            core.forget_connection_waker(slots[0]);
+            let slot = core.register_connection_waker(Waker::from(late.clone()));
+            assert_eq!(Arc::strong_count(&late), 1);
+            core.forget_connection_waker(slot);
         });
     }
 

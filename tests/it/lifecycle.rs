@@ -696,7 +696,7 @@ fn zero_downtime_restart_loses_no_request() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let counts = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
     let t0 = Instant::now();
-    let load: Vec<_> = (0..4)
+    let mut load: Vec<_> = (0..4)
         .map(|_| {
             let (stop, counts) = (stop.clone(), counts.clone());
             std::thread::spawn(move || {
@@ -722,6 +722,47 @@ fn zero_downtime_restart_loses_no_request() {
             })
         })
         .collect();
+    // And two keep-alive clients, as a reverse proxy's upstream pool: a
+    // connection is used until an answer says `Connection: close` (the old
+    // process draining), then the next one is opened, which the kernel gives
+    // to either process.
+    for _ in 0..2 {
+        let (stop, counts) = (stop.clone(), counts.clone());
+        load.push(std::thread::spawn(move || {
+            let mut conn: Option<Conn> = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let c = conn.get_or_insert_with(|| {
+                    let s = std::net::TcpStream::connect(addr).expect("connect");
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    Conn::new(s)
+                });
+                let answer = std::io::Write::write_all(
+                    &mut c.stream,
+                    b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+                )
+                .ok()
+                .and_then(|()| c.read_response());
+                let mut n = counts.lock().unwrap();
+                match answer {
+                    Some(r) if r.status == 200 => {
+                        n.0 += 1;
+                        if r.header("connection") == Some("close") {
+                            conn = None;
+                        }
+                    }
+                    other => {
+                        eprintln!(
+                            "zero-downtime restart: a keep-alive request failed at {:?}: {:?}",
+                            t0.elapsed(),
+                            other.map(|r| r.status)
+                        );
+                        n.1 += 1;
+                        conn = None;
+                    }
+                }
+            }
+        }));
+    }
     // The load runs (a couple of hundred requests) before the restart.
     assert!(
         eventually(Duration::from_secs(10), || counts.lock().unwrap().0 >= 200),

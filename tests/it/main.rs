@@ -15,6 +15,10 @@ mod cli;
 mod tokens;
 // Refresh, revocation, logout-everywhere, Redis failures, several nodes.
 mod lifecycle;
+// Attacks and faults on the connection loop and the drain: clients that
+// never read, error answers to clients that send everything first, SIGTERM
+// under keep-alive load.
+mod robustness_net;
 // Operations: the systemd unit, install.sh, the example configuration.
 mod ops;
 // Issue #12: bounded work before authentication (the quadratic form body),
