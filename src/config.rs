@@ -193,7 +193,9 @@ pub struct ServerConfig {
     pub driver: Driver,
     /// Open connections per core; a connection over it is closed at once. Default 10000.
     pub max_connections_per_core: usize,
-    /// Time allowed to receive a whole request head. Default `10s`.
+    /// Time allowed to receive a whole request (head and body) from its first
+    /// byte, and a new connection's first request from its accept. Default
+    /// `10s`.
     #[serde(with = "humantime_serde")]
     pub head_timeout: Duration,
     /// Time an idle keep-alive connection is kept open. Default `60s`.

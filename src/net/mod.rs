@@ -253,6 +253,10 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
     // When the first byte of the request being read arrived: the head (and
     // body) must be complete within `head_timeout` of it.
     let mut request_started: Option<Instant> = None;
+    // A connection that has not sent its first request yet is held to
+    // `head_timeout` from its accept, not `idle_timeout`: a connection slot
+    // costs a client nothing to take, and holding it must not either.
+    let accepted_at = Instant::now();
     // When the connection last finished writing answers (for a drain: see
     // above). Read off the clock the read deadline needs anyway.
     let mut answered_at = Instant::now();
@@ -274,12 +278,14 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
         // for them.
         let mut handled = 0;
         let mut wrote = false;
-        if !rbuf.is_empty() && wbuf.capacity() == 0 {
-            wbuf = Vec::with_capacity(BUF_SIZE);
-        }
         while consumed < rbuf.len() {
             match http::parse(&rbuf[consumed..], &limits) {
                 Ok(Parsed::Complete(req, len)) => {
+                    // The write buffer is allocated for the first answer,
+                    // not for a request still arriving.
+                    if wbuf.capacity() == 0 {
+                        wbuf = Vec::with_capacity(BUF_SIZE);
+                    }
                     guard.first_request();
                     consumed += len;
                     request_started = None;
@@ -316,6 +322,9 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                     break;
                 }
                 Err(e) => {
+                    if wbuf.capacity() == 0 {
+                        wbuf = Vec::with_capacity(BUF_SIZE);
+                    }
                     write_parse_error(&core, e, &mut wbuf);
                     close = true;
                     refused = true;
@@ -346,7 +355,9 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
         }
 
         // Read more: an idle connection may wait `idle_timeout`; a started
-        // request must finish within `head_timeout` of its first byte.
+        // request must finish within `head_timeout` of its first byte, and
+        // a new connection must send its first request within
+        // `head_timeout` of its accept.
         let now = Instant::now();
         if wrote {
             answered_at = now;
@@ -388,12 +399,14 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
         }
         let deadline = match request_started {
             Some(t) if !rbuf.is_empty() => t + head_timeout,
+            _ if guard.fresh => accepted_at + head_timeout.min(idle_timeout),
             _ => now + idle_timeout,
         };
         let Some(mut wait) = deadline.checked_duration_since(now) else {
-            // Only a head deadline can have passed (the idle one is always
-            // ahead): a byte that raced the timer does not save a slow head,
-            // and the cut-off counts like any other timeout.
+            // Only a head deadline can have passed, a request's or a new
+            // connection's (the idle one is always ahead): a byte that raced
+            // the timer does not save a slow head, and the cut-off counts
+            // like any other timeout.
             core.counters().timeouts.inc();
             return;
         };

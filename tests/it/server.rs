@@ -211,6 +211,37 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     assert!(start.elapsed() >= Duration::from_millis(800));
 }
 
+/// A connection that never sends its first request holds its slot for the
+/// head timeout, not the idle timeout (issue #12: a silent connection costs
+/// a client nothing, and held a slot for a minute); a connection that has
+/// been answered keeps the idle timeout.
+#[test]
+fn a_silent_new_connection_is_closed_at_the_head_timeout() {
+    let s = TestServer::with_env(&[
+        ("TOKEND_SERVER_HEAD_TIMEOUT", "1s"),
+        ("TOKEND_SERVER_IDLE_TIMEOUT", "60s"),
+    ]);
+    let timeouts = |s: &TestServer| metric(s, "tokend_timeouts_total");
+    let before = timeouts(&s);
+    let start = Instant::now();
+    let mut silent = s.conn();
+    let mut answered = s.conn();
+    healthy(&mut answered);
+    assert!(
+        silent.closed_within(Duration::from_secs(4)),
+        "a silent new connection outlived the head timeout (1 s) by 3 s"
+    );
+    let closed_after = start.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(800),
+        "{closed_after:?}"
+    );
+    assert_eq!(timeouts(&s) - before, 1.0);
+    // The answered one is kept (its idle timeout is a minute).
+    std::thread::sleep(Duration::from_secs(1));
+    healthy(&mut answered);
+}
+
 /// Between requests a connection frees its buffers: a quiet one at once, a
 /// busy one after a second of silence (`IDLE_RELEASE` in src/net/mod.rs).
 /// Either way its next request, whole, in pieces or pipelined past the
