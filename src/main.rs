@@ -260,7 +260,11 @@ fn user_command(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
                 anyhow::bail!("no user named {name}");
             };
             let mark = user.not_before.unwrap_or(now);
-            set_not_before_in_redis(config, &user.id, mark)?;
+            // The mark outlives every token the user may hold, whichever
+            // client it was issued to.
+            let clients = tokend::identity::clients::load_all(&mut db)?;
+            let ttl = clients.longest_lifetimes(&config.tokens).longest();
+            set_not_before_in_redis(config, &user.id, mark, ttl)?;
             println!(
                 "disabled {}; its tokens are void from now on",
                 user.username
@@ -285,24 +289,24 @@ fn user_command(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
 
 /// Mirrors a user's "not before" mark into Redis, so running nodes refuse
 /// the user's older tokens at once (PostgreSQL keeps the durable copy).
-fn set_not_before_in_redis(config: &Config, sub: &str, mark: i64) -> anyhow::Result<()> {
+fn set_not_before_in_redis(
+    config: &Config,
+    sub: &str,
+    mark: i64,
+    ttl: Duration,
+) -> anyhow::Result<()> {
     use tokend::redis::{BlockingRedis, RedisTarget};
     let target =
         RedisTarget::parse(&config.redis.url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
     let mut r = BlockingRedis::connect(&target, Duration::from_secs(2))
         .map_err(|e| anyhow::anyhow!("cannot reach Redis at {}: {e}", target.display_addr()))?;
-    let ttl = config
-        .tokens
-        .access_ttl
-        .max(config.tokens.refresh_ttl)
-        .as_secs();
     r.query(
         redis::cmd("EVAL")
             .arg(tokend::revocation::SET_NOT_BEFORE_LUA)
             .arg(3)
             .arg(&tokend::revocation::set_not_before_keys(&config.redis.prefix, sub)[..])
             .arg(mark)
-            .arg(ttl)
+            .arg(ttl.as_secs())
             .arg(sub)
             .arg(tokend::revocation::mirror::STREAM_MAXLEN),
     )
@@ -422,7 +426,11 @@ fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::Prune => {
-            let pruned = keys::prune(&mut db, config.tokens.access_ttl + config.tokens.leeway)?;
+            // The same lifetime `serve`'s own pruning uses: the longest
+            // access token of any client, not only the default's.
+            let clients = tokend::identity::clients::load_all(&mut db)?;
+            let longest = clients.longest_lifetimes(&config.tokens);
+            let pruned = keys::prune(&mut db, longest.access)?;
             if pruned.is_empty() {
                 println!("no key to prune");
             }

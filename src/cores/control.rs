@@ -28,7 +28,6 @@ use signal_hook::iterator::Signals;
 use super::{ServeError, Server};
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::identity::ClientTable;
 use crate::redis::BlockingRedis;
 use crate::revocation::durable;
 use crate::state::Shared;
@@ -383,11 +382,10 @@ pub(super) fn ensure_seeded(shared: &Shared, redis: &mut Option<BlockingRedis>) 
         return false;
     };
     let config = shared.config();
-    let t = &config.tokens;
-    let (access, refresh) = (
-        t.access_ttl.as_secs() + t.leeway.as_secs(),
-        t.refresh_ttl.as_secs(),
-    );
+    // The longest lifetimes of every client's tokens: a mark re-seeded with
+    // a shorter one would be forgotten while a token it voids still lives.
+    let longest = shared.client_table().longest_lifetimes(&config.tokens);
+    let (access, refresh) = (longest.access.as_secs(), longest.refresh.as_secs());
     let pg = shared.pg().clone();
     let result = durable::ensure_seeded(
         conn,
@@ -418,27 +416,16 @@ pub(super) fn ensure_seeded(shared: &Shared, redis: &mut Option<BlockingRedis>) 
     }
 }
 
-/// The longest access-token lifetime any client may get: the longest
-/// per-client `access_ttl`, or `default` (`tokens.access_ttl`) when longer.
-fn longest_access_ttl(clients: &ClientTable, default: Duration) -> Duration {
-    clients
-        .iter()
-        .filter_map(|c| c.access_ttl)
-        .max()
-        .map(Duration::from_secs)
-        .unwrap_or_default()
-        .max(default)
-}
-
 /// Deletes signing keys that stopped signing longer ago than any token
 /// they signed can live (safe from several nodes at once: the key
 /// functions take an advisory lock).
 fn prune_keys(shared: &Shared) {
-    let t = &shared.config().tokens;
-    let longest = longest_access_ttl(&shared.client_table(), t.access_ttl);
+    let longest = shared
+        .client_table()
+        .longest_lifetimes(&shared.config().tokens);
     let pg = shared.pg();
     match pg.get() {
-        Ok(mut c) => match crate::tokens::keys::prune(&mut *c, longest + t.leeway) {
+        Ok(mut c) => match crate::tokens::keys::prune(&mut *c, longest.access) {
             Ok(pruned) => {
                 for kid in pruned {
                     tracing::info!(kid, "pruned a retired signing key");
@@ -583,26 +570,5 @@ mod tests {
         assert!(!cores_alive([97], 100, Duration::from_millis(500)));
         // A heartbeat from a clock that stepped back is not "old".
         assert!(cores_alive([105], 100, within));
-    }
-
-    #[test]
-    fn longest_access_ttl_is_the_longest_client_or_the_default() {
-        let client = |id: &str, ttl: Option<u64>| crate::identity::ClientRecord {
-            client_id: id.into(),
-            secret_sha256: None,
-            grant_types: vec![],
-            scopes: vec![],
-            access_ttl: ttl,
-            refresh_ttl: None,
-        };
-        let default = Duration::from_secs(900);
-        assert_eq!(
-            longest_access_ttl(&ClientTable::default(), default),
-            default
-        );
-        let table = ClientTable::new([client("a", Some(60)), client("b", None)]);
-        assert_eq!(longest_access_ttl(&table, default), default);
-        let table = ClientTable::new([client("a", Some(3600)), client("b", Some(60))]);
-        assert_eq!(longest_access_ttl(&table, default), HOUR);
     }
 }

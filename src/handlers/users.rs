@@ -134,8 +134,13 @@ enum PasswordOutcome {
 
 /// Writes the mark to Redis after PostgreSQL: validation reads Redis.
 async fn mirror_not_before(core: &Core, sub: &str, mark: i64) -> Result<(), OAuthError> {
-    let t = core.tokens_config();
-    let ttl = t.access_ttl.max(t.refresh_ttl).as_secs();
+    // As long as any token the user holds can live, whichever client it
+    // was issued to (a client's own refresh lifetime may be the longest).
+    let ttl = core
+        .clients()
+        .longest_lifetimes(core.tokens_config())
+        .longest()
+        .as_secs();
     let (_, seq) = core
         .revocations()
         .set_not_before_logged(sub, mark.max(0) as u64, ttl)

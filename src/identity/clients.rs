@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hint::black_box;
 use std::str::FromStr;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -26,6 +27,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::passwords::{check_scope_token, RuleError};
+use crate::config::TokensConfig;
 
 /// Prefix of every client secret, so that secret scanners (and people) can
 /// recognise a leaked one.
@@ -335,6 +337,25 @@ impl fmt::Display for ClientAuthError {
 
 impl std::error::Error for ClientAuthError {}
 
+/// How long the longest-lived tokens can stay usable
+/// ([`ClientTable::longest_lifetimes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// The longest access-token lifetime, per client or the default, plus
+    /// the clock leeway validation allows past `exp`.
+    pub access: Duration,
+    /// The longest refresh-token lifetime, per client or the default.
+    pub refresh: Duration,
+}
+
+impl Lifetimes {
+    /// The longer of the two: how long a "not before" mark must last to
+    /// void every token issued before it.
+    pub fn longest(&self) -> Duration {
+        self.access.max(self.refresh)
+    }
+}
+
 /// An immutable snapshot of every client, shared between cores with `Arc`
 /// and replaced whole when reloaded (off the hot path), so authentication
 /// takes no lock and touches no database.
@@ -374,6 +395,23 @@ impl ClientTable {
     /// Whether there are no clients.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
+    }
+
+    /// The longest any token issued under `tokens` to any of these clients
+    /// can stay usable. Everything that must outlive every token computes
+    /// it here: a user's "not before" mark (written by the user API, the
+    /// command line and a re-seed) and the pruning of signing keys.
+    pub fn longest_lifetimes(&self, tokens: &TokensConfig) -> Lifetimes {
+        let longest = |own: fn(&ClientRecord) -> Option<u64>, default: Duration| {
+            self.iter()
+                .filter_map(own)
+                .map(Duration::from_secs)
+                .fold(default, Duration::max)
+        };
+        Lifetimes {
+            access: longest(|c| c.access_ttl, tokens.access_ttl) + tokens.leeway,
+            refresh: longest(|c| c.refresh_ttl, tokens.refresh_ttl),
+        }
     }
 
     /// Authenticates a client by id and presented secret (`None` when the
@@ -427,6 +465,40 @@ mod tests {
         assert_eq!(GrantType::parse("Password"), None);
         assert_eq!(GrantType::parse("authorization_code"), None);
         assert!("implicit".parse::<GrantType>().is_err());
+    }
+
+    #[test]
+    fn longest_lifetimes_cover_every_client_and_the_defaults() {
+        let client = |id: &str, access: Option<u64>, refresh: Option<u64>| ClientRecord {
+            client_id: id.into(),
+            secret_sha256: None,
+            grant_types: vec![GrantType::Password],
+            scopes: vec![],
+            access_ttl: access,
+            refresh_ttl: refresh,
+        };
+        let tokens = TokensConfig {
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(3600),
+            leeway: Duration::from_secs(5),
+            ..TokensConfig::default()
+        };
+        // No clients, or clients without their own: the defaults (and the
+        // leeway on access tokens).
+        let none = ClientTable::default().longest_lifetimes(&tokens);
+        assert_eq!(none.access, Duration::from_secs(905));
+        assert_eq!(none.refresh, Duration::from_secs(3600));
+        assert_eq!(none.longest(), Duration::from_secs(3600));
+        let table = ClientTable::new([
+            client("a", None, None),
+            client("b", Some(60), Some(60)),
+            client("c", Some(7200), None),
+            client("d", None, Some(90 * 86400)),
+        ]);
+        let l = table.longest_lifetimes(&tokens);
+        assert_eq!(l.access, Duration::from_secs(7205));
+        assert_eq!(l.refresh, Duration::from_secs(90 * 86400));
+        assert_eq!(l.longest(), Duration::from_secs(90 * 86400));
     }
 
     #[test]

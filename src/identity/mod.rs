@@ -17,7 +17,7 @@ pub mod clients;
 pub mod passwords;
 pub mod users;
 
-pub use clients::{ClientAuthError, ClientError, ClientRecord, ClientTable, GrantType};
+pub use clients::{ClientAuthError, ClientError, ClientRecord, ClientTable, GrantType, Lifetimes};
 pub use passwords::{Hasher, PasswordError, RuleError, Verified};
 pub use users::{LoginOutcome, User, UserError};
 

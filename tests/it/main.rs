@@ -28,3 +28,5 @@ mod robustness_form;
 mod layers;
 // A PostgreSQL that stops answering: 503s within the bound, then recovery.
 mod robustness_pg;
+// Issue #13: the token-lifecycle holes (marks that outlive every token).
+mod sessions;

@@ -1,0 +1,182 @@
+//! Issue #13: a revoked session stays revoked. Each test reproduces one hole
+//! found by the security review against a running server, and fails without
+//! its fix.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tokend::identity::{clients, GrantType};
+
+use crate::harness::*;
+use crate::tokens::{deployment, Deployment, PASSWORD};
+
+/// The node's own lifetimes: 3 s for access and refresh tokens, so that a
+/// "not before" mark kept for the node's lifetimes only is gone in 3 s.
+const SHORT: [(&str, &str); 2] = [
+    ("TOKEND_TOKENS_ACCESS_TTL", "3s"),
+    ("TOKEND_TOKENS_REFRESH_TTL", "3s"),
+];
+
+/// Longer than a mark kept for [`SHORT`] lasts.
+const PAST_THE_NODES_LIFETIMES: Duration = Duration::from_secs(5);
+
+/// Client `long`: password and refresh grants, refresh tokens living an
+/// hour (`tokend client add --refresh-ttl 1h`), known to the running server
+/// (created, then SIGHUP, then waited for). Returns its secret.
+fn client_with_a_long_refresh_lifetime(d: &Deployment) -> String {
+    let mut db = d.db.client();
+    let (_, secret) = clients::create(
+        &mut db,
+        "long",
+        &[GrantType::Password, GrantType::RefreshToken],
+        &["read".to_string(), "write".to_string()],
+        false,
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE oauth_clients SET refresh_ttl_seconds = 3600 WHERE client_id = 'long'",
+        &[],
+    )
+    .unwrap();
+    let secret = secret.unwrap();
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(d.server.pid() as i32, libc::SIGHUP) };
+    assert!(
+        eventually(Duration::from_secs(10), || login(d, &secret, "bob").0
+            == 200),
+        "the new client was never loaded\n{}",
+        d.server.log()
+    );
+    secret
+}
+
+/// Logs `user` in through client `long`: (status, access token, refresh
+/// token).
+fn login(d: &Deployment, secret: &str, user: &str) -> (u16, String, String) {
+    let r = d.server.post_form(
+        "/oauth/token",
+        Some(("long", secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", PASSWORD),
+        ],
+    );
+    if r.status != 200 {
+        return (r.status, String::new(), String::new());
+    }
+    let j = r.json();
+    let field = |name: &str| j[name].as_str().unwrap_or_default().to_string();
+    (r.status, field("access_token"), field("refresh_token"))
+}
+
+/// Refreshes through client `long`: the status and the body.
+fn refresh(d: &Deployment, secret: &str, refresh_token: &str) -> Response {
+    d.server.post_form(
+        "/oauth/token",
+        Some(("long", secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+}
+
+/// Asserts that `refresh_token` no longer refreshes, once the node's own
+/// lifetimes are over (a mark kept only for those would be gone).
+fn stays_void(d: &Deployment, secret: &str, refresh_token: &str, what: &str) {
+    std::thread::sleep(PAST_THE_NODES_LIFETIMES);
+    let r = refresh(d, secret, refresh_token);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().map(String::from)),
+        (400, Some("invalid_grant".to_string())),
+        "{what}: a refresh token issued before it refreshed {} s later: {}",
+        PAST_THE_NODES_LIFETIMES.as_secs(),
+        r.text()
+    );
+}
+
+/// Issue #13, finding 1, as reproduced: with access and refresh lifetimes
+/// of 3 s on the node and a client whose refresh tokens live an hour,
+/// logout-all, wait 5 s, and the old refresh token gave a new access token.
+#[test]
+fn logout_all_voids_refresh_tokens_of_a_client_with_a_longer_refresh_lifetime() {
+    let d = deployment(&SHORT);
+    let secret = client_with_a_long_refresh_lifetime(&d);
+    let (status, access, refresh_token) = login(&d, &secret, "alice");
+    assert_eq!(status, 200);
+    let r = d
+        .server
+        .post_json("/users/me/logout-all", Some(&access), "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    stays_void(&d, &secret, &refresh_token, "logout-all");
+}
+
+/// The same through the command line's `tokend user disable`, which writes
+/// the mark to Redis itself.
+#[test]
+fn disable_from_the_command_line_voids_refresh_tokens_of_a_client_with_a_longer_refresh_lifetime() {
+    let d = deployment(&SHORT);
+    let secret = client_with_a_long_refresh_lifetime(&d);
+    let (status, _, refresh_token) = login(&d, &secret, "bob");
+    assert_eq!(status, 200);
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["user", "disable", "bob"])
+        .env("TOKEND_DATABASE_URL", &d.db.url)
+        .env("TOKEND_REDIS_URL", redis_url())
+        .env("TOKEND_REDIS_PREFIX", &d.server.prefix)
+        .env("TOKEND_KEYS_KEK", test_kek())
+        .envs(SHORT)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stays_void(&d, &secret, &refresh_token, "tokend user disable");
+}
+
+/// The same after a re-seed: Redis lost the mark and the `seeded` marker
+/// (a restart without persistence does this to every key), and the mark
+/// re-applied from PostgreSQL must last as long as when it was written.
+#[test]
+fn a_reseeded_mark_voids_refresh_tokens_of_a_client_with_a_longer_refresh_lifetime() {
+    let d = deployment(&SHORT);
+    let secret = client_with_a_long_refresh_lifetime(&d);
+    let (status, access, refresh_token) = login(&d, &secret, "alice");
+    assert_eq!(status, 200);
+    let r = d
+        .server
+        .post_json("/users/me/logout-all", Some(&access), "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    // The mark and the marker go; the refresh records stay.
+    let target = tokend::redis::RedisTarget::parse(&redis_url()).unwrap();
+    let mut redis = tokend::redis::BlockingRedis::connect(&target, Duration::from_secs(2)).unwrap();
+    let sub: String =
+        d.db.client()
+            .query_one("SELECT id::text FROM users WHERE username = 'alice'", &[])
+            .unwrap()
+            .get(0);
+    let prefix = &d.server.prefix;
+    let deleted = redis
+        .query(
+            redis::cmd("DEL")
+                .arg(format!("{prefix}nbf:{sub}"))
+                .arg(format!("{prefix}seeded")),
+        )
+        .unwrap();
+    assert_eq!(deleted.as_int(), Some(2), "the mark and the marker");
+    // The node notices within a second or two and re-seeds.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let seeded = redis
+                .query(redis::cmd("EXISTS").arg(format!("{prefix}seeded")))
+                .unwrap();
+            seeded.as_int() == Some(1)
+        }),
+        "the node never re-seeded\n{}",
+        d.server.log()
+    );
+    stays_void(&d, &secret, &refresh_token, "a re-seeded logout-all");
+}
