@@ -218,6 +218,67 @@ pub struct ServerConfig {
     pub log_format: String,
     /// One log line per request. Default `false`: no logging on the hot path.
     pub access_log: bool,
+    /// Reverse proxies whose word on the client's address is taken: when a
+    /// request comes from one of these addresses or networks (`"10.0.0.1"`,
+    /// `"10.0.0.0/8"`, `"::1"`), the client's address is read from
+    /// [`ServerConfig::forwarded_header`], right to left past every trusted
+    /// hop; from anywhere else the header is ignored. The login limits count
+    /// failures per this address. Default none: the TCP peer's address.
+    /// `TOKEND_SERVER_TRUSTED_PROXIES` takes a comma-separated list.
+    pub trusted_proxies: Vec<ProxyNet>,
+    /// The header the trusted proxies set: `"x-forwarded-for"` (default,
+    /// nginx's `$proxy_add_x_forwarded_for`, Traefik, Envoy) or
+    /// `"forwarded"` (RFC 7239). Only this one is read: a proxy that passes
+    /// the other one through from the client must not make it trusted.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// An address or network of `server.trusted_proxies`: `"10.0.0.1"` or
+/// `"10.0.0.0/8"` (IPv4 or IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyNet(pub ipnet::IpNet);
+
+impl ProxyNet {
+    /// Whether `addr` is in it (an IPv4-mapped IPv6 address as its IPv4).
+    pub fn contains(&self, addr: std::net::IpAddr) -> bool {
+        self.0.contains(&addr.to_canonical())
+    }
+}
+
+impl std::str::FromStr for ProxyNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(|n| ProxyNet(n.trunc()))
+            .map_err(|_| format!("{s:?} is not an address or a network like 10.0.0.0/8"))
+    }
+}
+
+impl Serialize for ProxyNet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyNet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `server.forwarded_header`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
 }
 
 impl Default for ServerConfig {
@@ -235,6 +296,8 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             log_format: "text".into(),
             access_log: false,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
         }
     }
 }
@@ -399,9 +462,12 @@ pub struct LimitsConfig {
     /// `blocking_sched_idle` is false: above 0 they yield the CPU to the
     /// cores, but a woken core may wait for the next scheduler tick. Default 10.
     pub blocking_nice: i32,
-    /// Failed logins per username per window before `429`. Default 10.
+    /// Password attempts per username per window before `429` (logins and
+    /// password changes, counted as they are admitted; a success clears the
+    /// count). Default 10.
     pub login_failures_per_user: u32,
-    /// Failed logins per client IP per window before `429`. Default 100.
+    /// Failed password attempts per client address (see
+    /// `server.trusted_proxies`) per window before `429`. Default 100.
     pub login_failures_per_ip: u32,
     /// Window of the two counters above. Default `5m`.
     #[serde(with = "humantime_serde")]
@@ -790,6 +856,9 @@ enum EnvKind {
     Float,
     /// `true` or `false`, in any case.
     Boolean,
+    /// A list of strings (`server.trusted_proxies`): the text split at
+    /// commas, in optional brackets (`"10.0.0.0/8, ::1"`).
+    List,
 }
 
 /// The kind of every key, read from the configuration itself: a sample with
@@ -806,6 +875,8 @@ fn env_kind(section: &str, key: &str) -> EnvKind {
         Some(toml::Value::Integer(_)) => EnvKind::Integer,
         Some(toml::Value::Float(_)) => EnvKind::Float,
         Some(toml::Value::Boolean(_)) => EnvKind::Boolean,
+        // `server.cores` serialises as a string in the sample.
+        Some(toml::Value::Array(_)) => EnvKind::List,
         _ => EnvKind::String,
     }
 }
@@ -816,6 +887,7 @@ impl Config {
     fn sample_with_every_key() -> Config {
         let mut c = Config::default();
         c.server.public_url = Some(String::new());
+        c.server.trusted_proxies = vec![ProxyNet(ipnet::IpNet::default())];
         c.database.pool_size = Some(1);
         c.tokens.issuer = Some(String::new());
         c.limits.blocking_threads = Some(1);
@@ -846,6 +918,20 @@ fn env_value(var: &str, section: &str, key: &str, raw: &str) -> Result<toml::Val
             f if f.eq_ignore_ascii_case("false") => toml::Value::Boolean(false),
             _ => return Err(wrong("true or false")),
         },
+        EnvKind::List => {
+            let t = raw.trim();
+            let t = t
+                .strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .unwrap_or(t);
+            toml::Value::Array(
+                t.split(',')
+                    .map(|item| item.trim().trim_matches('"').trim())
+                    .filter(|item| !item.is_empty())
+                    .map(|item| toml::Value::String(item.to_string()))
+                    .collect(),
+            )
+        }
     })
 }
 
@@ -946,6 +1032,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("database.statement_timeout"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_from_the_file_and_the_environment() {
+        let c = load(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"::1\"]\n\
+             forwarded_header = \"forwarded\"\n",
+            &[],
+        )
+        .unwrap();
+        let nets: Vec<String> = c
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|n| n.0.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]);
+        assert_eq!(c.server.forwarded_header, ForwardedHeader::Forwarded);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(c.server.trusted_proxies[0].contains(ip("10.1.2.3")));
+        assert!(c.server.trusted_proxies[0].contains(ip("::ffff:10.1.2.3")));
+        assert!(!c.server.trusted_proxies[1].contains(ip("192.0.2.8")));
+        // The environment: a comma-separated list, brackets optional.
+        for text in ["10.0.0.0/8, 192.0.2.7", "[\"10.0.0.0/8\", \"192.0.2.7\"]"] {
+            let c = load("", &[("TOKEND_SERVER_TRUSTED_PROXIES", text)]).unwrap();
+            assert_eq!(c.server.trusted_proxies.len(), 2, "{text}");
+        }
+        let c = load("", &[("TOKEND_SERVER_TRUSTED_PROXIES", "")]).unwrap();
+        assert!(c.server.trusted_proxies.is_empty());
+        // Defaults: none, and X-Forwarded-For.
+        let c = load("", &[]).unwrap();
+        assert!(c.server.trusted_proxies.is_empty());
+        assert_eq!(c.server.forwarded_header, ForwardedHeader::XForwardedFor);
+        let e = load(
+            "",
+            &[("TOKEND_SERVER_TRUSTED_PROXIES", "10.0.0.0/8, proxy.lan")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("server.trusted_proxies") || e.contains("proxy.lan"),
+            "{e}"
+        );
     }
 
     /// Issue #12: an override is typed by the key it sets, not by how its

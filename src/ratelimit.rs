@@ -1,23 +1,35 @@
-//! Login rate limits: failed logins counted in Redis per username and per
-//! client address, checked before argon2 runs (DESIGN §2 "Login").
+//! Login rate limits: password attempts counted in Redis per username and
+//! per client address, admitted before argon2 runs (DESIGN §2 "Login").
 //!
-//! Checking before the password is verified also caps the CPU an attacker
-//! can make tokend burn. Both counters live `limits.login_window` from their
-//! first failure (Redis expiry does the clean-up); a successful login clears
-//! the user's counter, never the address's (an attacker cycling through
-//! usernames from one address is still counted). Password changes
-//! (`/users/me/password`) are not rate-limited here: they need a valid
-//! access token and verify the current password on the blocking pool.
+//! An attempt is counted in the same Redis script that checks the limits
+//! ([`LoginLimits::admit`]), before the password is verified: concurrent
+//! wrong passwords cannot all pass a check made before any of them was
+//! counted, so a burst gets exactly the limit, never as many guesses as the
+//! blocking queue holds (issue #13). Admitting before the password is
+//! verified also caps the CPU an attacker can make tokend burn. Then:
+//! - a wrong password (unknown or disabled user alike) stays counted;
+//! - a success clears the user's counter and takes the attempt back from
+//!   the address's (an attacker cycling through usernames from one address
+//!   stays counted);
+//! - an attempt whose password was never verified (the blocking queue full,
+//!   PostgreSQL failing) is taken back from both: it was no guess.
+//!
+//! Both counters live `limits.login_window` from their first attempt (Redis
+//! expiry does the clean-up). The password grant and the password change
+//! (`/users/me/password`, whose `current_password` is a guess as well) count
+//! against the same counters. The address is the client's as
+//! `server.trusted_proxies` says (`http::client_ip`), so that behind a
+//! reverse proxy one attacker does not lock out every user.
 //!
 //! | key | value | expires |
 //! |---|---|---|
-//! | `{prefix}lf:u:{lowercased username}` | failed logins | `login_window` after the first |
-//! | `{prefix}lf:ip:{client address}` | failed logins | `login_window` after the first |
+//! | `{prefix}lf:u:{lowercased username}` | attempts not yet succeeded | `login_window` after the first |
+//! | `{prefix}lf:ip:{client address}` | failed attempts | `login_window` after the first |
 //!
 //! The scripts are the `.lua` files of `ratelimit/scripts/`.
 //!
-//! Owns: the failure counters, their keys and scripts, and the decision to
-//! admit or block a login ([`Admission`]).
+//! Owns: the attempt counters, their keys and scripts, and the decision to
+//! admit or block an attempt ([`Admission`]).
 //!
 //! Never imports: `handlers`, `http`, `net`, `state`, `access`, `cores`,
 //! `store` or another service; of the crate it uses only the Redis client
@@ -29,29 +41,37 @@ use std::rc::Rc;
 use crate::config::LimitsConfig;
 use crate::redis::{RedisConn, RedisError, Reply, Script};
 
-/// Checks both counters; the seconds left when one is at its limit, else 0.
+/// Checks both counters and counts the attempt; the seconds left when one
+/// is at its limit, else 0.
 ///
-/// Source: `ratelimit/scripts/check_login.lua`, whose header is the full
+/// Source: `ratelimit/scripts/admit_login.lua`, whose header is the full
 /// contract.
-const CHECK_LOGIN_LUA: &str = include_str!("ratelimit/scripts/check_login.lua");
+const ADMIT_LUA: &str = include_str!("ratelimit/scripts/admit_login.lua");
 
-/// Counts one failure against every counter given.
+/// Clears the user's counter and takes the attempt back from the address's.
 ///
-/// Source: `ratelimit/scripts/record_failure.lua`.
-const RECORD_FAILURE_LUA: &str = include_str!("ratelimit/scripts/record_failure.lua");
+/// Source: `ratelimit/scripts/login_succeeded.lua`.
+const SUCCEEDED_LUA: &str = include_str!("ratelimit/scripts/login_succeeded.lua");
 
-/// The two scripts, with their SHA1s.
+/// Takes an attempt back from both counters.
+///
+/// Source: `ratelimit/scripts/not_attempted.lua`.
+const NOT_ATTEMPTED_LUA: &str = include_str!("ratelimit/scripts/not_attempted.lua");
+
+/// The three scripts, with their SHA1s.
 struct Scripts {
-    check: Script,
-    record_failure: Script,
+    admit: Script,
+    succeeded: Script,
+    not_attempted: Script,
 }
 
 thread_local! {
     // Scripts are per core like everything else: the SHA1s are computed once
     // per thread, and a login takes a reference count, not a copy.
     static SCRIPTS: Rc<Scripts> = Rc::new(Scripts {
-        check: Script::new(CHECK_LOGIN_LUA),
-        record_failure: Script::new(RECORD_FAILURE_LUA),
+        admit: Script::new(ADMIT_LUA),
+        succeeded: Script::new(SUCCEEDED_LUA),
+        not_attempted: Script::new(NOT_ATTEMPTED_LUA),
     });
 }
 
@@ -118,15 +138,20 @@ impl<'a> LoginLimits<'a> {
         }
     }
 
-    /// Checks both counters (one round trip), before the password is
-    /// verified.
-    pub async fn check(&self) -> Result<Admission, LimitError> {
+    /// Admits the attempt and counts it against both counters, in one round
+    /// trip and one atomic script, before the password is verified; or
+    /// blocks it, counting nothing.
+    pub async fn admit(&self) -> Result<Admission, LimitError> {
         let reply = self
             .conn
             .eval(
-                &self.scripts.check,
+                &self.scripts.admit,
                 &[self.user_key.as_str(), self.ip_key.as_str()],
-                &[self.per_user, self.per_ip],
+                &[
+                    u64::from(self.per_user),
+                    u64::from(self.per_ip),
+                    self.window_secs,
+                ],
             )
             .await?;
         match reply {
@@ -138,24 +163,26 @@ impl<'a> LoginLimits<'a> {
         }
     }
 
-    /// Counts a failed login (wrong password, unknown or disabled user)
-    /// against both counters.
-    pub async fn record_failure(&self) -> Result<(), RedisError> {
-        self.conn
-            .eval(
-                &self.scripts.record_failure,
-                &[self.user_key.as_str(), self.ip_key.as_str()],
-                &[self.window_secs],
-            )
-            .await
-            .map(|_| ())
+    /// After the password was right: clears the user's counter, and takes
+    /// the attempt back from the address's.
+    pub async fn succeeded(&self) -> Result<(), RedisError> {
+        self.run(&self.scripts.succeeded).await
     }
 
-    /// After a successful login: clears the user's counter (not the
-    /// address's).
-    pub async fn record_success(&self) -> Result<(), RedisError> {
+    /// After an admitted attempt whose password was never verified (the
+    /// blocking queue was full, the database failed): takes it back from
+    /// both counters.
+    pub async fn not_attempted(&self) -> Result<(), RedisError> {
+        self.run(&self.scripts.not_attempted).await
+    }
+
+    async fn run(&self, script: &Script) -> Result<(), RedisError> {
         self.conn
-            .query(redis::cmd("DEL").arg(&self.user_key))
+            .eval(
+                script,
+                &[self.user_key.as_str(), self.ip_key.as_str()],
+                &[] as &[u64],
+            )
             .await
             .map(|_| ())
     }
@@ -179,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn failures_block_then_success_clears_the_user() {
+    fn attempts_are_counted_when_admitted_and_success_takes_them_back() {
         on_both_drivers(|driver| async move {
             let prefix = random_prefix();
             let conn = RedisConn::new(shared_target(), Duration::from_secs(2));
@@ -187,24 +214,24 @@ mod tests {
             let limits = limits(3, 5);
             let ip: IpAddr = [192, 0, 2, 1].into();
             let alice = LoginLimits::new(&conn, &prefix, &limits, "Alice", ip);
-            assert_eq!(alice.check().await, Ok(Admission::Allowed), "{driver}");
-
-            // Three failures: the user is blocked for the rest of the window.
-            for _ in 0..3 {
-                alice.record_failure().await.unwrap();
-            }
-            let Ok(Admission::Blocked { retry_after }) = alice.check().await else {
-                panic!("{driver}: not blocked");
-            };
-            assert!((1..=60).contains(&retry_after), "{retry_after}");
-            // Counted case-insensitively, under the documented keys.
-            let same = LoginLimits::new(&conn, &prefix, &limits, "ALICE", ip);
-            assert!(matches!(same.check().await, Ok(Admission::Blocked { .. })));
             let mut side =
                 BlockingRedis::connect(&shared_target(), Duration::from_secs(2)).unwrap();
             let get = |side: &mut BlockingRedis, key: String| {
                 side.query(redis::cmd("GET").arg(key)).unwrap().as_int()
             };
+
+            // Three attempts admitted (and counted as they are admitted),
+            // the fourth blocked for the rest of the window, uncounted.
+            for _ in 0..3 {
+                assert_eq!(alice.admit().await, Ok(Admission::Allowed), "{driver}");
+            }
+            let Ok(Admission::Blocked { retry_after }) = alice.admit().await else {
+                panic!("{driver}: not blocked");
+            };
+            assert!((1..=60).contains(&retry_after), "{retry_after}");
+            // Counted case-insensitively, under the documented keys.
+            let same = LoginLimits::new(&conn, &prefix, &limits, "ALICE", ip);
+            assert!(matches!(same.admit().await, Ok(Admission::Blocked { .. })));
             assert_eq!(get(&mut side, format!("{prefix}lf:u:alice")), Some(3));
             assert_eq!(get(&mut side, format!("{prefix}lf:ip:192.0.2.1")), Some(3));
             let ttl = side
@@ -212,21 +239,75 @@ mod tests {
                 .unwrap();
             assert!((1..=60).contains(&ttl.as_int().unwrap()), "{ttl:?}");
 
-            // A success clears the user's counter, not the address's.
-            alice.record_success().await.unwrap();
-            assert_eq!(alice.check().await, Ok(Admission::Allowed));
+            // A success clears the user's counter and takes one attempt back
+            // from the address's.
+            alice.succeeded().await.unwrap();
             assert_eq!(get(&mut side, format!("{prefix}lf:u:alice")), None);
-            assert_eq!(get(&mut side, format!("{prefix}lf:ip:192.0.2.1")), Some(3));
+            assert_eq!(get(&mut side, format!("{prefix}lf:ip:192.0.2.1")), Some(2));
+
+            // An attempt never verified is taken back from both.
+            assert_eq!(alice.admit().await, Ok(Admission::Allowed));
+            alice.not_attempted().await.unwrap();
+            assert_eq!(get(&mut side, format!("{prefix}lf:u:alice")), None);
+            assert_eq!(get(&mut side, format!("{prefix}lf:ip:192.0.2.1")), Some(2));
 
             // The address's limit blocks every username from it.
-            let bob = LoginLimits::new(&conn, &prefix, &limits, "bob", ip);
-            bob.record_failure().await.unwrap();
-            bob.record_failure().await.unwrap();
-            let carol = LoginLimits::new(&conn, &prefix, &limits, "carol", ip);
-            assert!(matches!(carol.check().await, Ok(Admission::Blocked { .. })));
+            for name in ["bob", "carol", "dave"] {
+                let l = LoginLimits::new(&conn, &prefix, &limits, name, ip);
+                assert_eq!(l.admit().await, Ok(Admission::Allowed), "{name}");
+            }
+            let erin = LoginLimits::new(&conn, &prefix, &limits, "erin", ip);
+            assert!(matches!(erin.admit().await, Ok(Admission::Blocked { .. })));
             let elsewhere =
-                LoginLimits::new(&conn, &prefix, &limits, "carol", [192, 0, 2, 2].into());
-            assert_eq!(elsewhere.check().await, Ok(Admission::Allowed));
+                LoginLimits::new(&conn, &prefix, &limits, "erin", [192, 0, 2, 2].into());
+            assert_eq!(elsewhere.admit().await, Ok(Admission::Allowed));
+            cleanup(&prefix);
+        });
+    }
+
+    /// Polls every future until all are done; their outputs in order.
+    async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+        let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+        let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+                if out.is_none() {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => *out = Some(v),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        outputs.into_iter().map(Option::unwrap).collect()
+    }
+
+    /// Issue #13: the limit holds for concurrent attempts. Fifty attempts in
+    /// flight at once on one connection (pipelined, as a core sends them)
+    /// are admitted exactly as many times as the limit allows.
+    #[test]
+    fn concurrent_attempts_get_exactly_the_limit() {
+        on_both_drivers(|driver| async move {
+            let prefix = random_prefix();
+            let conn = RedisConn::new(shared_target(), Duration::from_secs(2));
+            assert!(conn.wait_connected(Duration::from_secs(5)).await);
+            let limits = limits(5, 1000);
+            let attempts: Vec<_> = (0..50)
+                .map(|_| LoginLimits::new(&conn, &prefix, &limits, "alice", [192, 0, 2, 1].into()))
+                .collect();
+            let answers = join_all(attempts.iter().map(|a| a.admit()).collect()).await;
+            let admitted = answers
+                .iter()
+                .filter(|a| **a == Ok(Admission::Allowed))
+                .count();
+            assert_eq!(admitted, 5, "{driver}: {answers:?}");
             cleanup(&prefix);
         });
     }
@@ -240,7 +321,7 @@ mod tests {
             let conn = RedisConn::new(target, Duration::from_secs(5));
             let l = LoginLimits::new(&conn, "p:", &limits(3, 5), "u", [192, 0, 2, 1].into());
             assert_eq!(
-                l.check().await,
+                l.admit().await,
                 Err(LimitError::Store(RedisError::Unavailable))
             );
         });

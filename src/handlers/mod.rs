@@ -104,7 +104,7 @@ pub async fn handle(
                 Route::Metadata => wellknown::metadata(core, &ctx, out),
                 Route::Users => users::register(core, req, &ctx, out).await,
                 Route::UsersMe => users::get_me(core, req, &ctx, out).await,
-                Route::UsersMePassword => users::change_password(core, req, &ctx, out).await,
+                Route::UsersMePassword => users::change_password(core, req, peer, &ctx, out).await,
                 Route::UsersMeLogoutAll => users::logout_all(core, req, &ctx, out).await,
                 Route::UserDisable => users::disable(core, req, param, &ctx, out).await,
             };
@@ -124,6 +124,23 @@ pub async fn handle(
 }
 
 #[cold]
+/// The client's address: the TCP peer's, or, when the peer is one of
+/// `server.trusted_proxies`, the one its forwarded header names
+/// ([`crate::http::client_ip`]). Counted by the login limits.
+fn client_ip(core: &Core, req: &Request<'_>, peer: SocketAddr) -> std::net::IpAddr {
+    let server = &core.config().server;
+    let header = match server.forwarded_header {
+        crate::config::ForwardedHeader::XForwardedFor => req.forwarded_for,
+        crate::config::ForwardedHeader::Forwarded => req.forwarded,
+    };
+    crate::http::client_ip(
+        peer.ip(),
+        header,
+        server.forwarded_header,
+        &server.trusted_proxies,
+    )
+}
+
 fn access_log(core: &Core, req: &Request<'_>, peer: SocketAddr, status: u16) {
     // The query string may carry scopes but never tokens; the path is logged
     // without it anyway, and no header value is logged.

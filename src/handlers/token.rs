@@ -15,7 +15,7 @@
 //! (`core.pg()`, `core.pool()`, `core.redis()` for the rate limits), naming
 //! `store` only for [`PoolError`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use crate::clock::unix_now;
@@ -64,7 +64,9 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
         ));
     }
     match grant_type {
-        GrantType::Password => password_grant(core, &client, &form, peer).await,
+        GrantType::Password => {
+            password_grant(core, &client, &form, super::client_ip(core, req, peer)).await
+        }
         GrantType::ClientCredentials => client_credentials_grant(core, &client, &form),
         GrantType::RefreshToken => super::refresh::refresh_grant(core, &client, &form).await,
     }
@@ -87,11 +89,25 @@ pub fn grant_scope(requested: Option<&str>, allowed: &[String]) -> Result<Vec<St
     }
 }
 
+/// Admits a password attempt under the brute-force limits (counting it),
+/// or answers why not: `429` with `Retry-After` at a limit, `503` when Redis
+/// cannot answer (fail closed).
+pub(super) async fn admit(limits: &LoginLimits<'_>) -> Result<(), OAuthError> {
+    match limits.admit().await {
+        Ok(Admission::Allowed) => Ok(()),
+        Ok(Admission::Blocked { retry_after }) => Err(OAuthError::TooManyRequests { retry_after }),
+        Err(LimitError::Store(_)) => Err(OAuthError::TemporarilyUnavailable(
+            "rate-limit store unavailable",
+        )),
+        Err(LimitError::UnexpectedReply) => Err(OAuthError::ServerError),
+    }
+}
+
 async fn password_grant(
     core: &Rc<Core>,
     client: &ClientRecord,
     form: &Form,
-    peer: SocketAddr,
+    client_ip: IpAddr,
 ) -> Result<Issued, OAuthError> {
     let (Some(username), Some(password)) = (form.get("username"), form.get("password")) else {
         return Err(OAuthError::InvalidRequest(
@@ -113,26 +129,16 @@ async fn password_grant(
         parse_scope(s).map_err(|_| OAuthError::InvalidScope("malformed scope"))?;
     }
 
-    // Brute-force limits, before argon2 runs. Redis trouble fails closed.
+    // Brute-force limits: the attempt is admitted and counted before argon2
+    // runs. Redis trouble fails closed.
     let limits = LoginLimits::new(
         core.redis(),
         &core.config().redis.prefix,
         &core.config().limits,
         username,
-        peer.ip(),
+        client_ip,
     );
-    match limits.check().await {
-        Ok(Admission::Allowed) => {}
-        Ok(Admission::Blocked { retry_after }) => {
-            return Err(OAuthError::TooManyRequests { retry_after })
-        }
-        Err(LimitError::Store(_)) => {
-            return Err(OAuthError::TemporarilyUnavailable(
-                "rate-limit store unavailable",
-            ))
-        }
-        Err(LimitError::UnexpectedReply) => return Err(OAuthError::ServerError),
-    }
+    admit(&limits).await?;
 
     // The blocking part: PostgreSQL lookup + argon2id verify (or the dummy
     // verify for unknown and disabled users), on the pool.
@@ -153,27 +159,32 @@ async fn password_grant(
         .await;
     let user = match outcome {
         Ok(Ok(LoginOutcome::Ok(user))) => user,
+        // Counted when admitted: a wrong guess stays counted.
         Ok(Ok(LoginOutcome::Invalid)) => {
-            // Not counted when Redis fails: the login is refused anyway.
-            let _ = limits.record_failure().await;
-            return Err(OAuthError::InvalidGrant("invalid username or password"));
+            return Err(OAuthError::InvalidGrant("invalid username or password"))
         }
+        // The password was never verified: no guess, taken back (when Redis
+        // fails here, the attempt stays counted; the login is refused anyway).
         Ok(Err(e)) => {
+            let _ = limits.not_attempted().await;
             core.pg().log_failure("login failed on the database", &e);
             return Err(OAuthError::TemporarilyUnavailable("user store unavailable"));
         }
         Err(PoolError::Full) => {
+            let _ = limits.not_attempted().await;
             return Err(OAuthError::TemporarilyUnavailable(
                 "too many logins in progress",
-            ))
+            ));
         }
         Err(e) => {
+            let _ = limits.not_attempted().await;
             tracing::error!("login job failed: {e}");
             return Err(OAuthError::ServerError);
         }
     };
-    // A success clears the per-user counter (not the per-address one).
-    let _ = limits.record_success().await;
+    // A success clears the user's counter and takes the attempt back from
+    // the address's.
+    let _ = limits.succeeded().await;
 
     let allowed: Vec<String> = user
         .scopes

@@ -15,6 +15,8 @@
 //! for [`PoolError`]. The `users` queries are `identity`'s, but for the one
 //! `UPDATE` of logout everywhere, written here.
 
+use std::net::SocketAddr;
+
 use serde::Deserialize;
 
 use crate::access::check_access_token;
@@ -22,6 +24,7 @@ use crate::clock::unix_now;
 use crate::handlers::oauth::{self, OAuthError};
 use crate::http::{response, Request, ResponseCtx};
 use crate::identity::{passwords, users, RuleError, UserError};
+use crate::ratelimit::LoginLimits;
 use crate::state::Core;
 use crate::store::PoolError;
 
@@ -222,12 +225,18 @@ pub async fn register(
 
 /// The authenticated user of a bearer-token request (not a client): its id.
 async fn me(core: &Core, req: &Request<'_>) -> Result<String, OAuthError> {
+    Ok(me_named(core, req).await?.0)
+}
+
+/// The user id and the username of the request's bearer token, which must
+/// be a valid user's token.
+async fn me_named(core: &Core, req: &Request<'_>) -> Result<(String, String), OAuthError> {
     let token = oauth::bearer_token(req.authorization, req.authorization_count)?;
     let v = check_access_token(core, token).await?;
-    if v.username.is_none() {
-        return Err(OAuthError::Forbidden("this endpoint needs a user's token"));
+    match &v.username {
+        Some(name) => Ok((v.sub.clone(), name.clone())),
+        None => Err(OAuthError::Forbidden("this endpoint needs a user's token")),
     }
-    Ok(v.sub.clone())
 }
 
 /// Checks that the request's bearer token is valid and carries `tokend:admin`.
@@ -268,17 +277,31 @@ pub async fn get_me(
 
 /// `POST /users/me/password`: changes the password and ends every session
 /// (tokens issued up to now stop working).
+///
+/// `current_password` is a guess like a login's: it is admitted under the
+/// same brute-force limits (the user's counter and the client address's,
+/// counted before argon2 runs), so a stolen access token does not give
+/// unlimited guesses at the password.
 pub async fn change_password(
     core: &Core,
     req: &Request<'_>,
+    peer: SocketAddr,
     ctx: &ResponseCtx<'_>,
     out: &mut Vec<u8>,
 ) -> u16 {
     let r = async {
-        let sub = me(core, req).await?;
+        let (sub, username) = me_named(core, req).await?;
         let body: PasswordChange = json_body(req)?;
         passwords::check_password(&body.new_password)
             .map_err(|e| OAuthError::InvalidRequest(e.as_str()))?;
+        let limits = LoginLimits::new(
+            core.redis(),
+            &core.config().redis.prefix,
+            &core.config().limits,
+            &username,
+            super::client_ip(core, req, peer),
+        );
+        super::token::admit(&limits).await?;
         let hasher = core.hasher().clone();
         let now = unix_now() as i64;
         let id = sub.clone();
@@ -298,13 +321,25 @@ pub async fn change_password(
                 None => PasswordOutcome::NoUser,
             })
         })
-        .await?;
+        .await;
         let user = match outcome {
-            PasswordOutcome::NoUser => return Err(OAuthError::InvalidToken("no such user")),
-            PasswordOutcome::WrongPassword => {
+            // Counted when admitted: a wrong guess stays counted.
+            Ok(PasswordOutcome::WrongPassword) => {
                 return Err(OAuthError::Forbidden("current password is wrong"))
             }
-            PasswordOutcome::Changed(u) => u,
+            Ok(PasswordOutcome::Changed(u)) => {
+                let _ = limits.succeeded().await;
+                u
+            }
+            // No guess was verified: taken back.
+            Ok(PasswordOutcome::NoUser) => {
+                let _ = limits.not_attempted().await;
+                return Err(OAuthError::InvalidToken("no such user"));
+            }
+            Err(e) => {
+                let _ = limits.not_attempted().await;
+                return Err(e);
+            }
         };
         mirror_not_before(core, &sub, user.not_before.unwrap_or(now)).await?;
         Ok(no_content(out, ctx))

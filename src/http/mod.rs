@@ -8,10 +8,12 @@
 
 pub mod auth;
 pub mod form;
+pub mod forwarded;
 pub mod parse;
 pub mod response;
 
 pub use auth::{bearer_token, parse_basic, BasicError, BearerError};
 pub use form::{Form, FormError};
+pub use forwarded::client_ip;
 pub use parse::{parse, Limits, Method, ParseError, Parsed, Request};
 pub use response::{DateCache, ResponseCtx};

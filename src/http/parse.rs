@@ -88,8 +88,12 @@ pub struct Request<'a> {
     /// the handlers that read it.
     pub authorization_count: u8,
     pub content_type: Option<&'a [u8]>,
-    /// `X-Forwarded-For`, for access logs only (never trusted for limits).
+    /// `X-Forwarded-For` (the last one when repeated): read for the
+    /// client's address only when the peer is a trusted proxy
+    /// ([`super::forwarded::client_ip`]).
     pub forwarded_for: Option<&'a [u8]>,
+    /// `Forwarded` (RFC 7239; the last one when repeated), likewise.
+    pub forwarded: Option<&'a [u8]>,
     pub body: &'a [u8],
 }
 
@@ -220,6 +224,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ParseErro
     let mut authorization_count: u8 = 0;
     let mut content_type = None;
     let mut forwarded_for = None;
+    let mut forwarded = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match name.len() {
@@ -247,6 +252,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ParseErro
             }
             12 if name.eq_ignore_ascii_case(b"content-type") => content_type = Some(h.value),
             15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => forwarded_for = Some(h.value),
+            9 if name.eq_ignore_ascii_case(b"forwarded") => forwarded = Some(h.value),
             _ => {}
         }
     }
@@ -281,6 +287,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ParseErro
             authorization_count,
             content_type,
             forwarded_for,
+            forwarded,
             body: &buf[head_len..total],
         },
         total,

@@ -180,3 +180,160 @@ fn a_reseeded_mark_voids_refresh_tokens_of_a_client_with_a_longer_refresh_lifeti
     );
     stays_void(&d, &secret, &refresh_token, "a re-seeded logout-all");
 }
+
+/// A password login through client `app`, with `extra` header lines (each
+/// ending in CRLF).
+fn login_with(d: &Deployment, user: &str, password: &str, extra: &str) -> Response {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+        ])
+        .finish();
+    let request = raw_token_request(&d.secret, &body).replacen("\r\n", &format!("\r\n{extra}"), 1);
+    let mut c = d.server.conn();
+    c.send(request.as_bytes());
+    c.read_response().expect("an answer")
+}
+
+/// A wrong-password login: the status.
+fn wrong_login(d: &Deployment, user: &str, extra: &str) -> u16 {
+    login_with(d, user, "not the password", extra).status
+}
+
+/// Issue #13, finding 2: the limiter read the counters, ran argon2, then
+/// counted, so concurrent wrong passwords all passed the check. Fifty at
+/// once for one user, with a limit of 5: five are verified (400), the
+/// others refused before argon2 (429).
+#[test]
+fn fifty_concurrent_wrong_passwords_get_no_more_argon2_runs_than_the_limit() {
+    let d = deployment(&[
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_USER", "5"),
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_IP", "1000"),
+    ]);
+    let argon2_runs = |d: &Deployment| metric(&d.server, "tokend_argon2_seconds_count");
+    let before = argon2_runs(&d);
+    let start = std::sync::Barrier::new(50);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..50)
+            .map(|_| {
+                s.spawn(|| {
+                    // Connected first, so that the fifty requests leave together.
+                    let body = "grant_type=password&username=alice&password=not+the+password";
+                    let mut c = d.server.conn();
+                    start.wait();
+                    c.send(raw_token_request(&d.secret, body).as_bytes());
+                    c.read_response().expect("an answer").status
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let count = |code: u16| statuses.iter().filter(|&&s| s == code).count();
+    let runs = argon2_runs(&d) - before;
+    eprintln!(
+        "limiter figures: 50 concurrent wrong passwords, limit 5: {} × 400, {} × 429, \
+         {runs} argon2 verifications",
+        count(400),
+        count(429)
+    );
+    assert_eq!((count(400), count(429)), (5, 45), "{statuses:?}");
+    assert_eq!(
+        runs, 5.0,
+        "argon2 verifications for 50 attempts with a limit of 5"
+    );
+    // The right password is refused too until the window ends.
+    assert_eq!(d.login("alice", PASSWORD).status, 429);
+}
+
+/// Issue #13, finding 3: `current_password` of a password change is a
+/// guess, limited like a login's (the same counter: guesses through login
+/// and through the password change add up).
+#[test]
+fn password_change_guesses_count_against_the_login_limit() {
+    let d = deployment(&[
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_USER", "3"),
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_IP", "1000"),
+    ]);
+    let token = d.access_token("alice");
+    let change = |current: &str| {
+        d.server
+            .post_json(
+                "/users/me/password",
+                Some(&token),
+                &format!(
+                    r#"{{"current_password":"{current}","new_password":"a brand new password"}}"#
+                ),
+            )
+            .status
+    };
+    assert_eq!(wrong_login(&d, "alice", ""), 400);
+    assert_eq!(change("guess one"), 403);
+    assert_eq!(change("guess two"), 403);
+    // The limit (3) is reached: refused before argon2, the right one too.
+    let r = d.server.post_json(
+        "/users/me/password",
+        Some(&token),
+        r#"{"current_password":"guess three","new_password":"a brand new password"}"#,
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(change(PASSWORD), 429);
+    assert_eq!(d.login("alice", PASSWORD).status, 429);
+    // Another user is not affected.
+    assert_eq!(d.login("bob", PASSWORD).status, 200);
+}
+
+/// Issue #13, finding 2: behind a reverse proxy every login came from the
+/// proxy's address, so one attacker's failures locked every user out. With
+/// `server.trusted_proxies`, the address is the client's from
+/// `X-Forwarded-For`; a client that is not a trusted proxy cannot set it.
+#[test]
+fn behind_a_trusted_proxy_the_address_limit_counts_each_client() {
+    let d = deployment(&[
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_USER", "1000"),
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_IP", "3"),
+        ("TOKEND_SERVER_TRUSTED_PROXIES", "127.0.0.1, ::1"),
+    ]);
+    let attacker = "X-Forwarded-For: 203.0.113.66\r\n";
+    for user in ["alice", "bob", "admin"] {
+        assert_eq!(wrong_login(&d, user, attacker), 400);
+    }
+    assert_eq!(wrong_login(&d, "alice", attacker), 429);
+    // The attacker's claims further left are never read: the proxy appends
+    // what it saw.
+    assert_eq!(
+        wrong_login(
+            &d,
+            "alice",
+            "X-Forwarded-For: 198.51.100.1, 203.0.113.66\r\n"
+        ),
+        429
+    );
+    // Every other client behind the proxy still logs in.
+    let r = login_with(&d, "bob", PASSWORD, "X-Forwarded-For: 198.51.100.7\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        wrong_login(&d, "bob", "X-Forwarded-For: 198.51.100.8\r\n"),
+        400
+    );
+}
+
+/// Without `server.trusted_proxies` the header is anyone's to write and is
+/// ignored: the TCP peer's address is counted.
+#[test]
+fn without_trusted_proxies_a_forwarded_address_is_ignored() {
+    let d = deployment(&[
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_USER", "1000"),
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_IP", "3"),
+    ]);
+    for i in 0..3 {
+        let spoofed = format!("X-Forwarded-For: 203.0.113.{i}\r\n");
+        assert_eq!(wrong_login(&d, "alice", &spoofed), 400);
+    }
+    assert_eq!(
+        wrong_login(&d, "alice", "X-Forwarded-For: 203.0.113.99\r\n"),
+        429
+    );
+}
