@@ -9,7 +9,7 @@
 #   4. /etc/tokend (0750 root:tokend) with tokend.toml from
 #      scripts/tokend.example.toml when absent (0640 root:tokend);
 #   5. /etc/tokend/kek, 32 random bytes in base64, when absent
-#      (0640 root:tokend);
+#      (0600 tokend:tokend);
 #   6. the unit to /etc/systemd/system/tokend.service, and
 #      `systemctl daemon-reload` when systemd runs;
 #   7. prints the next steps.
@@ -164,8 +164,12 @@ if [ -s "$KEK" ]; then
 else
     command -v base64 >/dev/null 2>&1 || die "base64 (coreutils) not found"
     tmp=$(mktemp "$KEK.XXXXXX")
-    chmod 640 "$tmp"
-    [ -z "$OWNER" ] || chown "$OWNER" "$tmp"
+    # 600, owned by the service's user: only tokend (and root) read it, as
+    # tokend's own start-up check wants (it warns on any group or other bit).
+    chmod 600 "$tmp"
+    if [ -n "$OWNER" ]; then
+        if getent passwd tokend >/dev/null; then chown tokend:tokend "$tmp"; else chown "$OWNER" "$tmp"; fi
+    fi
     head -c 32 /dev/urandom | base64 | tr -d '\n' >"$tmp"
     printf '\n' >>"$tmp"
     mv -f "$tmp" "$KEK"

@@ -31,6 +31,15 @@ pub async fn introspect(
         Err(e) => return oauth::write_error(out, ctx, e),
     };
     let client = match client_auth::authenticate(core, req, &form) {
+        // RFC 7662 §2.1: the caller must authenticate, which a public client
+        // (no secret) cannot; the metadata lists no `none` method either.
+        Ok((c, _)) if c.is_public() => {
+            let e = OAuthError::InvalidClient {
+                basic: false,
+                description: "a public client may not introspect tokens",
+            };
+            return oauth::write_error(out, ctx, e);
+        }
         Ok((c, _)) => c,
         Err(e) => return oauth::write_error(out, ctx, e),
     };

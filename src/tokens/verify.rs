@@ -315,6 +315,12 @@ pub fn verify(
             return Err(TokenError::NotYetValid);
         }
     }
+    // Issued in the future (past the leeway): a node with a fast clock. A
+    // "not before" mark set now would not void it, since its `iat` is
+    // later than the mark (issue #13).
+    if claims.iat > now.saturating_add(expect.leeway) {
+        return Err(TokenError::NotYetValid);
+    }
     // jsonwebtoken checked them already; this keeps the guarantee local.
     if claims.iss != expect.iss {
         return Err(TokenError::WrongIssuer);
@@ -656,6 +662,17 @@ mod tests {
         );
         assert!(verify(&core, &token, &expect(), NOW + 60).is_ok());
         assert!(verify(&core, &token, &Expectations::new(ISS, AUD, 60), NOW).is_ok());
+
+        // iat in the future: issued by a node whose clock is ahead.
+        let mut c = claims();
+        (c.iat, c.exp) = (c.iat + 60, c.exp + 60);
+        let token = sign_access(&core, &c, NOW).unwrap();
+        assert_eq!(
+            verify(&core, &token, &expect(), NOW),
+            Err(TokenError::NotYetValid)
+        );
+        assert!(verify(&core, &token, &Expectations::new(ISS, AUD, 60), NOW).is_ok());
+        assert!(verify(&core, &token, &expect(), NOW + 60).is_ok());
 
         let mut c = claims();
         c.iss = "https://evil.example".into();

@@ -337,3 +337,52 @@ fn without_trusted_proxies_a_forwarded_address_is_ignored() {
         429
     );
 }
+
+/// Issue #13, finding 7: introspection took public clients (no secret, so
+/// anyone who knows the client id), although the metadata says otherwise.
+#[test]
+fn a_public_client_may_not_introspect() {
+    let d = deployment(&[]);
+    clients::create(
+        &mut d.db.client(),
+        "spa",
+        &[GrantType::Password, GrantType::RefreshToken],
+        &["read".to_string()],
+        true,
+    )
+    .unwrap();
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(d.server.pid() as i32, libc::SIGHUP) };
+    let login = || {
+        d.server.post_form(
+            "/oauth/token",
+            None,
+            &[
+                ("grant_type", "password"),
+                ("client_id", "spa"),
+                ("username", "bob"),
+                ("password", PASSWORD),
+            ],
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || login().status == 200),
+        "the public client was never loaded"
+    );
+    let token = d.access_token("alice");
+    let r = d.server.post_form(
+        "/oauth/introspect",
+        None,
+        &[("client_id", "spa"), ("token", &token)],
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"], "invalid_client");
+    // A confidential client still may.
+    let r = d.server.post_form(
+        "/oauth/introspect",
+        Some(("app", &d.secret)),
+        &[("token", &token)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["active"], true);
+}
