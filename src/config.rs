@@ -360,6 +360,13 @@ pub struct RedisConfig {
     /// late another node's revocation can be seen. Default `1s`.
     #[serde(with = "humantime_serde")]
     pub mirror_max_lag: Duration,
+    /// How often each node re-applies the revocations and "not before" marks
+    /// PostgreSQL holds (those that can still void a live token) to Redis,
+    /// writing back what Redis lacks: a revocation whose Redis write failed
+    /// after PostgreSQL's commit, or that a Redis failover or restore lost.
+    /// The longest such a loss goes unrepaired. Default `1m`.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
 }
 
 impl Default for RedisConfig {
@@ -370,6 +377,7 @@ impl Default for RedisConfig {
             timeout: Duration::from_millis(100),
             revocation_mirror: false,
             mirror_max_lag: Duration::from_secs(1),
+            reconcile_interval: Duration::from_secs(60),
         }
     }
 }

@@ -357,13 +357,64 @@ fn spawn_seeder(shared: &std::sync::Arc<Shared>) {
         .name("tokend-seeder".into())
         .spawn(move || {
             let mut conn = None;
+            let mut reconciled = std::time::Instant::now();
             loop {
-                let _ = ensure_seeded(&shared, &mut conn);
+                let seeded = ensure_seeded(&shared, &mut conn);
+                if seeded && reconciled.elapsed() >= shared.config().redis.reconcile_interval {
+                    reconciled = std::time::Instant::now();
+                    reconcile(&shared, &mut conn);
+                }
                 std::thread::sleep(Duration::from_secs(1));
             }
         });
     if let Err(e) = spawned {
         tracing::error!("cannot start the re-seeding thread: {e}");
+    }
+}
+
+/// Re-applies what PostgreSQL holds (the revocations and marks that can
+/// still void a live token) to Redis, writing back what Redis lacks
+/// (`durable::reconcile_blocking`); every `redis.reconcile_interval`, on the
+/// seeder thread. Redis or PostgreSQL trouble: logged (PostgreSQL's through
+/// the pool's rate limit), retried at the next interval.
+fn reconcile(shared: &Shared, redis: &mut Option<BlockingRedis>) {
+    let Some(conn) = redis.as_mut() else {
+        return;
+    };
+    let config = shared.config();
+    let longest = shared.client_table().longest_lifetimes(&config.tokens);
+    let (access, refresh) = (longest.access.as_secs(), longest.refresh.as_secs());
+    let now = unix_now();
+    let pg = shared.pg();
+    let input = match pg.get() {
+        Ok(mut c) => {
+            durable::load_for_reseed(&mut *c, now, access, refresh).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let input = match input {
+        Ok(input) => input,
+        Err(e) => {
+            pg.log_failure("reconciliation: cannot read revocations", &e);
+            return;
+        }
+    };
+    match durable::reconcile_blocking(conn, &config.redis.prefix, &input, access, refresh, now) {
+        Ok(stats) if stats.repaired_anything() => tracing::warn!(
+            access = stats.access,
+            marks = stats.marks,
+            "reconciliation: Redis lacked revocations that PostgreSQL holds; written back"
+        ),
+        Ok(stats) => tracing::debug!(
+            access = input.revocations.len(),
+            marks = input.marks.len(),
+            families = stats.families,
+            "reconciliation: Redis holds every revocation"
+        ),
+        Err(e) => {
+            tracing::warn!("reconciliation failed, will retry: {e}");
+            *redis = None;
+        }
     }
 }
 

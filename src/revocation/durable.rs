@@ -455,6 +455,147 @@ pub fn reseed_blocking(
     }
 }
 
+/// Re-applies one access revocation only where Redis lacks it, logging it
+/// for the mirrors then.
+///
+/// Source: `scripts/repair_access.lua`, whose header is the full contract.
+const REPAIR_ACCESS_LUA: &str = include_str!("scripts/repair_access.lua");
+
+/// What a reconciliation found missing in Redis and wrote back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileStats {
+    /// Access revocations Redis lacked.
+    pub access: usize,
+    /// Not-before marks Redis lacked or held older (a later one is kept).
+    pub marks: usize,
+    /// Family revocations re-applied (Redis's answer does not say whether
+    /// one was missing: the script keeps what it finds).
+    pub families: usize,
+}
+
+impl ReconcileStats {
+    /// Whether Redis lacked anything PostgreSQL holds.
+    pub fn repaired_anything(&self) -> bool {
+        self.access > 0 || self.marks > 0
+    }
+}
+
+/// Reconciliation (issue #13): PostgreSQL is the source of truth for
+/// revocations and marks. Re-applies every active revocation and every mark
+/// that can still void a live token (`input`, from [`load_for_reseed`]) to
+/// Redis, idempotently: what Redis holds is kept (a later mark, a longer
+/// TTL), what it lacks is written and, for what validation's mirrors read,
+/// logged to their stream. Repairs a write that reached PostgreSQL but not
+/// Redis (the Redis write failed after the commit), and a Redis that lost
+/// recent writes but kept its `seeded` marker (a failover to a replica that
+/// had not received them, a restore from an older file). Leaves the marker
+/// alone. Blocking: the control side's reconciliation job only.
+pub fn reconcile_blocking(
+    redis: &mut BlockingRedis,
+    prefix: &str,
+    input: &ReseedInput,
+    access_ttl: u64,
+    refresh_ttl: u64,
+    now: u64,
+) -> Result<ReconcileStats, RedisError> {
+    let access_sha = load_script(redis, REPAIR_ACCESS_LUA)?;
+    let family_sha = load_script(redis, REVOKE_FAMILY_LUA)?;
+    let mark_sha = load_script(redis, super::SET_NOT_BEFORE_LUA)?;
+    let log = super::mirror::StreamKeys::new(prefix);
+    let now_s = now.to_string();
+    /// What each pipelined command re-applies, to read its reply.
+    #[derive(Clone, Copy)]
+    enum Repair {
+        Access,
+        Family,
+        Mark,
+    }
+    let mut stats = ReconcileStats::default();
+    let mut batch: Vec<redis::Cmd> = Vec::with_capacity(RESEED_BATCH);
+    let mut what: Vec<Repair> = Vec::with_capacity(RESEED_BATCH);
+    let flush = |redis: &mut BlockingRedis,
+                 batch: &mut Vec<redis::Cmd>,
+                 what: &mut Vec<Repair>,
+                 stats: &mut ReconcileStats|
+     -> Result<(), RedisError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (reply, repair) in redis.query_many(batch)?.iter().zip(what.iter()) {
+            match repair {
+                Repair::Access if reply.as_int() == Some(1) => stats.access += 1,
+                Repair::Access => {}
+                Repair::Family => stats.families += 1,
+                // `{mark in force, sequence number or 0}`: a sequence number
+                // means the mark changed, so Redis lacked it.
+                Repair::Mark => {
+                    let seq = reply.as_array().and_then(|r| r.get(1)?.as_int());
+                    if seq.is_some_and(|seq| seq > 0) {
+                        stats.marks += 1;
+                    }
+                }
+            }
+        }
+        batch.clear();
+        what.clear();
+        Ok(())
+    };
+    for r in &input.revocations {
+        let left = r.expires_at.saturating_sub(now);
+        if left == 0 {
+            continue;
+        }
+        let mut cmd = redis::cmd("EVALSHA");
+        match r.kind {
+            RevocationKind::Access => {
+                cmd.arg(&access_sha)
+                    .arg(3)
+                    .arg([prefix, ACCESS_KEY_INFIX, &r.token_id].concat())
+                    .arg(&log.seq)
+                    .arg(&log.stream)
+                    .arg(left)
+                    .arg(&r.token_id)
+                    .arg(super::mirror::STREAM_MAXLEN);
+                what.push(Repair::Access);
+            }
+            RevocationKind::RefreshFamily => {
+                cmd.arg(&family_sha)
+                    .arg(1)
+                    .arg([prefix, FAMILY_KEY_INFIX, &r.token_id].concat())
+                    .arg(&now_s)
+                    .arg(left);
+                what.push(Repair::Family);
+            }
+        }
+        batch.push(cmd);
+        if batch.len() >= RESEED_BATCH {
+            flush(redis, &mut batch, &mut what, &mut stats)?;
+        }
+    }
+    let longest = access_ttl.max(refresh_ttl);
+    for (sub, mark) in &input.marks {
+        let ttl = longest.saturating_sub(now.saturating_sub(*mark));
+        if ttl == 0 {
+            continue;
+        }
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&mark_sha)
+            .arg(3)
+            .arg(&super::set_not_before_keys(prefix, sub)[..])
+            .arg(*mark)
+            .arg(ttl)
+            .arg(sub)
+            .arg(super::mirror::STREAM_MAXLEN);
+        batch.push(cmd);
+        what.push(Repair::Mark);
+        if batch.len() >= RESEED_BATCH {
+            flush(redis, &mut batch, &mut what, &mut stats)?;
+        }
+    }
+    flush(redis, &mut batch, &mut what, &mut stats)?;
+    Ok(stats)
+}
+
 fn flush_if_full(redis: &mut BlockingRedis, batch: &mut Vec<redis::Cmd>) -> Result<(), RedisError> {
     if batch.len() >= RESEED_BATCH {
         redis.query_many(batch)?;
@@ -529,6 +670,50 @@ mod tests {
             )
             .unwrap();
         row.get(0)
+    }
+
+    /// Reconciliation writes back what Redis lacks, logs only that for the
+    /// mirrors, and finds nothing to do the second time.
+    #[test]
+    fn reconcile_writes_back_only_what_redis_lacks() {
+        let db = TestDb::new();
+        let mut pg = db.client();
+        let prefix = random_prefix();
+        let _g = Cleanup(prefix.clone());
+        let now = unix_now();
+        let (access_ttl, refresh_ttl) = (900, 7200);
+        record_access_revocation(&mut pg, "jti-1", now + 600).unwrap();
+        record_family_revocation(&mut pg, "fam-1", now + 3600).unwrap();
+        let alice = add_user(&mut pg, "alice", Some(now - 10));
+        let mut r = blocking();
+        let stream_len = |r: &mut BlockingRedis| {
+            r.query(redis::cmd("XLEN").arg(format!("{prefix}revlog")))
+                .unwrap()
+                .as_int()
+                .unwrap()
+        };
+        let input = load_for_reseed(&mut pg, now, access_ttl, refresh_ttl).unwrap();
+        let first =
+            reconcile_blocking(&mut r, &prefix, &input, access_ttl, refresh_ttl, now).unwrap();
+        assert_eq!((first.access, first.marks, first.families), (1, 1, 1));
+        assert!(first.repaired_anything());
+        assert_eq!(
+            stream_len(&mut r),
+            2,
+            "the access revocation and the mark, logged"
+        );
+        let left = ttl(&mut r, &format!("{prefix}rev:at:jti-1"));
+        assert!((590..=600).contains(&left), "{left}");
+        let mark_ttl = ttl(&mut r, &format!("{prefix}nbf:{alice}"));
+        assert!((7180..=7190).contains(&mark_ttl), "{mark_ttl}");
+        // Nothing lacking: nothing written to the stream.
+        let again =
+            reconcile_blocking(&mut r, &prefix, &input, access_ttl, refresh_ttl, now).unwrap();
+        assert_eq!((again.access, again.marks), (0, 0));
+        assert!(!again.repaired_anything());
+        assert_eq!(stream_len(&mut r), 2);
+        // The marker is not reconciliation's business.
+        assert!(!marker_present(&mut r, &prefix).unwrap());
     }
 
     #[test]
