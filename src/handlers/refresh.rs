@@ -125,9 +125,10 @@ pub async fn refresh_grant(
 pub async fn record_family(core: &Core, info: FamilyInfo) -> bool {
     let pg = core.pg().clone();
     let family = info.family.to_hex();
+    // A revocation write: queued apart from logins, taken first.
     let r = core
         .pool()
-        .run(move || -> Result<bool, String> {
+        .run_urgent(move || -> Result<bool, String> {
             let mut c = pg.get().map_err(|e| e.to_string())?;
             crate::revocation::durable::record_family_revocation(&mut *c, &family, info.expires_at)
                 .map_err(|e| e.to_string())

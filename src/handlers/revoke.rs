@@ -72,9 +72,10 @@ async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
     }
     let pg = core.pg().clone();
     let (jti, exp) = (v.jti.clone(), v.exp + core.expectations().leeway());
+    // A revocation write: queued apart from logins, taken first.
     let durable = core
         .pool()
-        .run(move || -> Result<bool, String> {
+        .run_urgent(move || -> Result<bool, String> {
             let mut c = pg.get().map_err(|e| e.to_string())?;
             crate::revocation::durable::record_access_revocation(&mut *c, &jti, exp)
                 .map_err(|e| e.to_string())

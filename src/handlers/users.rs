@@ -111,21 +111,41 @@ async fn with_db<R: Send + 'static>(
     core: &Core,
     f: impl FnOnce(&mut postgres::Client) -> Result<R, DbFail> + Send + 'static,
 ) -> Result<R, OAuthError> {
+    on_db(core, false, f).await
+}
+
+/// Like [`with_db`], for a revocation write (logout-all, disable): queued
+/// apart from logins and taken first (`BlockingPool::run_urgent`).
+async fn with_db_urgent<R: Send + 'static>(
+    core: &Core,
+    f: impl FnOnce(&mut postgres::Client) -> Result<R, DbFail> + Send + 'static,
+) -> Result<R, OAuthError> {
+    on_db(core, true, f).await
+}
+
+async fn on_db<R: Send + 'static>(
+    core: &Core,
+    urgent: bool,
+    f: impl FnOnce(&mut postgres::Client) -> Result<R, DbFail> + Send + 'static,
+) -> Result<R, OAuthError> {
     let pg = core.pg().clone();
-    core.pool()
-        .run(move || -> Result<R, DbFail> {
-            let mut conn = pg.get().map_err(|e| DbFail::Other(e.to_string()))?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(pool_error)?
-        .map_err(|e| match e {
-            DbFail::User(u) => db_error(core, u),
-            DbFail::Other(msg) => {
-                core.pg().log_failure("user store", &msg);
-                OAuthError::TemporarilyUnavailable("user store unavailable")
-            }
-        })
+    let job = move || -> Result<R, DbFail> {
+        let mut conn = pg.get().map_err(|e| DbFail::Other(e.to_string()))?;
+        f(&mut conn)
+    };
+    let pool = core.pool();
+    let result = if urgent {
+        pool.run_urgent(job).await
+    } else {
+        pool.run(job).await
+    };
+    result.map_err(pool_error)?.map_err(|e| match e {
+        DbFail::User(u) => db_error(core, u),
+        DbFail::Other(msg) => {
+            core.pg().log_failure("user store", &msg);
+            OAuthError::TemporarilyUnavailable("user store unavailable")
+        }
+    })
 }
 
 /// What a password change came to.
@@ -360,7 +380,7 @@ pub async fn logout_all(
         let sub = me(core, req).await?;
         let now = unix_now() as i64;
         let id = sub.clone();
-        let mark = with_db(core, move |db| {
+        let mark = with_db_urgent(core, move |db| {
             let row = db
                 .query_opt(
                     "UPDATE users SET not_before = greatest(coalesce(not_before, to_timestamp(0)), to_timestamp($2)), \
@@ -392,7 +412,7 @@ pub async fn disable(
         require_admin(core, req).await?;
         let now = unix_now() as i64;
         let name = username.to_owned();
-        let user = with_db(core, move |db| Ok(users::disable(db, &name, now)?)).await?;
+        let user = with_db_urgent(core, move |db| Ok(users::disable(db, &name, now)?)).await?;
         let Some(user) = user else {
             response::write(out, ctx, 404, Some(response::TEXT), b"", b"no such user\n");
             return Ok(404);

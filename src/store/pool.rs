@@ -8,9 +8,16 @@
 //! login storm can never make a core wait, and validation on the same core is
 //! not slowed.
 //!
+//! Revocation writes (revoke, logout-all, disable, a refresh family revoked
+//! on reuse) do not queue behind logins ([`BlockingPool::run_urgent`]):
+//! they have a queue of their own, which every thread takes from first, and
+//! a thread of their own at the cores' priority, so a login flood that
+//! fills the login queue and every login thread (under `SCHED_IDLE`, which a
+//! busy machine starves) never delays them (issue #13).
+//!
 //! Owns: the blocking threads and their scheduling priority
-//! (`limits.blocking_nice`, `limits.blocking_sched_idle`), the bounded queue,
-//! and its figures ([`PoolStats`], read by `/metrics`).
+//! (`limits.blocking_nice`, `limits.blocking_sched_idle`), the bounded
+//! queues, and their figures ([`PoolStats`], read by `/metrics`).
 //!
 //! Never imports: anything of the crate (no `config`: the caller passes the
 //! numbers). What the jobs do is their callers' business.
@@ -53,9 +60,17 @@ pub struct PoolStats {
 #[derive(Clone)]
 pub struct BlockingPool {
     tx: Sender<Job>,
+    /// Revocation writes: taken first by every thread, and the only work of
+    /// the urgent thread.
+    urgent_tx: Sender<Job>,
     stats: Arc<PoolStats>,
     threads: usize,
 }
+
+/// Waiting revocation writes the urgent queue holds: each is a few
+/// milliseconds of PostgreSQL, and only authenticated users and clients
+/// send them.
+const URGENT_QUEUE: usize = 1024;
 
 impl BlockingPool {
     /// Starts `threads` threads sharing a queue of `queue` waiting jobs, each
@@ -70,23 +85,44 @@ impl BlockingPool {
         sched_idle: bool,
     ) -> (BlockingPool, Vec<JoinHandle<()>>) {
         let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::bounded(queue);
+        let (urgent_tx, urgent_rx): (Sender<Job>, Receiver<Job>) =
+            crossbeam_channel::bounded(URGENT_QUEUE);
         let stats = Arc::new(PoolStats::default());
-        let handles = (0..threads)
+        let mut handles: Vec<JoinHandle<()>> = (0..threads)
             .filter_map(|i| {
-                let rx = rx.clone();
+                let (rx, urgent_rx) = (rx.clone(), urgent_rx.clone());
                 std::thread::Builder::new()
                     .name(format!("tokend-blocking-{i}"))
                     .spawn(move || {
                         lower_priority(i, nice, sched_idle);
-                        for job in rx.iter() {
-                            job();
-                        }
+                        work(&urgent_rx, &rx);
                     })
                     .map_err(|e| tracing::error!("cannot start blocking thread {i}: {e}"))
                     .ok()
             })
             .collect();
-        (BlockingPool { tx, stats, threads }, handles)
+        // The urgent thread, at the cores' priority: revocation writes are
+        // short and rare, and must not wait for argon2 to yield the CPU.
+        let urgent = std::thread::Builder::new()
+            .name("tokend-blocking-urgent".into())
+            .spawn(move || {
+                for job in urgent_rx.iter() {
+                    job();
+                }
+            });
+        match urgent {
+            Ok(h) => handles.push(h),
+            Err(e) => tracing::error!("cannot start the urgent blocking thread: {e}"),
+        }
+        (
+            BlockingPool {
+                tx,
+                urgent_tx,
+                stats,
+                threads,
+            },
+            handles,
+        )
     }
 
     /// Number of threads.
@@ -106,6 +142,24 @@ impl BlockingPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.run_on(&self.tx, f).await
+    }
+
+    /// Like [`BlockingPool::run`], for a revocation write: queued apart from
+    /// logins and taken first (see the module's documentation).
+    pub async fn run_urgent<F, R>(&self, f: F) -> Result<R, PoolError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.run_on(&self.urgent_tx, f).await
+    }
+
+    async fn run_on<F, R>(&self, tx: &Sender<Job>, f: F) -> Result<R, PoolError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let (done_tx, done_rx) = futures_channel::oneshot::channel();
         let stats = self.stats.clone();
         let job: Job = Box::new(move || {
@@ -119,7 +173,7 @@ impl BlockingPool {
             let _ = done_tx.send(result);
         });
         self.stats.depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(job) {
+        match tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.stats.depth.fetch_sub(1, Ordering::Relaxed);
@@ -132,6 +186,38 @@ impl BlockingPool {
             }
         }
         done_rx.await.unwrap_or(Err(PoolError::Closed))
+    }
+}
+
+/// A pool thread's loop: an urgent job first whenever one waits, else
+/// whichever queue has one; ends when both queues are closed.
+fn work(urgent: &Receiver<Job>, normal: &Receiver<Job>) {
+    loop {
+        if let Ok(job) = urgent.try_recv() {
+            job();
+            continue;
+        }
+        crossbeam_channel::select! {
+            recv(urgent) -> job => match job {
+                Ok(job) => job(),
+                // The urgent queue closed: only the other is left.
+                Err(_) => {
+                    for job in normal.iter() {
+                        job();
+                    }
+                    return;
+                }
+            },
+            recv(normal) -> job => match job {
+                Ok(job) => job(),
+                Err(_) => {
+                    for job in urgent.iter() {
+                        job();
+                    }
+                    return;
+                }
+            },
+        }
     }
 }
 
@@ -241,6 +327,45 @@ mod tests {
             // while the slow job is still held at its gate.
             monoio::time::sleep(Duration::from_millis(10)).await;
             assert_eq!(pool.stats().completed.load(Ordering::Relaxed), 0);
+            gate_tx.send(()).unwrap();
+            assert_eq!(slow.await, Ok(()));
+            assert_eq!(queued.await, Ok(1));
+        });
+    }
+
+    /// Issue #13: a revocation write does not wait for logins. The one
+    /// login thread is held and the login queue is full; an urgent job runs
+    /// at once (on the urgent thread, at the cores' priority).
+    #[test]
+    fn urgent_jobs_pass_a_full_login_queue() {
+        let (pool, _h) = BlockingPool::start(1, 1, 0, true);
+        rt().block_on(async move {
+            let (started_tx, started_rx) = std::sync::mpsc::channel();
+            let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+            let p1 = pool.clone();
+            let slow = monoio::spawn(async move {
+                p1.run(move || {
+                    let _ = started_tx.send(());
+                    let _ = gate_rx.recv_timeout(Duration::from_secs(30));
+                })
+                .await
+            });
+            until("the login to start", || started_rx.try_recv().is_ok()).await;
+            let p2 = pool.clone();
+            let queued = monoio::spawn(async move { p2.run(|| 1).await });
+            until("a login in the queue", || {
+                pool.stats().depth.load(Ordering::Relaxed) == 2
+            })
+            .await;
+            assert_eq!(pool.run(|| 2).await, Err(PoolError::Full));
+            // The urgent job: done while the login is still held, and not
+            // under SCHED_IDLE.
+            let policy = pool
+                // SAFETY: a plain syscall about the calling thread.
+                .run_urgent(|| unsafe { libc::sched_getscheduler(0) })
+                .await;
+            assert_eq!(policy, Ok(libc::SCHED_OTHER));
+            assert_eq!(pool.stats().completed.load(Ordering::Relaxed), 1);
             gate_tx.send(()).unwrap();
             assert_eq!(slow.await, Ok(()));
             assert_eq!(queued.await, Ok(1));

@@ -461,3 +461,106 @@ fn revocations_that_reached_only_postgresql_are_written_back_to_redis() {
         assert_eq!(validate(&d.access_token("admin")), 200);
     }
 }
+
+/// Issue #13, finding 6: revocation writes shared the one blocking queue
+/// with anonymous logins, so a login flood made revocation answer 503
+/// exactly when it was needed. With one login thread, a queue of two and a
+/// flood of slow logins keeping both full, revocations, logouts-all and a
+/// disable are all done at once.
+#[test]
+fn revocations_are_not_held_up_by_a_login_flood() {
+    let d = deployment(&[
+        ("TOKEND_LIMITS_BLOCKING_THREADS", "1"),
+        ("TOKEND_LIMITS_BLOCKING_QUEUE", "2"),
+        ("TOKEND_PASSWORDS_MEMORY_KIB", "19456"),
+        ("TOKEND_PASSWORDS_ITERATIONS", "4"),
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_USER", "1000000"),
+        ("TOKEND_LIMITS_LOGIN_FAILURES_PER_IP", "1000000"),
+    ]);
+    // Tokens to revoke, taken before the flood (bob's hash is cheap).
+    let tokens: Vec<String> = (0..3).map(|_| d.access_token("bob")).collect();
+    let alice = d.access_token("alice");
+    let admin = d.access_token("admin");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let busy = std::sync::atomic::AtomicU64::new(0);
+    /// Stops the flood when dropped, also when an assertion fails (the scope
+    /// then waits for the flood's threads).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        let _stop_flood = StopOnDrop(&stop);
+        for i in 0..8 {
+            let (d, stop, busy) = (&d, &stop, &busy);
+            s.spawn(move || {
+                // Unknown users: a full argon2 run each, at the server's cost.
+                let body = format!("grant_type=password&username=flood{i}&password=x");
+                let request = raw_token_request(&d.secret, &body);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut c = d.server.conn();
+                    c.send(request.as_bytes());
+                    if c.read_response().map(|r| r.status) == Some(503) {
+                        busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        // The flood has filled the queue: logins are being refused.
+        assert!(
+            eventually(Duration::from_secs(10), || busy
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 20),
+            "the login flood never filled the queue"
+        );
+        let mut slowest = Duration::ZERO;
+        let mut timed = |what: &str, f: &dyn Fn() -> Response, want: u16| {
+            let start = std::time::Instant::now();
+            let r = f();
+            slowest = slowest.max(start.elapsed());
+            assert_eq!(
+                r.status,
+                want,
+                "{what} during the login flood: {}",
+                r.text()
+            );
+        };
+        for t in &tokens {
+            timed(
+                "a revocation",
+                &|| {
+                    d.server
+                        .post_form("/oauth/revoke", Some(("app", &d.secret)), &[("token", t)])
+                },
+                200,
+            );
+        }
+        timed(
+            "a logout-all",
+            &|| d.server.post_json("/users/me/logout-all", Some(&alice), ""),
+            204,
+        );
+        timed(
+            "a disable",
+            &|| d.server.post_json("/users/bob/disable", Some(&admin), ""),
+            204,
+        );
+        let refused = busy.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "flood figures: 3 revocations, a logout-all and a disable during a login flood \
+             ({refused} logins refused with 503 so far): slowest {slowest:?}"
+        );
+        assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    });
+    let validate = |t: &str| {
+        d.server
+            .get_auth("/validate", &format!("Bearer {t}"))
+            .status
+    };
+    for t in &tokens {
+        assert_eq!(validate(t), 401);
+    }
+    assert_eq!(validate(&alice), 401);
+}
