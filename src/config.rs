@@ -403,6 +403,14 @@ pub struct TokensConfig {
     /// family (for clients that lost a response). Default `0s`.
     #[serde(with = "humantime_serde")]
     pub refresh_reuse_grace: Duration,
+    /// Absolute lifetime of a refresh-token family, from its login: past it
+    /// the family's tokens are refused and the user logs in again, however
+    /// often they were rotated (each rotation otherwise starts a new
+    /// `refresh_ttl`). A client may have its own
+    /// (`tokend client add --refresh-max-lifetime`). `"0s"`: none. Default
+    /// `90d`.
+    #[serde(with = "humantime_serde")]
+    pub refresh_max_lifetime: Duration,
     /// Verified tokens cached per core. Default 100000. Each entry holds the
     /// token and its claims, about 1.1 KiB with EdDSA tokens (~490 bytes):
     /// a full cache of 100000 is about 110 MiB per core.
@@ -418,6 +426,7 @@ impl Default for TokensConfig {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             leeway: Duration::ZERO,
             refresh_reuse_grace: Duration::ZERO,
+            refresh_max_lifetime: Duration::from_secs(90 * 86400),
             verified_cache_size: 100_000,
         }
     }

@@ -149,6 +149,11 @@ enum ClientCommand {
         /// Refresh-token lifetime for this client (e.g. 7d); default tokens.refresh_ttl.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         refresh_ttl: Option<Duration>,
+        /// Absolute lifetime of this client's refresh-token families from the
+        /// login, however often rotated (e.g. 30d); default
+        /// tokens.refresh_max_lifetime.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        refresh_max_lifetime: Option<Duration>,
         /// Print {"client_id": ..., "client_secret": ...} as JSON.
         #[arg(long)]
         json: bool,
@@ -326,6 +331,7 @@ fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
             json,
             access_ttl,
             refresh_ttl,
+            refresh_max_lifetime,
         } => {
             let grants: Vec<GrantType> = grants
                 .iter()
@@ -335,7 +341,11 @@ fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
                     })
                 })
                 .collect::<anyhow::Result<_>>()?;
-            for (name, ttl) in [("--access-ttl", access_ttl), ("--refresh-ttl", refresh_ttl)] {
+            for (name, ttl) in [
+                ("--access-ttl", access_ttl),
+                ("--refresh-ttl", refresh_ttl),
+                ("--refresh-max-lifetime", refresh_max_lifetime),
+            ] {
                 if ttl.is_some_and(|t| t.as_secs() == 0 || t.as_secs() > i32::MAX as u64) {
                     anyhow::bail!("{name} must be between 1s and about 68 years");
                 }
@@ -344,8 +354,14 @@ fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
             let (record, secret) = clients::create(&mut tx, &id, &grants, &scopes, public)?;
             let secs = |t: Option<Duration>| t.map(|t| t.as_secs() as i32);
             tx.execute(
-                "UPDATE oauth_clients SET access_ttl_seconds = $2, refresh_ttl_seconds = $3 WHERE client_id = $1",
-                &[&record.client_id, &secs(access_ttl), &secs(refresh_ttl)],
+                "UPDATE oauth_clients SET access_ttl_seconds = $2, refresh_ttl_seconds = $3, \
+                 refresh_max_lifetime_seconds = $4 WHERE client_id = $1",
+                &[
+                    &record.client_id,
+                    &secs(access_ttl),
+                    &secs(refresh_ttl),
+                    &secs(refresh_max_lifetime),
+                ],
             )?;
             tx.commit()?;
             if json {

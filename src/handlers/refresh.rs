@@ -30,6 +30,14 @@ fn refresh_ttl(core: &Core, client: &ClientRecord) -> u64 {
         .unwrap_or(core.tokens_config().refresh_ttl.as_secs())
 }
 
+/// The absolute lifetime of the client's refresh-token families, seconds
+/// from the login (0: none).
+fn refresh_max_lifetime(core: &Core, client: &ClientRecord) -> u64 {
+    client
+        .refresh_max_lifetime
+        .unwrap_or(core.tokens_config().refresh_max_lifetime.as_secs())
+}
+
 /// Issues a refresh token (a new family) after a successful login.
 pub async fn issue_refresh(
     core: &Core,
@@ -39,7 +47,13 @@ pub async fn issue_refresh(
     scope: &str,
     now: u64,
 ) -> Result<Option<String>, OAuthError> {
-    let ttl = refresh_ttl(core, client);
+    // The first token of a family, like every later one, ends with the
+    // family's absolute lifetime at the latest.
+    let max = refresh_max_lifetime(core, client);
+    let ttl = match refresh_ttl(core, client) {
+        ttl if max > 0 => ttl.min(max),
+        ttl => ttl,
+    };
     match core
         .refresh_tokens()
         .issue(sub, username, &client.client_id, scope, ttl, now)
@@ -75,7 +89,10 @@ pub async fn refresh_grant(
             &client.client_id,
             requested.as_deref(),
             grace,
-            refresh_ttl(core, client),
+            crate::refresh::Lifetime {
+                ttl_secs: refresh_ttl(core, client),
+                family_max_secs: refresh_max_lifetime(core, client),
+            },
             now,
         )
         .await

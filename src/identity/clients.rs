@@ -115,6 +115,9 @@ pub struct ClientRecord {
     pub access_ttl: Option<u64>,
     /// Refresh-token lifetime in seconds for this client; `None`: the default.
     pub refresh_ttl: Option<u64>,
+    /// Absolute lifetime of a refresh-token family (from its login) in
+    /// seconds for this client; `None`: `tokens.refresh_max_lifetime`.
+    pub refresh_max_lifetime: Option<u64>,
 }
 
 impl ClientRecord {
@@ -219,7 +222,7 @@ pub fn create(
             "INSERT INTO oauth_clients (client_id, secret_sha256, grant_types, scopes) \
              VALUES ($1, $2, $3, $4) \
              RETURNING client_id, secret_sha256, grant_types, scopes, \
-                       access_ttl_seconds, refresh_ttl_seconds",
+                       access_ttl_seconds, refresh_ttl_seconds, refresh_max_lifetime_seconds",
             &[&client_id, &digest_bytes, &grant_names, &scope_list],
         )
         .map_err(|e| {
@@ -238,7 +241,7 @@ pub fn create(
 pub fn list(client: &mut impl GenericClient) -> Result<Vec<ClientRecord>, ClientError> {
     let rows = client.query(
         "SELECT client_id, secret_sha256, grant_types, scopes, \
-                access_ttl_seconds, refresh_ttl_seconds \
+                access_ttl_seconds, refresh_ttl_seconds, refresh_max_lifetime_seconds \
          FROM oauth_clients ORDER BY client_id",
         &[],
     )?;
@@ -281,6 +284,7 @@ fn record_from_row(row: &Row) -> Result<ClientRecord, ClientError> {
         scopes: row.try_get(3)?,
         access_ttl: ttl(4)?,
         refresh_ttl: ttl(5)?,
+        refresh_max_lifetime: ttl(6)?,
         client_id,
     })
 }
@@ -476,6 +480,7 @@ mod tests {
             scopes: vec![],
             access_ttl: access,
             refresh_ttl: refresh,
+            refresh_max_lifetime: None,
         };
         let tokens = TokensConfig {
             access_ttl: Duration::from_secs(900),

@@ -333,16 +333,20 @@ impl RefreshStore {
     /// Rotates `token` (grant `refresh_token`) for `client_id`: see the
     /// module documentation for the rules. `requested_scope` `None` or empty
     /// means "the scope originally granted" (RFC 6749 §6); a scope token that
-    /// is not valid RFC 6749 §3.3 syntax is `InvalidScope`. One round trip.
+    /// is not valid RFC 6749 §3.3 syntax is `InvalidScope`.
+    /// `lifetime.family_max_secs` is the family's absolute lifetime from its
+    /// login (0: none): past it the token is `Invalid`, and a new token never
+    /// outlives it. One round trip.
     pub async fn rotate(
         &self,
         token: &str,
         client_id: &str,
         requested_scope: Option<&[String]>,
         grace_secs: u64,
-        ttl_secs: u64,
+        lifetime: Lifetime,
         now: u64,
     ) -> Result<Rotated, RefreshError> {
+        let (ttl_secs, max_lifetime_secs) = (lifetime.ttl_secs, lifetime.family_max_secs);
         if !is_well_formed(token) {
             return Err(RefreshError::Invalid);
         }
@@ -357,7 +361,8 @@ impl RefreshStore {
         let now_s = now.to_string();
         let grace_s = grace_secs.to_string();
         let ttl_s = ttl.to_string();
-        let args: [&str; 7] = [
+        let max_s = max_lifetime_secs.to_string();
+        let args: [&str; 8] = [
             &self.prefix,
             client_id,
             &now_s,
@@ -365,6 +370,7 @@ impl RefreshStore {
             &ttl_s,
             if requested.is_some() { "1" } else { "0" },
             requested.as_deref().unwrap_or(""),
+            &max_s,
         ];
         let reply = self
             .conn
@@ -397,7 +403,12 @@ impl RefreshStore {
                     scope: text(scp)?,
                     issued_at: now,
                     family_start: number(fst)?,
-                    expires_at: now.saturating_add(ttl),
+                    expires_at: now.saturating_add(capped_ttl(
+                        ttl,
+                        number(fst)?,
+                        max_lifetime_secs,
+                        now,
+                    )),
                 };
                 Ok(Rotated {
                     token: new_token,
@@ -575,6 +586,27 @@ fn parse_family(r: &Reply) -> Result<FamilyId, RedisError> {
         .ok_or(RedisError::Protocol)
 }
 
+/// The lifetimes a rotation gives: the new token's own, and its family's
+/// absolute one from the login (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// The refresh token's TTL (`tokens.refresh_ttl` or the client's).
+    pub ttl_secs: u64,
+    /// The family's absolute lifetime (`tokens.refresh_max_lifetime` or the
+    /// client's); 0: none.
+    pub family_max_secs: u64,
+}
+
+/// A new token's lifetime: `ttl`, or what is left of its family's absolute
+/// lifetime `max` (0: none) from `start`, whichever ends first (as
+/// `rotate.lua` computes it).
+fn capped_ttl(ttl: u64, start: u64, max: u64, now: u64) -> u64 {
+    if max == 0 {
+        return ttl;
+    }
+    ttl.min(start.saturating_add(max).saturating_sub(now))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Barrier};
@@ -586,6 +618,11 @@ mod tests {
     use crate::revocation::RedisRevocations;
 
     const TTL: u64 = 3600;
+    /// A TTL of [`TTL`], no absolute family lifetime.
+    const LIFE: Lifetime = Lifetime {
+        ttl_secs: TTL,
+        family_max_secs: 0,
+    };
 
     async fn store(prefix: &str) -> RefreshStore {
         let conn = RedisConn::new(shared_target(), Duration::from_secs(2));
@@ -636,6 +673,68 @@ mod tests {
             Err(RefreshError::InvalidScope)
         );
         assert_eq!(join_scope(&scopes(&[""])), Err(RefreshError::InvalidScope));
+    }
+
+    /// Issue #13: a family ends at its absolute lifetime however often it
+    /// is rotated, and no token outlives it.
+    #[test]
+    fn a_family_ends_at_its_absolute_lifetime() {
+        assert_eq!(capped_ttl(3600, 1000, 0, 1500), 3600);
+        assert_eq!(capped_ttl(3600, 1000, 600, 1500), 100);
+        assert_eq!(capped_ttl(50, 1000, 600, 1500), 50);
+        on_both_drivers(|driver| async move {
+            let prefix = random_prefix();
+            let _g = Cleanup(prefix.clone());
+            let s = store(&prefix).await;
+            let now = unix_now();
+            const MAX: u64 = 100;
+            let (t1, _) = s
+                .issue("user-1", None, "app", "read", TTL, now)
+                .await
+                .unwrap();
+            // Within the lifetime: rotated, the new token's TTL cut to what
+            // is left of the family's (90 s, not an hour).
+            let r = s
+                .rotate(
+                    &t1,
+                    "app",
+                    None,
+                    0,
+                    Lifetime {
+                        ttl_secs: TTL,
+                        family_max_secs: MAX,
+                    },
+                    now + 10,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.record.expires_at, now + MAX, "{driver}");
+            let ttl = blocking()
+                .query(::redis::cmd("TTL").arg(s.record_key(&r.token)))
+                .unwrap()
+                .as_int()
+                .unwrap();
+            assert!((85..=90).contains(&ttl), "{driver}: {ttl}");
+            // Past it: refused, although the token's own TTL has not run out
+            // in this call's view.
+            assert_eq!(
+                s.rotate(
+                    &r.token,
+                    "app",
+                    None,
+                    0,
+                    Lifetime {
+                        ttl_secs: TTL,
+                        family_max_secs: MAX
+                    },
+                    now + MAX
+                )
+                .await
+                .err(),
+                Some(RefreshError::Invalid),
+                "{driver}"
+            );
+        });
     }
 
     #[test]
@@ -691,7 +790,7 @@ mod tests {
 
             // Wrong client: invalid, and the token is not consumed.
             assert_eq!(
-                s.rotate(&t1, "other", None, 0, TTL, now + 1).await,
+                s.rotate(&t1, "other", None, 0, LIFE, now + 1).await,
                 Err(RefreshError::Invalid)
             );
             // Wider scope: invalid_scope, not consumed.
@@ -701,7 +800,7 @@ mod tests {
                     "app",
                     Some(&scopes(&["read", "admin"])),
                     0,
-                    TTL,
+                    LIFE,
                     now + 1
                 )
                 .await,
@@ -712,7 +811,7 @@ mod tests {
             // Narrower scope: granted for the access token, the family keeps
             // the original scope.
             let r = s
-                .rotate(&t1, "app", Some(&scopes(&["read"])), 0, TTL, now + 10)
+                .rotate(&t1, "app", Some(&scopes(&["read"])), 0, LIFE, now + 10)
                 .await
                 .unwrap();
             assert_eq!(r.granted_scope, "read");
@@ -731,29 +830,29 @@ mod tests {
 
             // No scope requested: the original; no username kept as None.
             let r2 = s
-                .rotate(&r.token, "app", None, 0, TTL, now + 20)
+                .rotate(&r.token, "app", None, 0, LIFE, now + 20)
                 .await
                 .unwrap();
             assert_eq!(r2.granted_scope, "read write");
             let r3 = s
-                .rotate(&r2.token, "app", Some(&[]), 0, TTL, now + 30)
+                .rotate(&r2.token, "app", Some(&[]), 0, LIFE, now + 30)
                 .await
                 .unwrap();
             assert_eq!(r3.granted_scope, "read write");
 
             let (t, rec) = s.issue("user-2", None, "app", "", TTL, now).await.unwrap();
             assert_eq!(rec.username, None);
-            let r = s.rotate(&t, "app", None, 0, TTL, now).await.unwrap();
+            let r = s.rotate(&t, "app", None, 0, LIFE, now).await.unwrap();
             assert_eq!(r.record.username, None);
             assert_eq!(r.granted_scope, "");
 
             // Garbage and unknown tokens.
             assert_eq!(
-                s.rotate("garbage", "app", None, 0, TTL, now).await,
+                s.rotate("garbage", "app", None, 0, LIFE, now).await,
                 Err(RefreshError::Invalid)
             );
             assert_eq!(
-                s.rotate(&new_token(), "app", None, 0, TTL, now).await,
+                s.rotate(&new_token(), "app", None, 0, LIFE, now).await,
                 Err(RefreshError::Invalid)
             );
         });
@@ -767,9 +866,9 @@ mod tests {
             let s = store(&prefix).await;
             let now = unix_now();
             let (t1, rec) = s.issue("u", None, "app", "a", TTL, now).await.unwrap();
-            let r = s.rotate(&t1, "app", None, 0, TTL, now).await.unwrap();
+            let r = s.rotate(&t1, "app", None, 0, LIFE, now).await.unwrap();
             // Replay of the used token (same second, grace 0): theft.
-            let e = s.rotate(&t1, "app", None, 0, TTL, now).await.unwrap_err();
+            let e = s.rotate(&t1, "app", None, 0, LIFE, now).await.unwrap_err();
             let RefreshError::Reused(info) = e else {
                 panic!("{e:?}")
             };
@@ -777,21 +876,21 @@ mod tests {
             assert!(info.expires_at >= now + TTL - 5, "{info:?}");
             // The successor is dead too, for rotation and introspection.
             assert_eq!(
-                s.rotate(&r.token, "app", None, 0, TTL, now).await,
+                s.rotate(&r.token, "app", None, 0, LIFE, now).await,
                 Err(RefreshError::Invalid)
             );
             assert_eq!(s.lookup(&r.token).await, Ok(None));
             // Another replay: already revoked, just invalid.
             assert_eq!(
-                s.rotate(&t1, "app", None, 0, TTL, now).await,
+                s.rotate(&t1, "app", None, 0, LIFE, now).await,
                 Err(RefreshError::Invalid)
             );
             // A different client replaying the used token changes nothing
             // (it is refused before reuse detection), tested on a fresh family.
             let (t2, _) = s.issue("u", None, "app", "a", TTL, now).await.unwrap();
-            let r2 = s.rotate(&t2, "app", None, 0, TTL, now).await.unwrap();
+            let r2 = s.rotate(&t2, "app", None, 0, LIFE, now).await.unwrap();
             assert_eq!(
-                s.rotate(&t2, "evil", None, 0, TTL, now).await,
+                s.rotate(&t2, "evil", None, 0, LIFE, now).await,
                 Err(RefreshError::Invalid)
             );
             assert!(s.lookup(&r2.token).await.unwrap().is_some());
@@ -806,20 +905,20 @@ mod tests {
             let s = store(&prefix).await;
             let now = unix_now();
             let (t1, _) = s.issue("u", None, "app", "a", TTL, now).await.unwrap();
-            let r = s.rotate(&t1, "app", None, 30, TTL, now).await.unwrap();
+            let r = s.rotate(&t1, "app", None, 30, LIFE, now).await.unwrap();
             // Within the grace period: invalid, the family lives on.
             assert_eq!(
-                s.rotate(&t1, "app", None, 30, TTL, now + 30).await,
+                s.rotate(&t1, "app", None, 30, LIFE, now + 30).await,
                 Err(RefreshError::Invalid)
             );
             assert!(s.lookup(&r.token).await.unwrap().is_some());
             // After it: theft, the family is revoked.
             assert!(matches!(
-                s.rotate(&t1, "app", None, 30, TTL, now + 31).await,
+                s.rotate(&t1, "app", None, 30, LIFE, now + 31).await,
                 Err(RefreshError::Reused(_))
             ));
             assert_eq!(
-                s.rotate(&r.token, "app", None, 30, TTL, now + 31).await,
+                s.rotate(&r.token, "app", None, 30, LIFE, now + 31).await,
                 Err(RefreshError::Invalid)
             );
         });
@@ -837,7 +936,7 @@ mod tests {
             let handles: Vec<_> = (0..20)
                 .map(|_| {
                     let (s, t1) = (s.clone(), t1.clone());
-                    monoio::spawn(async move { s.rotate(&t1, "app", None, 60, TTL, now).await })
+                    monoio::spawn(async move { s.rotate(&t1, "app", None, 60, LIFE, now).await })
                 })
                 .collect();
             let mut winners = Vec::new();
@@ -849,7 +948,7 @@ mod tests {
             }
             assert_eq!(winners.len(), 1);
             // Nobody revoked the family: the winner's token still rotates.
-            s.rotate(&winners[0].token, "app", None, 60, TTL, now)
+            s.rotate(&winners[0].token, "app", None, 60, LIFE, now)
                 .await
                 .unwrap();
         });
@@ -870,12 +969,12 @@ mod tests {
             // (regression: this test failed on a Redis that had not run the
             // script yet).
             let (warm, _) = s.issue("w", None, "app", "a", TTL, now).await.unwrap();
-            s.rotate(&warm, "app", None, 0, TTL, now).await.unwrap();
+            s.rotate(&warm, "app", None, 0, LIFE, now).await.unwrap();
             let before = s.conn.stats();
             let handles: Vec<_> = (0..20)
                 .map(|_| {
                     let (s, t1) = (s.clone(), t1.clone());
-                    monoio::spawn(async move { s.rotate(&t1, "app", None, 0, TTL, now).await })
+                    monoio::spawn(async move { s.rotate(&t1, "app", None, 0, LIFE, now).await })
                 })
                 .collect();
             let (mut ok, mut reused, mut invalid) = (Vec::new(), 0, 0);
@@ -893,7 +992,7 @@ mod tests {
             assert_eq!(after.commands - before.commands, 20, "{driver}");
             // The winner's new token is refused: the family was revoked.
             assert_eq!(
-                s.rotate(&ok[0].token, "app", None, 0, TTL, now).await,
+                s.rotate(&ok[0].token, "app", None, 0, LIFE, now).await,
                 Err(RefreshError::Invalid)
             );
         });
@@ -919,7 +1018,7 @@ mod tests {
                     legacy(async move {
                         let s = store(&prefix).await;
                         barrier.wait();
-                        s.rotate(&t1, "app", None, 0, TTL, now).await
+                        s.rotate(&t1, "app", None, 0, LIFE, now).await
                     })
                 })
             })
@@ -937,7 +1036,7 @@ mod tests {
         legacy(async {
             let s = store(&prefix).await;
             assert_eq!(
-                s.rotate(&winner, "app", None, 0, TTL, now).await,
+                s.rotate(&winner, "app", None, 0, LIFE, now).await,
                 Err(RefreshError::Invalid)
             );
         });
@@ -962,18 +1061,21 @@ mod tests {
                 .await
                 .unwrap();
             // A rotation after the mark does not help a family started before.
-            let r_old = s.rotate(&old, "app", None, 0, TTL, now - 60).await.unwrap();
+            let r_old = s
+                .rotate(&old, "app", None, 0, LIFE, now - 60)
+                .await
+                .unwrap();
             rev.set_not_before("u", now - 50, TTL).await.unwrap();
             for t in [&r_old.token, &same] {
                 assert_eq!(s.lookup(t).await, Ok(None));
                 assert_eq!(
-                    s.rotate(t, "app", None, 0, TTL, now).await,
+                    s.rotate(t, "app", None, 0, LIFE, now).await,
                     Err(RefreshError::Invalid)
                 );
             }
             assert!(s.lookup(&newer).await.unwrap().is_some());
-            s.rotate(&newer, "app", None, 0, TTL, now).await.unwrap();
-            s.rotate(&other, "app", None, 0, TTL, now).await.unwrap();
+            s.rotate(&newer, "app", None, 0, LIFE, now).await.unwrap();
+            s.rotate(&other, "app", None, 0, LIFE, now).await.unwrap();
             // The refused tokens were not consumed as "used" nor revoked:
             // just void (a later mark cannot be undone anyway).
         });
@@ -987,7 +1089,7 @@ mod tests {
             let s = store(&prefix).await;
             let now = unix_now();
             let (t1, rec) = s.issue("u", None, "app", "a", TTL, now).await.unwrap();
-            let r = s.rotate(&t1, "app", None, 0, TTL, now).await.unwrap();
+            let r = s.rotate(&t1, "app", None, 0, LIFE, now).await.unwrap();
             // Another client cannot revoke it; garbage is ignored.
             assert_eq!(s.revoke_family_of(&r.token, Some("other")).await, Ok(None));
             assert_eq!(s.revoke_family_of("junk", None).await, Ok(None));
@@ -999,7 +1101,7 @@ mod tests {
             assert!(info.expires_at >= unix_now() + TTL - 5);
             assert_eq!(s.lookup(&r.token).await, Ok(None));
             assert_eq!(
-                s.rotate(&r.token, "app", None, 0, TTL, now).await,
+                s.rotate(&r.token, "app", None, 0, LIFE, now).await,
                 Err(RefreshError::Invalid)
             );
             // Idempotent, and without a client check.

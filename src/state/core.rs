@@ -679,6 +679,7 @@ mod tests {
                 scopes: vec![],
                 access_ttl: None,
                 refresh_ttl: None,
+                refresh_max_lifetime: None,
             }]));
             assert_eq!(core.clients().len(), 1);
         });

@@ -17,11 +17,18 @@ use sha2::{Digest, Sha256};
 
 /// Every migration, in order. A unit test checks that this list matches the
 /// files in `migrations/`.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "0001_init.sql",
-    include_str!("../../migrations/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_init.sql",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_refresh_max_lifetime.sql",
+        include_str!("../../migrations/0002_refresh_max_lifetime.sql"),
+    ),
+];
 
 /// Advisory-lock key of the runner ("tokend" in ASCII).
 const LOCK_KEY: i64 = 0x746f_6b65_6e64;

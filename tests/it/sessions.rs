@@ -21,24 +21,52 @@ const SHORT: [(&str, &str); 2] = [
 const PAST_THE_NODES_LIFETIMES: Duration = Duration::from_secs(5);
 
 /// Client `long`: password and refresh grants, refresh tokens living an
-/// hour (`tokend client add --refresh-ttl 1h`), known to the running server
-/// (created, then SIGHUP, then waited for). Returns its secret.
+/// hour, added as an operator would (`tokend client add --refresh-ttl 1h
+/// --refresh-max-lifetime 2h`), known to the running server (SIGHUP, then
+/// waited for). Returns its secret.
 fn client_with_a_long_refresh_lifetime(d: &Deployment) -> String {
-    let mut db = d.db.client();
-    let (_, secret) = clients::create(
-        &mut db,
-        "long",
-        &[GrantType::Password, GrantType::RefreshToken],
-        &["read".to_string(), "write".to_string()],
-        false,
-    )
-    .unwrap();
-    db.execute(
-        "UPDATE oauth_clients SET refresh_ttl_seconds = 3600 WHERE client_id = 'long'",
-        &[],
-    )
-    .unwrap();
-    let secret = secret.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args([
+            "client",
+            "add",
+            "long",
+            "--grant",
+            "password",
+            "--grant",
+            "refresh_token",
+            "--scope",
+            "read",
+            "--scope",
+            "write",
+            "--refresh-ttl",
+            "1h",
+            "--refresh-max-lifetime",
+            "2h",
+            "--json",
+        ])
+        .env("TOKEND_DATABASE_URL", &d.db.url)
+        .env("TOKEND_KEYS_KEK", test_kek())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secret = added["client_secret"].as_str().unwrap().to_string();
+    let (refresh_ttl, max): (Option<i32>, Option<i32>) = {
+        let row =
+            d.db.client()
+                .query_one(
+                    "SELECT refresh_ttl_seconds, refresh_max_lifetime_seconds \
+                 FROM oauth_clients WHERE client_id = 'long'",
+                    &[],
+                )
+                .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((refresh_ttl, max), (Some(3600), Some(7200)));
     // SAFETY: kill(2) on our own child process.
     unsafe { libc::kill(d.server.pid() as i32, libc::SIGHUP) };
     assert!(
@@ -563,4 +591,39 @@ fn revocations_are_not_held_up_by_a_login_flood() {
         assert_eq!(validate(t), 401);
     }
     assert_eq!(validate(&alice), 401);
+}
+
+/// Issue #13, finding 7: a refresh family had no absolute lifetime (its TTL
+/// slid on every rotation). With `tokens.refresh_max_lifetime = 3s` a family
+/// rotated every second ends three seconds after its login.
+#[test]
+fn a_refresh_family_ends_at_its_absolute_lifetime() {
+    let d = deployment(&[("TOKEND_TOKENS_REFRESH_MAX_LIFETIME", "3s")]);
+    let r = d.login("alice", PASSWORD);
+    assert_eq!(r.status, 200);
+    let login = std::time::Instant::now();
+    let mut token = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let refresh = |t: &str| {
+        d.server.post_form(
+            "/oauth/token",
+            Some(("app", &d.secret)),
+            &[("grant_type", "refresh_token"), ("refresh_token", t)],
+        )
+    };
+    let mut rotations = 0;
+    while login.elapsed() < Duration::from_millis(1500) {
+        let r = refresh(&token);
+        assert_eq!(r.status, 200, "{}", r.text());
+        token = r.json()["refresh_token"].as_str().unwrap().to_string();
+        rotations += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(login.elapsed()));
+    let r = refresh(&token);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().map(String::from)),
+        (400, Some("invalid_grant".to_string())),
+        "after {rotations} rotations, 4 s after the login: {}",
+        r.text()
+    );
 }

@@ -1,6 +1,8 @@
 -- Rotates. KEYS[1] = presented record, KEYS[2] = new record. ARGV = prefix,
 -- client id, now, grace, ttl, has requested scope ("1"/"0"), requested
--- scope (space-separated).
+-- scope (space-separated), the family's absolute lifetime in seconds from
+-- its login (0: none; past it the token is invalid, and the new token's TTL
+-- never reaches past it).
 --
 -- Returns `{'invalid'}`, `{'grace'}`, `{'scope'}`,
 -- `{'reused', family, family ttl}` or
@@ -16,6 +18,8 @@ end
 local now = tonumber(ARGV[3])
 local start = tonumber(fst)
 if not start then return {'invalid'} end
+local max = tonumber(ARGV[8]) or 0
+if max > 0 and now >= start + max then return {'invalid'} end
 local mark = redis.call('GET', ARGV[1] .. 'nbf:' .. sub)
 if mark then
   local m = tonumber(mark)
@@ -49,6 +53,7 @@ else
     'iat', ARGV[3], 'fst', fst)
 end
 local ttl = tonumber(ARGV[5])
+if max > 0 and start + max - now < ttl then ttl = start + max - now end
 redis.call('EXPIRE', KEYS[2], ttl)
 if redis.call('TTL', fkey) < ttl then redis.call('EXPIRE', fkey, ttl) end
 return {'ok', fam, sub, usr or false, scp, granted, fst}
