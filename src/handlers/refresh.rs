@@ -118,6 +118,14 @@ pub async fn refresh_grant(
                 "invalid, expired or revoked refresh token",
             ));
         }
+        Err(RefreshError::Tampered(info)) => {
+            // Logged by the store, with the family; the revocation is
+            // recorded durably like a reuse's.
+            record_family(core, info).await;
+            return Err(OAuthError::InvalidGrant(
+                "invalid, expired or revoked refresh token",
+            ));
+        }
         Err(RefreshError::Redis(_)) => {
             return Err(OAuthError::TemporarilyUnavailable(
                 "refresh-token store unavailable",

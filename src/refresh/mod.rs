@@ -15,6 +15,20 @@
 //! | `{prefix}rf:{family}` | hash | `fst` family start, `sub` user id, `rev` revoked at (absent while live) | `refresh_ttl` after the last issue or rotation (only ever extended) |
 //! | `{prefix}nbf:{sub}` | string | the user's "not before" mark (see `revocation::RedisRevocations`) | |
 //!
+//! # Integrity (issue #13)
+//!
+//! Every record carries `mac`: an HMAC-SHA256 ([`RecordMac`], under a key
+//! derived from the KEK, which Redis never sees) over the fields that decide
+//! what a refresh gives: family, user, username, client, scope and family
+//! start. They never change within a family (a rotation copies them, the
+//! scope too), so a rotation copies the tag. A record whose tag does not
+//! verify (written by someone who can write to Redis but does not hold the
+//! KEK, or left from before tags existed) is refused as
+//! [`RefreshError::Tampered`], its family revoked, and logged; introspection
+//! reports it inactive. Without this, anyone able to write to Redis could
+//! mint a record with `tokend:admin` scope and refresh it into an admin
+//! access token.
+//!
 //! The family key outlives every token record of the family, so a record
 //! whose family key is missing is refused (fail closed). A revoked family
 //! keeps its key, with `rev` set, until its last token would have expired;
@@ -231,6 +245,12 @@ pub enum RefreshError {
     /// `invalid_grant`.
     #[error("a used refresh token was presented again; its family {} is revoked", .0.family)]
     Reused(FamilyInfo),
+    /// The record's integrity tag is missing or wrong: it was not written by
+    /// tokend (someone wrote to Redis without the KEK). Its family is
+    /// revoked in Redis; the caller logs it as tampering and records the
+    /// revocation durably. Answered as `invalid_grant`.
+    #[error("a refresh record failed its integrity check; its family {} is revoked", .0.family)]
+    Tampered(FamilyInfo),
     /// The requested scope is wider than the token's. RFC 6749
     /// `invalid_scope`; the token is not consumed.
     #[error("the requested scope exceeds the scope granted to the refresh token")]
@@ -244,6 +264,7 @@ pub enum RefreshError {
 pub struct RefreshStore {
     conn: Rc<RedisConn>,
     prefix: String,
+    mac: RecordMac,
     issue: Script,
     rotate: Script,
     lookup: Script,
@@ -251,11 +272,13 @@ pub struct RefreshStore {
 }
 
 impl RefreshStore {
-    /// Refresh tokens under `prefix` (`redis.prefix`) on the core's connection.
-    pub fn new(conn: Rc<RedisConn>, prefix: String) -> RefreshStore {
+    /// Refresh tokens under `prefix` (`redis.prefix`) on the core's
+    /// connection, their records tagged and checked with `mac`.
+    pub fn new(conn: Rc<RedisConn>, prefix: String, mac: RecordMac) -> RefreshStore {
         RefreshStore {
             conn,
             prefix,
+            mac,
             issue: Script::new(ISSUE_LUA),
             rotate: Script::new(ROTATE_LUA),
             lookup: Script::new(LOOKUP_LUA),
@@ -266,6 +289,24 @@ impl RefreshStore {
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// After a record failed its integrity check: logs it as tampering,
+    /// revokes its family in Redis, and says so.
+    async fn tampered(&self, token: &str, family: FamilyId, now: u64, ttl: u64) -> RefreshError {
+        tracing::warn!(
+            family = %family.to_hex(),
+            "refresh record failed its integrity check (written without the KEK: \
+             tampering with Redis?); refused, its family revoked"
+        );
+        match self.revoke_family_of(token, None).await {
+            Ok(Some(info)) => RefreshError::Tampered(info),
+            Ok(None) => RefreshError::Tampered(FamilyInfo {
+                family,
+                expires_at: now.saturating_add(ttl),
+            }),
+            Err(e) => RefreshError::Redis(e),
+        }
     }
 
     /// `{prefix}rt:{sha256 hex}` of `token`. For tests and logs of key
@@ -304,7 +345,15 @@ impl RefreshStore {
         let fam = family.to_hex();
         let now_s = now.to_string();
         let ttl_s = ttl.to_string();
-        let args: [&str; 8] = [
+        let tag = self.mac.tag(&RecordFields {
+            family: &fam,
+            sub,
+            username,
+            client_id,
+            scope,
+            family_start: now,
+        });
+        let args: [&str; 9] = [
             &fam,
             sub,
             client_id,
@@ -313,6 +362,7 @@ impl RefreshStore {
             &ttl_s,
             if username.is_some() { "1" } else { "0" },
             username.unwrap_or(""),
+            &tag,
         ];
         self.conn
             .eval(&self.issue, &[key.as_str(), fkey.as_str()], &args)
@@ -392,9 +442,21 @@ impl RefreshStore {
                 }))
             }
             Some("ok") => {
-                let [_, fam, sub, usr, scp, granted, fst] = items else {
+                let [_, fam, sub, usr, scp, granted, fst, tag] = items else {
                     return Err(RedisError::Protocol.into());
                 };
+                let fields = RecordFields {
+                    family: text_ref(fam)?,
+                    sub: text_ref(sub)?,
+                    username: opt_text_ref(usr)?,
+                    client_id,
+                    scope: text_ref(scp)?,
+                    family_start: number(fst)?,
+                };
+                if !opt_text_ref(tag)?.is_some_and(|tag| self.mac.verify(&fields, tag)) {
+                    let family = parse_family(fam)?;
+                    return Err(self.tampered(token, family, now, ttl).await);
+                }
                 let record = RefreshRecord {
                     family: parse_family(fam)?,
                     sub: text(sub)?,
@@ -471,11 +533,27 @@ impl RefreshStore {
         if reply.is_nil() {
             return Ok(None);
         }
-        let [fam, sub, usr, cid, scp, iat, fst, ttl] =
+        let [fam, sub, usr, cid, scp, iat, fst, tag, ttl] =
             reply.as_array().ok_or(RedisError::Protocol)?
         else {
             return Err(RedisError::Protocol);
         };
+        let fields = RecordFields {
+            family: text_ref(fam)?,
+            sub: text_ref(sub)?,
+            username: opt_text_ref(usr)?,
+            client_id: text_ref(cid)?,
+            scope: text_ref(scp)?,
+            family_start: number(fst)?,
+        };
+        if !opt_text_ref(tag)?.is_some_and(|tag| self.mac.verify(&fields, tag)) {
+            tracing::warn!(
+                record = &key[self.prefix.len()..],
+                "refresh record failed its integrity check (written without the KEK: \
+                 tampering with Redis?); reported inactive"
+            );
+            return Ok(None);
+        }
         let left = ttl.as_int().ok_or(RedisError::Protocol)?;
         // -1 (no expiry) never happens for records written here; -2 (gone
         // between the reads) cannot happen inside a script. Either way a
@@ -574,6 +652,100 @@ fn opt_text(r: &Reply) -> Result<Option<String>, RedisError> {
     }
 }
 
+fn text_ref(r: &Reply) -> Result<&str, RedisError> {
+    r.as_str().ok_or(RedisError::Protocol)
+}
+
+fn opt_text_ref(r: &Reply) -> Result<Option<&str>, RedisError> {
+    if r.is_nil() {
+        Ok(None)
+    } else {
+        text_ref(r).map(Some)
+    }
+}
+
+/// What a record's integrity tag covers: every field that decides what a
+/// refresh gives, none of which changes within a family.
+pub struct RecordFields<'a> {
+    pub family: &'a str,
+    pub sub: &'a str,
+    pub username: Option<&'a str>,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+    pub family_start: u64,
+}
+
+/// The integrity tag of refresh records: HMAC-SHA256 under a key derived
+/// from the KEK ([`RecordMac::PURPOSE`]), lowercase hex in the record's
+/// `mac` field. Checked in constant time.
+pub struct RecordMac {
+    key: aws_lc_rs::hmac::Key,
+}
+
+impl RecordMac {
+    /// The HKDF purpose of the key: `Kek::derive(RecordMac::PURPOSE)`.
+    pub const PURPOSE: &'static str = "tokend refresh-record mac v1";
+
+    /// Tags under `key` (32 bytes, derived from the KEK).
+    pub fn new(key: &[u8; 32]) -> RecordMac {
+        RecordMac {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key),
+        }
+    }
+
+    /// The fields, each length-prefixed (so that no two different records
+    /// encode alike), after a version label.
+    fn input(f: &RecordFields<'_>) -> Vec<u8> {
+        let start = f.family_start.to_string();
+        let mut out = Vec::with_capacity(128 + f.scope.len());
+        out.extend_from_slice(b"tokend-rt-v1");
+        for field in [
+            Some(f.family),
+            Some(f.sub),
+            f.username,
+            Some(f.client_id),
+            Some(f.scope),
+            Some(start.as_str()),
+        ] {
+            match field {
+                Some(v) => {
+                    out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                    out.extend_from_slice(v.as_bytes());
+                }
+                // No username (a `client_credentials`-style record): a length
+                // no field can have.
+                None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+            }
+        }
+        out
+    }
+
+    /// The tag of `fields`, lowercase hex.
+    pub fn tag(&self, fields: &RecordFields<'_>) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.key, &Self::input(fields));
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `tag` (lowercase hex, as stored) is the tag of `fields`.
+    pub fn verify(&self, fields: &RecordFields<'_>, tag: &str) -> bool {
+        let Some(bytes) = decode_hex(tag) else {
+            return false;
+        };
+        aws_lc_rs::hmac::verify(&self.key, &Self::input(fields), &bytes).is_ok()
+    }
+}
+
+/// Lowercase or uppercase hex to bytes; `None` unless well formed.
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
 fn number(r: &Reply) -> Result<u64, RedisError> {
     r.as_str()
         .and_then(|s| s.parse().ok())
@@ -627,7 +799,7 @@ mod tests {
     async fn store(prefix: &str) -> RefreshStore {
         let conn = RedisConn::new(shared_target(), Duration::from_secs(2));
         assert!(conn.wait_connected(Duration::from_secs(5)).await);
-        RefreshStore::new(conn, prefix.to_owned())
+        RefreshStore::new(conn, prefix.to_owned(), RecordMac::new(&[9; 32]))
     }
 
     fn blocking() -> BlockingRedis {
@@ -735,6 +907,142 @@ mod tests {
                 "{driver}"
             );
         });
+    }
+
+    /// Issue #13, finding 5: a record written to Redis without the KEK is
+    /// refused, its family revoked, and introspection calls it inactive;
+    /// records tokend wrote rotate as before.
+    #[test]
+    fn forged_records_are_refused_and_their_family_revoked() {
+        on_both_drivers(|driver| async move {
+            let prefix = random_prefix();
+            let _g = Cleanup(prefix.clone());
+            let s = store(&prefix).await;
+            let now = unix_now();
+            let mut c = blocking();
+            // A genuine tag copied from another record, none, garbage.
+            for variant in ["copied", "none", "garbage"] {
+                let (genuine, rec) = s
+                    .issue("user-1", Some("alice"), "app", "read", TTL, now)
+                    .await
+                    .unwrap();
+                let tag = c
+                    .query(::redis::cmd("HGET").arg(s.record_key(&genuine)).arg("mac"))
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                // A record of alice's family with a wider scope, written by
+                // someone who can write to Redis.
+                let forged = new_token();
+                let key = s.record_key(&forged);
+                let (fam, now_s) = (rec.family.to_hex(), now.to_string());
+                let mut hset = ::redis::cmd("HSET");
+                hset.arg(&key)
+                    .arg(&["fam", &fam, "sub", "user-1", "usr", "alice"])
+                    .arg(&["cid", "app", "scp", "read tokend:admin"])
+                    .arg(&["iat", &now_s, "fst", &now_s]);
+                match variant {
+                    "copied" => hset.arg("mac").arg(&tag),
+                    "garbage" => hset.arg("mac").arg("00"),
+                    _ => &mut hset,
+                };
+                c.query(&hset).unwrap();
+                c.query(::redis::cmd("EXPIRE").arg(&key).arg(TTL)).unwrap();
+                assert_eq!(s.lookup(&forged).await, Ok(None), "{driver}: {variant}");
+                let refused = s.rotate(&forged, "app", None, 0, LIFE, now + 1).await;
+                assert!(
+                    matches!(refused, Err(RefreshError::Tampered(ref info)) if info.family == rec.family),
+                    "{driver}: {variant}: {refused:?}"
+                );
+                // Its family is revoked: the genuine token is refused too.
+                assert_eq!(
+                    s.rotate(&genuine, "app", None, 0, LIFE, now + 2)
+                        .await
+                        .err(),
+                    Some(RefreshError::Invalid),
+                    "{driver}: {variant}"
+                );
+            }
+            // Genuine records rotate, and the tag travels with them.
+            let (t, _) = s
+                .issue("user-2", None, "app", "read", TTL, now)
+                .await
+                .unwrap();
+            let r = s
+                .rotate(&t, "app", Some(&scopes(&[])), 0, LIFE, now + 1)
+                .await
+                .unwrap();
+            let r2 = s
+                .rotate(&r.token, "app", None, 0, LIFE, now + 2)
+                .await
+                .unwrap();
+            assert!(s.lookup(&r2.token).await.unwrap().is_some(), "{driver}");
+        });
+    }
+
+    #[test]
+    fn the_tag_covers_every_field() {
+        let mac = RecordMac::new(&[1; 32]);
+        let base = RecordFields {
+            family: "f",
+            sub: "s",
+            username: Some("u"),
+            client_id: "c",
+            scope: "read",
+            family_start: 10,
+        };
+        let tag = mac.tag(&base);
+        assert_eq!(tag.len(), 64);
+        assert!(mac.verify(&base, &tag));
+        assert!(mac.verify(&base, &tag.to_uppercase()));
+        let variants = [
+            RecordFields {
+                family: "g",
+                ..base
+            },
+            RecordFields { sub: "t", ..base },
+            RecordFields {
+                username: None,
+                ..base
+            },
+            RecordFields {
+                username: Some(""),
+                ..base
+            },
+            RecordFields {
+                client_id: "d",
+                ..base
+            },
+            RecordFields {
+                scope: "read tokend:admin",
+                ..base
+            },
+            RecordFields {
+                family_start: 11,
+                ..base
+            },
+        ];
+        for v in &variants {
+            assert!(!mac.verify(v, &tag));
+        }
+        // Length prefixes: moving a byte between fields changes the tag.
+        let shifted = RecordFields {
+            family: "fs",
+            sub: "",
+            ..base
+        };
+        assert!(!mac.verify(
+            &shifted,
+            &mac.tag(&RecordFields {
+                family: "f",
+                sub: "s",
+                ..shifted
+            })
+        ));
+        assert!(!RecordMac::new(&[2; 32]).verify(&base, &tag));
+        assert!(!mac.verify(&base, "zz"));
+        assert!(!mac.verify(&base, ""));
     }
 
     #[test]

@@ -788,7 +788,11 @@ mod tests {
         let (token, family) = legacy(async {
             let conn = RedisConn::new(shared_target(), Duration::from_secs(2));
             assert!(conn.wait_connected(Duration::from_secs(5)).await);
-            let s = RefreshStore::new(conn, prefix.clone());
+            let s = RefreshStore::new(
+                conn,
+                prefix.clone(),
+                crate::refresh::RecordMac::new(&[9; 32]),
+            );
             let (t, _) = s
                 .issue("u1", None, "app", "a", refresh_ttl, now)
                 .await
@@ -878,7 +882,11 @@ mod tests {
             assert_eq!(rev.is_revoked("j", &alice, now - 60).await, Ok(true));
             assert_eq!(rev.is_revoked("j", &alice, now - 59).await, Ok(false));
             assert_eq!(rev.not_before(&alice).await, Ok(Some(now - 60)));
-            let s = RefreshStore::new(conn, prefix.clone());
+            let s = RefreshStore::new(
+                conn,
+                prefix.clone(),
+                crate::refresh::RecordMac::new(&[9; 32]),
+            );
             assert_eq!(s.lookup(&token).await, Ok(None));
         });
 

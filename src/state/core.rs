@@ -21,7 +21,7 @@ use crate::http::{DateCache, Limits};
 use crate::identity::{ClientTable, Hasher};
 use crate::metrics::{CoreCounters, SharedHistogram};
 use crate::redis::RedisConn;
-use crate::refresh::RefreshStore;
+use crate::refresh::{RecordMac, RefreshStore};
 use crate::revocation::mirror::{self, Mirror, Progress};
 use crate::revocation::RedisRevocations;
 use crate::store::{BlockingPool, PgPool, PgProbe};
@@ -118,7 +118,13 @@ impl Core {
                 redis.clone(),
                 config.redis.prefix.clone(),
             ),
-            refresh: RefreshStore::new(redis.clone(), config.redis.prefix.clone()),
+            refresh: RefreshStore::new(
+                redis.clone(),
+                config.redis.prefix.clone(),
+                // Records are tagged under a key derived from the KEK, which
+                // Redis never sees (issue #13).
+                RecordMac::new(&shared.kek().derive(RecordMac::PURPOSE)),
+            ),
             expect,
             keys: RefCell::new(Rc::new(keys)),
             keys_version: Cell::new(shared.keys_version()),

@@ -627,3 +627,69 @@ fn a_refresh_family_ends_at_its_absolute_lifetime() {
         r.text()
     );
 }
+
+/// Issue #13, finding 5: refresh records were plain hashes, so anyone who
+/// can write to Redis could mint one with `tokend:admin` scope and refresh it
+/// into an admin access token. A record written without the KEK is refused
+/// (`invalid_grant`), logged as tampering, and its family revoked.
+#[test]
+fn a_forged_refresh_record_is_refused() {
+    let d = deployment(&[]);
+    let r = d.login("alice", PASSWORD);
+    assert_eq!(r.status, 200);
+    let genuine = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let target = tokend::redis::RedisTarget::parse(&redis_url()).unwrap();
+    let mut redis = tokend::redis::BlockingRedis::connect(&target, Duration::from_secs(2)).unwrap();
+    let prefix = &d.server.prefix;
+    let record_key = |t: &str| format!("{prefix}rt:{}", tokend::refresh::token_hash_hex(t));
+    let field = |redis: &mut tokend::redis::BlockingRedis, name: &str| -> Option<String> {
+        redis
+            .query(redis::cmd("HGET").arg(record_key(&genuine)).arg(name))
+            .unwrap()
+            .as_str()
+            .map(String::from)
+    };
+    // A record for a token of the attacker's choosing: alice's family, user
+    // and client, her genuine tag copied, and the admin scope.
+    let forged = format!("tokend_rt_{}", random_suffix().repeat(4)[..43].to_string());
+    let mut hset = redis::cmd("HSET");
+    hset.arg(record_key(&forged));
+    for name in ["fam", "sub", "usr", "cid", "iat", "fst"] {
+        let value = field(&mut redis, name).unwrap_or_else(|| panic!("{name} of the record"));
+        hset.arg(name).arg(value);
+    }
+    if let Some(tag) = field(&mut redis, "mac") {
+        hset.arg("mac").arg(tag);
+    }
+    hset.arg("scp").arg("read write tokend:admin");
+    redis.query(&hset).unwrap();
+    redis
+        .query(redis::cmd("EXPIRE").arg(record_key(&forged)).arg(3600))
+        .unwrap();
+    let refresh = |t: &str| {
+        d.server.post_form(
+            "/oauth/token",
+            Some(("app", &d.secret)),
+            &[("grant_type", "refresh_token"), ("refresh_token", t)],
+        )
+    };
+    let r = refresh(&forged);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().map(String::from)),
+        (400, Some("invalid_grant".to_string())),
+        "a forged record refreshed: {}",
+        r.text()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || d
+            .server
+            .log()
+            .contains("failed its integrity check")),
+        "the tampering was not logged"
+    );
+    // Its family is revoked: alice logs in again.
+    assert_eq!(refresh(&genuine).status, 400);
+    let r = d.login("alice", PASSWORD);
+    let fresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(refresh(&fresh).status, 200);
+}

@@ -6,9 +6,11 @@
 --
 -- Returns `{'invalid'}`, `{'grace'}`, `{'scope'}`,
 -- `{'reused', family, family ttl}` or
--- `{'ok', family, sub, username or nil, scope, granted scope, family start}`.
-local r = redis.call('HMGET', KEYS[1], 'fam', 'sub', 'usr', 'cid', 'scp', 'fst', 'used')
-local fam, sub, usr, cid, scp, fst, used = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+-- `{'ok', family, sub, username or nil, scope, granted scope, family start,
+-- integrity tag or nil}`. The tag is copied to the new record (its fields
+-- are the same) and checked by tokend, which holds the key, on the reply.
+local r = redis.call('HMGET', KEYS[1], 'fam', 'sub', 'usr', 'cid', 'scp', 'fst', 'used', 'mac')
+local fam, sub, usr, cid, scp, fst, used, mac = r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
 if not (fam and sub and cid and scp and fst) then return {'invalid'} end
 if cid ~= ARGV[2] then return {'invalid'} end
 local fkey = ARGV[1] .. 'rf:' .. fam
@@ -45,15 +47,12 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   return redis.error_reply('COLLISION refresh token already exists')
 end
 redis.call('HSET', KEYS[1], 'used', ARGV[3])
-if usr then
-  redis.call('HSET', KEYS[2], 'fam', fam, 'sub', sub, 'cid', cid, 'scp', scp,
-    'iat', ARGV[3], 'fst', fst, 'usr', usr)
-else
-  redis.call('HSET', KEYS[2], 'fam', fam, 'sub', sub, 'cid', cid, 'scp', scp,
-    'iat', ARGV[3], 'fst', fst)
-end
+redis.call('HSET', KEYS[2], 'fam', fam, 'sub', sub, 'cid', cid, 'scp', scp,
+  'iat', ARGV[3], 'fst', fst)
+if usr then redis.call('HSET', KEYS[2], 'usr', usr) end
+if mac then redis.call('HSET', KEYS[2], 'mac', mac) end
 local ttl = tonumber(ARGV[5])
 if max > 0 and start + max - now < ttl then ttl = start + max - now end
 redis.call('EXPIRE', KEYS[2], ttl)
 if redis.call('TTL', fkey) < ttl then redis.call('EXPIRE', fkey, ttl) end
-return {'ok', fam, sub, usr or false, scp, granted, fst}
+return {'ok', fam, sub, usr or false, scp, granted, fst, mac or false}

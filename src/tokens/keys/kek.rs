@@ -85,6 +85,22 @@ impl Kek {
         }
     }
 
+    /// A 256-bit key for `purpose`, derived from this one with HKDF-SHA256
+    /// (RFC 5869; salt `tokend`, info `purpose`): each use of the KEK beyond
+    /// sealing signing keys gets a key of its own, and none reveals the KEK.
+    /// Zeroed on drop.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        use aws_lc_rs::hkdf;
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"tokend").extract(&self.0);
+        let mut out = Zeroizing::new([0u8; 32]);
+        // Cannot fail: 32 bytes is the hash's length, far below HKDF's limit
+        // of 255 times it.
+        prk.expand(&[purpose.as_bytes()], hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out[..]))
+            .expect("HKDF-SHA256 of 32 bytes");
+        out
+    }
+
     /// A key from raw bytes (tests, tooling).
     pub fn from_bytes(bytes: [u8; KEK_LEN]) -> Kek {
         Kek(bytes)
@@ -193,6 +209,22 @@ fn warn_if_readable_by_others(_path: &std::path::Path) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_are_fixed_per_purpose_and_differ_between_purposes() {
+        let kek = Kek::from_bytes([7; KEK_LEN]);
+        let a = kek.derive("refresh record mac v1");
+        assert_eq!(
+            *a,
+            *Kek::from_bytes([7; KEK_LEN]).derive("refresh record mac v1")
+        );
+        assert_ne!(*a, *kek.derive("another purpose"));
+        assert_ne!(
+            *a,
+            *Kek::from_bytes([8; KEK_LEN]).derive("refresh record mac v1")
+        );
+        assert_ne!(&a[..], &[7; 32][..], "not the KEK itself");
+    }
 
     #[test]
     fn sealing_round_trip_and_binding() {
