@@ -651,7 +651,7 @@ fn a_forged_refresh_record_is_refused() {
     };
     // A record for a token of the attacker's choosing: alice's family, user
     // and client, her genuine tag copied, and the admin scope.
-    let forged = format!("tokend_rt_{}", random_suffix().repeat(4)[..43].to_string());
+    let forged = format!("tokend_rt_{}", &random_suffix().repeat(4)[..43]);
     let mut hset = redis::cmd("HSET");
     hset.arg(record_key(&forged));
     for name in ["fam", "sub", "usr", "cid", "iat", "fst"] {
