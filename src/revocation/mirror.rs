@@ -238,7 +238,11 @@ impl Mirror {
     #[inline]
     pub fn verdict(&self, jti: &str, sub: &str, iat: u64, exp: u64) -> Option<bool> {
         let confirmed = self.confirmed.get()?;
-        if confirmed.elapsed() > self.max_lag || exp.saturating_sub(iat) > self.lifetime_bound {
+        let now = Instant::now();
+        if now.saturating_duration_since(confirmed) > self.max_lag
+            || exp.saturating_sub(iat) > self.lifetime_bound
+            || self.progress.behind(now)
+        {
             return None;
         }
         let s = self.state.borrow();

@@ -27,7 +27,35 @@ use super::mirror::Mirror;
 /// [`wait_applied`] and, read-only, by the `/metrics` scrape
 /// ([`Progress::current_cores`]).
 #[derive(Clone)]
-pub struct Progress(Arc<[CoreProgress]>);
+pub struct Progress(Arc<Shared>);
+
+/// The slots, and the highest entry this process has written and answered
+/// for.
+struct Shared {
+    cores: Box<[CoreProgress]>,
+    /// The highest entry [`wait_applied`] was asked for: a revoke or logout
+    /// this process answered. A mirror that has not applied it does not
+    /// answer (its core asks Redis), so a core whose mirror becomes current
+    /// just after the revoke, from a round sent before the entry was
+    /// written, cannot answer "not revoked" for it (found in #11's review).
+    /// Written by revokes only: the line stays shared, its read is cheap.
+    ///
+    /// Needed for `mirror_max_lag` after the revoke only: a mirror answers
+    /// only from a round sent less than that ago, and a round sent after
+    /// the entry was written brings it. So the mark holds until
+    /// `written_until` and no longer, and a Redis that lost its stream
+    /// counter (restarted empty, its numbers starting again below the mark)
+    /// cannot keep the mirrors silent.
+    written: AlignedU64,
+    /// Nanoseconds after `epoch` until which `written` holds.
+    written_until: AlignedU64,
+    epoch: Instant,
+}
+
+/// An atomic on cache lines of its own (see [`CoreProgress`]).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct AlignedU64(AtomicU64);
 
 /// One core's progress. Aligned to its own pair of cache lines (the unit
 /// x86 prefetches together): a mirror writes `current` after every round,
@@ -45,7 +73,12 @@ struct CoreProgress {
 impl Progress {
     /// Progress for `cores` cores, none of them current.
     pub fn new(cores: usize) -> Progress {
-        Progress((0..cores).map(|_| CoreProgress::default()).collect())
+        Progress(Arc::new(Shared {
+            cores: (0..cores).map(|_| CoreProgress::default()).collect(),
+            written: AlignedU64::default(),
+            written_until: AlignedU64::default(),
+            epoch: Instant::now(),
+        }))
     }
 
     /// Core `core`'s slot, for its mirror: the only way to write progress.
@@ -56,7 +89,10 @@ impl Progress {
     /// composition root builds the progress and the cores from one list and
     /// numbers the cores by their place in it, so this cannot fire there.
     pub fn slot(&self, core: usize) -> ProgressSlot {
-        assert!(core < self.0.len(), "no progress slot for core {core}");
+        assert!(
+            core < self.0.cores.len(),
+            "no progress slot for core {core}"
+        );
         ProgressSlot {
             all: self.clone(),
             index: core,
@@ -66,6 +102,7 @@ impl Progress {
     /// Cores whose mirror is current now (the `/metrics` gauge).
     pub fn current_cores(&self) -> usize {
         self.0
+            .cores
             .iter()
             .filter(|p| p.current.load(Ordering::Acquire))
             .count()
@@ -77,6 +114,7 @@ impl Progress {
     /// the entry it had applied when it became so.
     fn applied_everywhere(&self, seq: u64) -> bool {
         self.0
+            .cores
             .iter()
             .all(|p| !p.current.load(Ordering::Acquire) || p.applied.load(Ordering::Acquire) >= seq)
     }
@@ -94,7 +132,23 @@ impl ProgressSlot {
     fn get(&self) -> &CoreProgress {
         // In range: checked by `Progress::slot`, the only constructor, and
         // the slice never changes length.
-        &self.all.0[self.index]
+        &self.all.0.cores[self.index]
+    }
+
+    /// Whether this core's mirror has not yet applied an entry this process
+    /// answered for less than `mirror_max_lag` before `now`: it must not
+    /// answer until it has (or until then). Loads of its own line and of
+    /// lines only revokes write; no clock read (the caller's `now`).
+    #[inline]
+    pub(super) fn behind(&self, now: Instant) -> bool {
+        let shared = &self.all.0;
+        if self.get().applied.load(Ordering::Relaxed) >= shared.written.0.load(Ordering::Acquire) {
+            return false;
+        }
+        // Read after `written`, stored before it: at least as late as the
+        // mark's.
+        let until = shared.written_until.0.load(Ordering::Relaxed);
+        now.saturating_duration_since(shared.epoch) < Duration::from_nanos(until)
     }
 
     /// Entry `seq` and everything before it are applied.
@@ -110,11 +164,22 @@ impl ProgressSlot {
 
 /// Waits until every core of this process whose mirror is current has
 /// applied entry `seq` (at most `max`), so that a revoke answered by this
-/// node is in force on all of its cores. Cold path: revoke and logout only.
+/// node is in force on all of its cores; and from its call on, a mirror
+/// that has not applied `seq` does not answer at all (its core asks Redis),
+/// which covers a core whose mirror was not current at this moment and
+/// becomes so from a round sent before the entry existed. Cold path: revoke
+/// and logout only.
 pub async fn wait_applied(progress: &Progress, seq: u64, max: Duration) {
     if seq == 0 {
         return;
     }
+    // From now on no mirror of this process answers before it has applied
+    // `seq`, current or not at this moment.
+    let shared = &progress.0;
+    let until = (Instant::now() + max).saturating_duration_since(shared.epoch);
+    let until = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+    shared.written_until.0.fetch_max(until, Ordering::Relaxed);
+    shared.written.0.fetch_max(seq, Ordering::AcqRel);
     let deadline = Instant::now() + max;
     while !progress.applied_everywhere(seq) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(1)).await;
@@ -125,6 +190,41 @@ pub async fn wait_applied(progress: &Progress, seq: u64, max: Duration) {
 mod tests {
     use super::*;
     use crate::redis::testutil::legacy;
+
+    /// A core whose mirror was not current when a revoke was answered must
+    /// not answer from its mirror before it has applied the revoke's entry,
+    /// whenever it becomes current.
+    #[test]
+    fn a_mirror_behind_an_answered_revoke_does_not_answer() {
+        let progress = Progress::new(2);
+        let (a, b) = (progress.slot(0), progress.slot(1));
+        a.set_applied(3);
+        b.set_applied(3);
+        let now = Instant::now;
+        assert!(!a.behind(now()) && !b.behind(now()));
+        legacy(async {
+            // Neither current: nothing to wait for, the answer goes out...
+            let start = Instant::now();
+            wait_applied(&progress, 5, Duration::from_secs(60)).await;
+            assert!(start.elapsed() < Duration::from_secs(1));
+        });
+        // ...and both stay silent until they have applied entry 5, current
+        // or not.
+        b.set_current(true);
+        assert!(a.behind(now()) && b.behind(now()));
+        b.set_applied(5);
+        assert!(a.behind(now()) && !b.behind(now()));
+        // For the lag bound only (60 s here): a round sent after that brings
+        // the entry anyway, and a stream whose numbers started again (Redis
+        // restarted empty) must not keep a mirror silent.
+        assert!(!a.behind(now() + Duration::from_secs(61)));
+        a.set_applied(6);
+        assert!(!a.behind(now()));
+        // The mark only rises.
+        legacy(async { wait_applied(&progress, 4, Duration::ZERO).await });
+        a.set_applied(5);
+        assert!(!a.behind(now()));
+    }
 
     #[test]
     fn progress_waits_for_every_current_core_only() {
