@@ -131,6 +131,13 @@ impl Serialize for Cores {
     }
 }
 
+/// The most cores a configuration may name, and one past the highest core id:
+/// far above any machine's (Linux's `NR_CPUS` tops out at 8192), and small
+/// enough that every value prints back as a TOML integer. The fuzzer found
+/// `cores = "17828287057971659956"` accepted, then printed as a number TOML
+/// cannot read back.
+pub const MAX_CORES: usize = 65_536;
+
 impl<'de> Deserialize<'de> for Cores {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -141,16 +148,20 @@ impl<'de> Deserialize<'de> for Cores {
             S(String),
         }
         let bad = || {
-            serde::de::Error::custom(
-                "expected \"all\", a count like 4, or a list of core ids like [0, 1] or \"0,1\"",
-            )
+            serde::de::Error::custom(format!(
+                "expected \"all\", a count like 4, or a list of core ids like [0, 1] or \"0,1\" \
+                 (counts and ids below {MAX_CORES})"
+            ))
         };
+        let id = |c: i64| usize::try_from(c).ok().filter(|&c| c < MAX_CORES);
         match Raw::deserialize(d)? {
-            Raw::N(n) if n > 0 => Ok(Cores::Count(n as usize)),
-            Raw::N(_) => Err(bad()),
-            Raw::L(l) if !l.is_empty() && l.iter().all(|&c| c >= 0) => {
-                Ok(Cores::List(l.into_iter().map(|c| c as usize).collect()))
-            }
+            Raw::N(n) => id(n).filter(|&n| n > 0).map(Cores::Count).ok_or_else(bad),
+            Raw::L(l) if !l.is_empty() => l
+                .into_iter()
+                .map(id)
+                .collect::<Option<Vec<_>>>()
+                .map(Cores::List)
+                .ok_or_else(bad),
             Raw::L(_) => Err(bad()),
             Raw::S(s) => {
                 // `TOKEND_SERVER_CORES` is always a string: "4", "0,1" and
@@ -164,7 +175,7 @@ impl<'de> Deserialize<'de> for Cores {
                     return Ok(Cores::All);
                 }
                 if let Ok(n) = s.parse::<usize>() {
-                    return if n > 0 {
+                    return if n > 0 && n < MAX_CORES {
                         Ok(Cores::Count(n))
                     } else {
                         Err(bad())
@@ -172,7 +183,7 @@ impl<'de> Deserialize<'de> for Cores {
                 }
                 let list: Result<Vec<usize>, _> = s.split(',').map(|p| p.trim().parse()).collect();
                 list.ok()
-                    .filter(|l| !l.is_empty())
+                    .filter(|l| !l.is_empty() && l.iter().all(|&c| c < MAX_CORES))
                     .map(Cores::List)
                     .ok_or_else(bad)
             }
@@ -1049,6 +1060,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("database.statement_timeout"), "{e}");
+    }
+
+    /// Found by the `config` fuzz target: a count that fits no TOML integer
+    /// was accepted, and `tokend config check` printed a file that does not
+    /// load. Counts and ids are bounded; the bound itself prints and loads.
+    #[test]
+    fn core_counts_and_ids_are_bounded() {
+        for bad in [
+            "17828287057971659956",
+            "65536",
+            "0,65536",
+            "[1, 18446744073709551615]",
+        ] {
+            let e = load("", &[("TOKEND_SERVER_CORES", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("server.cores"), "{bad}: {e}");
+        }
+        for bad in ["cores = 65536", "cores = [0, 65536]", "cores = -1"] {
+            assert!(load(&format!("[server]\n{bad}\n"), &[]).is_err(), "{bad}");
+        }
+        for good in ["65535", "0,65535"] {
+            let c = load("", &[("TOKEND_SERVER_CORES", good)]).unwrap();
+            let printed = toml::to_string(&c).unwrap();
+            let again: Config = toml::from_str(&printed).unwrap();
+            assert_eq!(again.server.cores, c.server.cores, "{good}");
+        }
     }
 
     #[test]
