@@ -415,19 +415,9 @@ pub fn reseed_blocking(
     }
     let longest = access_ttl.max(refresh_ttl);
     for (sub, mark) in marks {
-        let age = now.saturating_sub(*mark);
-        let ttl = longest.saturating_sub(age);
-        if ttl == 0 {
+        let Some(cmd) = mark_command(&mark_sha, prefix, sub, *mark, longest, now) else {
             continue;
-        }
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&mark_sha)
-            .arg(3)
-            .arg(&super::set_not_before_keys(prefix, sub)[..])
-            .arg(*mark)
-            .arg(ttl)
-            .arg(sub)
-            .arg(super::mirror::STREAM_MAXLEN);
+        };
         batch.push(cmd);
         stats.marks += 1;
         flush_if_full(redis, &mut batch)?;
@@ -574,18 +564,9 @@ pub fn reconcile_blocking(
     }
     let longest = access_ttl.max(refresh_ttl);
     for (sub, mark) in &input.marks {
-        let ttl = longest.saturating_sub(now.saturating_sub(*mark));
-        if ttl == 0 {
+        let Some(cmd) = mark_command(&mark_sha, prefix, sub, *mark, longest, now) else {
             continue;
-        }
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&mark_sha)
-            .arg(3)
-            .arg(&super::set_not_before_keys(prefix, sub)[..])
-            .arg(*mark)
-            .arg(ttl)
-            .arg(sub)
-            .arg(super::mirror::STREAM_MAXLEN);
+        };
         batch.push(cmd);
         what.push(Repair::Mark);
         if batch.len() >= RESEED_BATCH {
@@ -594,6 +575,32 @@ pub fn reconcile_blocking(
     }
     flush(redis, &mut batch, &mut what, &mut stats)?;
     Ok(stats)
+}
+
+/// The `EVALSHA` of [`super::SET_NOT_BEFORE_LUA`] (loaded as `mark_sha`)
+/// that re-applies `sub`'s `mark` with what is left of `longest` (seconds)
+/// at `now`; `None` once nothing is left (the mark voids no live token).
+fn mark_command(
+    mark_sha: &str,
+    prefix: &str,
+    sub: &str,
+    mark: u64,
+    longest: u64,
+    now: u64,
+) -> Option<redis::Cmd> {
+    let ttl = longest.saturating_sub(now.saturating_sub(mark));
+    if ttl == 0 {
+        return None;
+    }
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(mark_sha)
+        .arg(3)
+        .arg(&super::set_not_before_keys(prefix, sub)[..])
+        .arg(mark)
+        .arg(ttl)
+        .arg(sub)
+        .arg(super::mirror::STREAM_MAXLEN);
+    Some(cmd)
 }
 
 fn flush_if_full(redis: &mut BlockingRedis, batch: &mut Vec<redis::Cmd>) -> Result<(), RedisError> {
