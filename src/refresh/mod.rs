@@ -79,23 +79,18 @@
 //! reads is a key name, `{prefix}nbf:{sub}`, not an import of `revocation`);
 //! of the crate it uses the Redis client (`redis`) and the clock.
 
-use std::fmt;
 use std::rc::Rc;
-
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use sha2::{Digest, Sha256};
 
 use crate::clock::unix_now;
 use crate::redis::{RedisConn, RedisError, Reply, Script};
 
-/// Every refresh token starts with this.
-pub const REFRESH_TOKEN_PREFIX: &str = "tokend_rt_";
-/// Random bytes in a refresh token.
-const TOKEN_RANDOM_BYTES: usize = 32;
-/// base64url characters of [`TOKEN_RANDOM_BYTES`] without padding.
-const TOKEN_RANDOM_CHARS: usize = 43;
+mod mac;
+mod token;
+
+pub use mac::{RecordFields, RecordMac};
+use token::{is_well_formed, new_token};
+pub use token::{token_hash_hex, FamilyId, REFRESH_TOKEN_PREFIX};
+
 /// Key infix of a refresh-token record: `{prefix}rt:{sha256 hex}`.
 pub const REFRESH_KEY_INFIX: &str = "rt:";
 /// Key infix of a token family: `{prefix}rf:{family}`.
@@ -131,62 +126,6 @@ const LOOKUP_LUA: &str = include_str!("scripts/lookup.lua");
 ///
 /// Source: `scripts/revoke.lua`, whose header is the full contract.
 const REVOKE_LUA: &str = include_str!("scripts/revoke.lua");
-
-/// A token family: 128 random bits, shown (and stored) as 32 lowercase hex
-/// digits. `Copy`, so it fits in [`RefreshError`].
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FamilyId([u8; 16]);
-
-impl FamilyId {
-    /// A fresh random family id.
-    pub fn random() -> FamilyId {
-        let mut b = [0u8; 16];
-        fill_random(&mut b);
-        FamilyId(b)
-    }
-
-    /// Parses 32 hex digits (either case).
-    pub fn parse_hex(s: &str) -> Option<FamilyId> {
-        let s = s.as_bytes();
-        if s.len() != 32 {
-            return None;
-        }
-        let mut b = [0u8; 16];
-        for (i, pair) in s.chunks_exact(2).enumerate() {
-            b[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
-        }
-        Some(FamilyId(b))
-    }
-
-    /// The 32 lowercase hex digits (the Redis and PostgreSQL form).
-    pub fn to_hex(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl fmt::Display for FamilyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for FamilyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FamilyId({self})")
-    }
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
 
 /// A revoked family: what the caller writes to PostgreSQL
 /// (`revocation::durable::record_family_revocation`)
@@ -574,48 +513,6 @@ impl RefreshStore {
     }
 }
 
-/// SHA-256 of the token, lowercase hex: the only form Redis stores.
-pub fn token_hash_hex(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        use fmt::Write;
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
-/// Whether `token` has the shape of a token this module issues; anything
-/// else is refused without a round trip.
-fn is_well_formed(token: &str) -> bool {
-    token.len() == REFRESH_TOKEN_PREFIX.len() + TOKEN_RANDOM_CHARS
-        && token.starts_with(REFRESH_TOKEN_PREFIX)
-        && token.as_bytes()[REFRESH_TOKEN_PREFIX.len()..]
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-}
-
-/// A fresh token: the prefix and 256 random bits.
-fn new_token() -> String {
-    let mut b = [0u8; TOKEN_RANDOM_BYTES];
-    fill_random(&mut b);
-    let mut t = String::with_capacity(REFRESH_TOKEN_PREFIX.len() + TOKEN_RANDOM_CHARS);
-    t.push_str(REFRESH_TOKEN_PREFIX);
-    URL_SAFE_NO_PAD.encode_string(b, &mut t);
-    t
-}
-
-fn fill_random(buf: &mut [u8]) {
-    // aws-lc's `RAND_bytes` never reports failure: it returns 1 or aborts
-    // the process when no entropy can be had (AWS-LC `rand.h`), so this
-    // branch is unreachable; a predictable token would be a forgery, hence
-    // the panic rather than a fallback.
-    if SystemRandom::new().fill(buf).is_err() {
-        panic!("system random number generator failed");
-    }
-}
-
 /// Validates each scope token (RFC 6749 §3.3: `%x21 / %x23-5B / %x5D-7E`),
 /// drops duplicates (first occurrence kept) and joins with spaces.
 fn join_scope(list: &[String]) -> Result<String, RefreshError> {
@@ -662,88 +559,6 @@ fn opt_text_ref(r: &Reply) -> Result<Option<&str>, RedisError> {
     } else {
         text_ref(r).map(Some)
     }
-}
-
-/// What a record's integrity tag covers: every field that decides what a
-/// refresh gives, none of which changes within a family.
-pub struct RecordFields<'a> {
-    pub family: &'a str,
-    pub sub: &'a str,
-    pub username: Option<&'a str>,
-    pub client_id: &'a str,
-    pub scope: &'a str,
-    pub family_start: u64,
-}
-
-/// The integrity tag of refresh records: HMAC-SHA256 under a key derived
-/// from the KEK ([`RecordMac::PURPOSE`]), lowercase hex in the record's
-/// `mac` field. Checked in constant time.
-pub struct RecordMac {
-    key: aws_lc_rs::hmac::Key,
-}
-
-impl RecordMac {
-    /// The HKDF purpose of the key: `Kek::derive(RecordMac::PURPOSE)`.
-    pub const PURPOSE: &'static str = "tokend refresh-record mac v1";
-
-    /// Tags under `key` (32 bytes, derived from the KEK).
-    pub fn new(key: &[u8; 32]) -> RecordMac {
-        RecordMac {
-            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key),
-        }
-    }
-
-    /// The fields, each length-prefixed (so that no two different records
-    /// encode alike), after a version label.
-    fn input(f: &RecordFields<'_>) -> Vec<u8> {
-        let start = f.family_start.to_string();
-        let mut out = Vec::with_capacity(128 + f.scope.len());
-        out.extend_from_slice(b"tokend-rt-v1");
-        for field in [
-            Some(f.family),
-            Some(f.sub),
-            f.username,
-            Some(f.client_id),
-            Some(f.scope),
-            Some(start.as_str()),
-        ] {
-            match field {
-                Some(v) => {
-                    out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                    out.extend_from_slice(v.as_bytes());
-                }
-                // No username (a `client_credentials`-style record): a length
-                // no field can have.
-                None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
-            }
-        }
-        out
-    }
-
-    /// The tag of `fields`, lowercase hex.
-    pub fn tag(&self, fields: &RecordFields<'_>) -> String {
-        let tag = aws_lc_rs::hmac::sign(&self.key, &Self::input(fields));
-        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Whether `tag` (lowercase hex, as stored) is the tag of `fields`.
-    pub fn verify(&self, fields: &RecordFields<'_>, tag: &str) -> bool {
-        let Some(bytes) = decode_hex(tag) else {
-            return false;
-        };
-        aws_lc_rs::hmac::verify(&self.key, &Self::input(fields), &bytes).is_ok()
-    }
-}
-
-/// Lowercase or uppercase hex to bytes; `None` unless well formed.
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect()
 }
 
 fn number(r: &Reply) -> Result<u64, RedisError> {
