@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod duration;
 mod env;
 mod load;
 mod redact;
@@ -212,18 +213,18 @@ pub struct ServerConfig {
     /// Time allowed to receive a whole request (head and body) from its first
     /// byte, and a new connection's first request from its accept. Default
     /// `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub head_timeout: Duration,
     /// Time an idle keep-alive connection is kept open. Default `60s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub idle_timeout: Duration,
     /// Time a connection's answers may make no write progress (a client
     /// that does not read them) before the connection is closed, kept to
     /// the second (see `net::write_out`). Default `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub write_timeout: Duration,
     /// Time allowed to finish in-flight requests on SIGTERM. Default `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
     /// Public base URL, used as the default issuer and in discovery documents.
     /// Default `http://<listen>`.
@@ -329,7 +330,7 @@ pub struct DatabaseConfig {
     pub pool_size: Option<u32>,
     /// Time allowed to get a connection: to make one (TCP connect, start-up
     /// and authentication), or to wait for a free one. Default `5s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// Longest a statement may take: PostgreSQL's `statement_timeout` on
     /// every connection tokend makes (the CLI's too), and tokend's own bound
@@ -339,7 +340,7 @@ pub struct DatabaseConfig {
     /// milliseconds; 5 s rides out a checkpoint or lock wait on a loaded
     /// database and still answers a user before a typical client gives up.
     /// Default `5s` (`TOKEND_DATABASE_STATEMENT_TIMEOUT`).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub statement_timeout: Duration,
 }
 
@@ -365,7 +366,7 @@ pub struct RedisConfig {
     pub prefix: String,
     /// Time a command may take before the request fails closed with 503.
     /// Default `100ms`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub timeout: Duration,
     /// Answer the revocation check from an in-memory mirror on each core,
     /// fed by a Redis stream, instead of one Redis round trip per check.
@@ -374,14 +375,14 @@ pub struct RedisConfig {
     /// With the mirror: the longest a core trusts it without hearing from
     /// Redis; past it the core asks Redis (and fails closed). Bounds how
     /// late another node's revocation can be seen. Default `1s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub mirror_max_lag: Duration,
     /// How often each node re-applies the revocations and "not before" marks
     /// PostgreSQL holds (those that can still void a live token) to Redis,
     /// writing back what Redis lacks: a revocation whose Redis write failed
     /// after PostgreSQL's commit, or that a Redis failover or restore lost.
     /// The longest such a loss goes unrepaired. Default `1m`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub reconcile_interval: Duration,
 }
 
@@ -407,17 +408,17 @@ pub struct TokensConfig {
     /// `aud` of issued tokens. Default `"tokend"`.
     pub audience: String,
     /// Access-token lifetime. Default `15m`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub access_ttl: Duration,
     /// Refresh-token lifetime. Default `30d`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub refresh_ttl: Duration,
     /// Clock leeway for `exp` and `nbf`. Default `0s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub leeway: Duration,
     /// Time a used refresh token may be presented again without revoking its
     /// family (for clients that lost a response). Default `0s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub refresh_reuse_grace: Duration,
     /// Absolute lifetime of a refresh-token family, from its login: past it
     /// the family's tokens are refused and the user logs in again, however
@@ -425,7 +426,7 @@ pub struct TokensConfig {
     /// `refresh_ttl`). A client may have its own
     /// (`tokend client add --refresh-max-lifetime`). `"0s"`: none. Default
     /// `90d`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub refresh_max_lifetime: Duration,
     /// Verified tokens cached per core. Default 100000. Each entry holds the
     /// token and its claims, about 1.1 KiB with EdDSA tokens (~490 bytes):
@@ -503,7 +504,7 @@ pub struct LimitsConfig {
     /// `server.trusted_proxies`) per window before `429`. Default 100.
     pub login_failures_per_ip: u32,
     /// Window of the two counters above. Default `5m`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub login_window: Duration,
 }
 
@@ -544,10 +545,10 @@ pub struct KeysConfig {
     /// `kek_file`). Redacted when printed.
     pub kek: Option<String>,
     /// Time a rotated-in key is published before it signs. Default `10m`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub publish_ahead: Duration,
     /// Time between key-set reloads on every node. Default `60s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub reload_interval: Duration,
 }
 
