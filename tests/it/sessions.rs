@@ -580,7 +580,14 @@ fn revocations_are_not_held_up_by_a_login_flood() {
             "flood figures: 3 revocations, a logout-all and a disable during a login flood \
              ({refused} logins refused with 503 so far): slowest {slowest:?}"
         );
-        assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+        // What shows that these writes do not wait in the login queue is
+        // their status: behind the flood they were refused with 503 at once
+        // (a queue of two, always full). The time bound only catches one that
+        // hangs; it is generous because eight flooding threads share this
+        // machine's CPUs with tokend (a clean Debian 12 run of
+        // scripts/test.sh, on a 2-CPU machine busy with builds, once took
+        // 2.03 s for the slowest of the five).
+        assert!(slowest < Duration::from_secs(10), "{slowest:?}");
     });
     let validate = |t: &str| {
         d.server
