@@ -137,37 +137,50 @@ impl From<AccessError> for OAuthError {
 /// plus `WWW-Authenticate` / `Retry-After` where they apply. Returns the status.
 #[cold]
 pub fn write_error(out: &mut Vec<u8>, ctx: &ResponseCtx<'_>, err: OAuthError) -> u16 {
-    let mut headers: Vec<u8> = Vec::with_capacity(160);
-    headers.extend_from_slice(b"Cache-Control: no-store\r\nPragma: no-cache\r\n");
-    match err {
-        OAuthError::InvalidClient { basic: true, .. } => {
-            headers.extend_from_slice(
-                b"WWW-Authenticate: Basic realm=\"tokend\", charset=\"UTF-8\"\r\n",
-            );
-        }
-        OAuthError::BearerInvalidRequest(_)
-        | OAuthError::InvalidToken(_)
-        | OAuthError::InsufficientScope(_) => {
-            // RFC 6750 §3: the challenge repeats the error; descriptions are
-            // static ASCII without quotes.
-            headers.extend_from_slice(b"WWW-Authenticate: Bearer realm=\"tokend\", error=\"");
-            headers.extend_from_slice(err.code().as_bytes());
-            headers.extend_from_slice(b"\", error_description=\"");
-            headers.extend_from_slice(err.description().as_bytes());
-            headers.extend_from_slice(b"\"\r\n");
-        }
-        OAuthError::TooManyRequests { retry_after } => {
-            headers.extend_from_slice(b"Retry-After: ");
-            response::push_u64(&mut headers, retry_after.max(1));
-            headers.extend_from_slice(b"\r\n");
-        }
-        OAuthError::TemporarilyUnavailable(_) => headers.extend_from_slice(b"Retry-After: 1\r\n"),
-        _ => {}
+    /// The body: the same bytes `serde_json::json!` gave (its map orders the
+    /// keys, and `error` sorts first), without building a map per answer.
+    #[derive(serde::Serialize)]
+    struct Body {
+        error: &'static str,
+        error_description: &'static str,
     }
     let status = err.status();
-    response::write_json_with(out, ctx, status, &headers, |o| {
-        let body =
-            serde_json::json!({ "error": err.code(), "error_description": err.description() });
+    // The headers are written straight into the output buffer: no buffer of
+    // their own per answer (this is the 401 path of anonymous forward-auth
+    // traffic, issue #15).
+    let headers = |h: &mut Vec<u8>| {
+        h.extend_from_slice(b"Cache-Control: no-store\r\nPragma: no-cache\r\n");
+        match err {
+            OAuthError::InvalidClient { basic: true, .. } => {
+                h.extend_from_slice(
+                    b"WWW-Authenticate: Basic realm=\"tokend\", charset=\"UTF-8\"\r\n",
+                );
+            }
+            OAuthError::BearerInvalidRequest(_)
+            | OAuthError::InvalidToken(_)
+            | OAuthError::InsufficientScope(_) => {
+                // RFC 6750 §3: the challenge repeats the error; descriptions
+                // are static ASCII without quotes.
+                h.extend_from_slice(b"WWW-Authenticate: Bearer realm=\"tokend\", error=\"");
+                h.extend_from_slice(err.code().as_bytes());
+                h.extend_from_slice(b"\", error_description=\"");
+                h.extend_from_slice(err.description().as_bytes());
+                h.extend_from_slice(b"\"\r\n");
+            }
+            OAuthError::TooManyRequests { retry_after } => {
+                h.extend_from_slice(b"Retry-After: ");
+                response::push_u64(h, retry_after.max(1));
+                h.extend_from_slice(b"\r\n");
+            }
+            OAuthError::TemporarilyUnavailable(_) => h.extend_from_slice(b"Retry-After: 1\r\n"),
+            _ => {}
+        }
+    };
+    response::write_json_with_head(out, ctx, status, headers, |o| {
+        let body = Body {
+            error: err.code(),
+            error_description: err.description(),
+        };
         // Writing JSON into a Vec cannot fail.
         let _ = serde_json::to_writer(o, &body);
     });
@@ -193,6 +206,92 @@ pub fn bearer_token(authorization: Option<&[u8]>, count: u8) -> Result<&str, OAu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer as the version before issue #15 wrote it: headers in a
+    /// `Vec` of their own, the body through `serde_json::json!`. The
+    /// cheaper `write_error` must give the same bytes.
+    fn write_error_as_before(out: &mut Vec<u8>, ctx: &ResponseCtx<'_>, err: OAuthError) {
+        let mut headers: Vec<u8> = Vec::new();
+        headers.extend_from_slice(b"Cache-Control: no-store\r\nPragma: no-cache\r\n");
+        match err {
+            OAuthError::InvalidClient { basic: true, .. } => headers.extend_from_slice(
+                b"WWW-Authenticate: Basic realm=\"tokend\", charset=\"UTF-8\"\r\n",
+            ),
+            OAuthError::BearerInvalidRequest(_)
+            | OAuthError::InvalidToken(_)
+            | OAuthError::InsufficientScope(_) => {
+                headers.extend_from_slice(b"WWW-Authenticate: Bearer realm=\"tokend\", error=\"");
+                headers.extend_from_slice(err.code().as_bytes());
+                headers.extend_from_slice(b"\", error_description=\"");
+                headers.extend_from_slice(err.description().as_bytes());
+                headers.extend_from_slice(b"\"\r\n");
+            }
+            OAuthError::TooManyRequests { retry_after } => headers
+                .extend_from_slice(format!("Retry-After: {}\r\n", retry_after.max(1)).as_bytes()),
+            OAuthError::TemporarilyUnavailable(_) => {
+                headers.extend_from_slice(b"Retry-After: 1\r\n")
+            }
+            _ => {}
+        }
+        response::write_json_with(out, ctx, err.status(), &headers, |o| {
+            let body =
+                serde_json::json!({ "error": err.code(), "error_description": err.description() });
+            let _ = serde_json::to_writer(o, &body);
+        });
+    }
+
+    #[test]
+    fn error_answers_keep_their_bytes() {
+        let date = *b"Sun, 06 Nov 1994 08:49:37 GMT";
+        let closing = std::cell::Cell::new(true);
+        let errors = [
+            OAuthError::InvalidRequest("token is required"),
+            OAuthError::BodyTooLarge("body too large"),
+            OAuthError::InvalidClient {
+                basic: true,
+                description: "client authentication failed",
+            },
+            OAuthError::InvalidClient {
+                basic: false,
+                description: "client authentication failed",
+            },
+            OAuthError::InvalidGrant("invalid username or password"),
+            OAuthError::UnauthorizedClient("grant not allowed"),
+            OAuthError::UnsupportedGrantType,
+            OAuthError::InvalidScope("scope not allowed"),
+            OAuthError::BearerInvalidRequest("missing bearer token"),
+            OAuthError::InvalidToken("token expired"),
+            OAuthError::InsufficientScope("the token lacks a required scope"),
+            OAuthError::Forbidden("not allowed"),
+            OAuthError::TooManyRequests { retry_after: 0 },
+            OAuthError::TooManyRequests { retry_after: 300 },
+            OAuthError::TemporarilyUnavailable("revocation store unavailable"),
+            OAuthError::ServerError,
+        ];
+        for err in errors {
+            for (keep_alive, head, closing) in [
+                (true, false, None),
+                (false, false, None),
+                (true, true, None),
+                (true, false, Some(&closing)),
+            ] {
+                let ctx = ResponseCtx {
+                    date: &date,
+                    keep_alive,
+                    head,
+                    closing,
+                };
+                let (mut now, mut before) = (b"prefix".to_vec(), b"prefix".to_vec());
+                assert_eq!(write_error(&mut now, &ctx, err), err.status());
+                write_error_as_before(&mut before, &ctx, err);
+                assert_eq!(
+                    String::from_utf8(now).unwrap(),
+                    String::from_utf8(before).unwrap(),
+                    "{err:?}"
+                );
+            }
+        }
+    }
 
     /// The form decoder's refusals keep their OAuth answers.
     #[test]

@@ -79,6 +79,23 @@ pub fn write_head(
     extra_headers: &[u8],
     len: usize,
 ) {
+    write_head_with(out, ctx, status, content_type, len, |o| {
+        o.extend_from_slice(extra_headers)
+    });
+}
+
+/// [`write_head`] with the extra headers written by `extra` straight into
+/// the output buffer (each ending in `\r\n`), for headers built per
+/// response without a buffer of their own.
+#[inline]
+pub fn write_head_with(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    status: u16,
+    content_type: Option<&str>,
+    len: usize,
+    extra: impl FnOnce(&mut Vec<u8>),
+) {
     out.extend_from_slice(status_line(status));
     out.extend_from_slice(b"Date: ");
     out.extend_from_slice(ctx.date);
@@ -93,7 +110,7 @@ pub fn write_head(
     if !ctx.keep_alive || ctx.closing.is_some_and(Cell::get) {
         out.extend_from_slice(b"Connection: close\r\n");
     }
-    out.extend_from_slice(extra_headers);
+    extra(out);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -107,21 +124,39 @@ pub fn write_json_with(
     extra_headers: &[u8],
     body: impl FnOnce(&mut Vec<u8>),
 ) {
+    write_json_with_head(
+        out,
+        ctx,
+        status,
+        |o| o.extend_from_slice(extra_headers),
+        body,
+    );
+}
+
+/// [`write_json_with`] with the extra headers written by `extra` (see
+/// [`write_head_with`]).
+#[inline]
+pub fn write_json_with_head(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    status: u16,
+    extra: impl FnOnce(&mut Vec<u8>),
+    body: impl FnOnce(&mut Vec<u8>),
+) {
     let start = out.len();
     body(out);
     let body_len = out.len() - start;
     if ctx.head {
         out.truncate(start);
-        write_head(out, ctx, status, Some(JSON), extra_headers, body_len);
+        write_head_with(out, ctx, status, Some(JSON), body_len, extra);
         return;
     }
     // Render the head after the body, then rotate it in front of the body.
-    write_head(out, ctx, status, Some(JSON), extra_headers, body_len);
+    write_head_with(out, ctx, status, Some(JSON), body_len, extra);
     let head_len = out.len() - start - body_len;
     out[start..].rotate_right(head_len);
 }
 
-/// Appends the decimal form of `n` (with `itoa`, the crate's one decimal
 /// formatter: a stack buffer, no allocation).
 pub fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
