@@ -8,25 +8,25 @@
 //! form-body check of those endpoints ([`form_body`]).
 //!
 //! Never imports: `net`, `cores` or a store: the client table comes from
-//! `state` ([`Core::clients`]), the Basic decoding from `http`.
+//! `state` (`Core::clients`), the Basic decoding from `http`.
 
 use crate::handlers::oauth::{Form, OAuthError};
 use crate::http::{parse_basic, Request};
-use crate::identity::ClientRecord;
-use crate::state::Core;
+use crate::identity::{ClientRecord, ClientTable};
 
 /// One description for every failure, so answers don't tell which client
 /// ids exist.
 const FAILED: &str = "client authentication failed";
 
-/// Authenticates the client of `req`. Returns the client and whether Basic
-/// was used (for `WWW-Authenticate` on later errors).
-pub fn authenticate(
-    core: &Core,
+/// Authenticates the client of `req` against `clients` (the core's table,
+/// `Core::clients`). Returns the client, borrowed from the table (no copy
+/// per request), and whether Basic was used (for `WWW-Authenticate` on later
+/// errors).
+pub fn authenticate<'t>(
+    clients: &'t ClientTable,
     req: &Request<'_>,
     form: &Form,
-) -> Result<(ClientRecord, bool), OAuthError> {
-    let clients = core.clients();
+) -> Result<(&'t ClientRecord, bool), OAuthError> {
     if req.authorization_count > 1 {
         return Err(OAuthError::InvalidRequest(
             "more than one Authorization header",
@@ -44,7 +44,7 @@ pub fn authenticate(
             ));
         }
         return match clients.authenticate(&id, Some(&secret)) {
-            Ok(c) => Ok((c.clone(), true)),
+            Ok(c) => Ok((c, true)),
             Err(_) => Err(OAuthError::InvalidClient {
                 basic: true,
                 description: FAILED,
@@ -58,7 +58,7 @@ pub fn authenticate(
         });
     };
     match clients.authenticate(id, form.get("client_secret")) {
-        Ok(c) => Ok((c.clone(), false)),
+        Ok(c) => Ok((c, false)),
         Err(_) => Err(OAuthError::InvalidClient {
             basic: false,
             description: FAILED,

@@ -30,7 +30,8 @@ pub async fn introspect(
         Ok(f) => f,
         Err(e) => return oauth::write_error(out, ctx, e),
     };
-    let client = match client_auth::authenticate(core, req, &form) {
+    let clients = core.clients();
+    let client = match client_auth::authenticate(&clients, req, &form) {
         // RFC 7662 §2.1: the caller must authenticate, which a public client
         // (no secret) cannot; the metadata lists no `none` method either.
         Ok((c, _)) if c.is_public() => {
@@ -49,7 +50,7 @@ pub async fn introspect(
     // RFC 7662 §2.1: the hint is optional and only an optimisation; refresh
     // tokens are recognised by their prefix whatever the hint says.
     if token.starts_with(crate::handlers::refresh::REFRESH_PREFIX) {
-        return match crate::handlers::refresh::introspect_refresh(core, &client, token).await {
+        return match crate::handlers::refresh::introspect_refresh(core, client, token).await {
             Ok(Some(body)) => write_body(out, ctx, &body),
             Ok(None) => inactive(out, ctx),
             Err(e) => oauth::write_error(out, ctx, e),

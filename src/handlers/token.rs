@@ -53,7 +53,8 @@ pub async fn token(
 
 async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<Issued, OAuthError> {
     let form = client_auth::form_body(req)?;
-    let (client, _basic) = client_auth::authenticate(core, req, &form)?;
+    let clients = core.clients();
+    let (client, _basic) = client_auth::authenticate(&clients, req, &form)?;
     let grant_type = match form.get("grant_type") {
         None => return Err(OAuthError::InvalidRequest("grant_type is required")),
         Some(g) => GrantType::parse(g).ok_or(OAuthError::UnsupportedGrantType)?,
@@ -65,10 +66,10 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
     }
     match grant_type {
         GrantType::Password => {
-            password_grant(core, &client, &form, super::client_ip(core, req, peer)).await
+            password_grant(core, client, &form, super::client_ip(core, req, peer)).await
         }
-        GrantType::ClientCredentials => client_credentials_grant(core, &client, &form),
-        GrantType::RefreshToken => super::refresh::refresh_grant(core, &client, &form).await,
+        GrantType::ClientCredentials => client_credentials_grant(core, client, &form),
+        GrantType::RefreshToken => super::refresh::refresh_grant(core, client, &form).await,
     }
 }
 

@@ -50,7 +50,9 @@ pub struct Core {
     /// key set changes. Bounded by `tokens.verified_cache_size`.
     cache: RefCell<VerifiedCache>,
     /// This core's reference to the published client table.
-    clients: RefCell<Arc<ClientTable>>,
+    /// This core's own copy of the client table (an `Rc`: the reference
+    /// count every request touches stays in this core's cache, issue #15).
+    clients: RefCell<Rc<ClientTable>>,
     clients_version: Cell<u64>,
     /// Open connections on this core; bounded by `server.max_connections_per_core`.
     open: Cell<usize>,
@@ -129,7 +131,7 @@ impl Core {
             keys: RefCell::new(Rc::new(keys)),
             keys_version: Cell::new(shared.keys_version()),
             cache: RefCell::new(VerifiedCache::new(tokens.verified_cache_size)),
-            clients: RefCell::new(shared.client_table()),
+            clients: RefCell::new(Rc::new(ClientTable::clone(&shared.client_table()))),
             clients_version: Cell::new(shared.clients_version()),
             counters,
             date: DateCache::default(),
@@ -493,12 +495,13 @@ impl Core {
         self.cache.borrow_mut().insert(token, verified);
     }
 
-    /// The client table, refreshed first when a new one was published.
+    /// The client table, refreshed first when a new one was published (then
+    /// copied into this core, off the hot path: reloads are rare).
     #[inline]
-    pub fn clients(&self) -> Arc<ClientTable> {
+    pub fn clients(&self) -> Rc<ClientTable> {
         let published = self.shared.clients_version();
         if published != self.clients_version.get() {
-            *self.clients.borrow_mut() = self.shared.client_table();
+            *self.clients.borrow_mut() = Rc::new(ClientTable::clone(&self.shared.client_table()));
             self.clients_version.set(published);
         }
         self.clients.borrow().clone()
@@ -675,7 +678,7 @@ mod tests {
             let before = core.clients();
             assert!(before.is_empty());
             assert!(
-                Arc::ptr_eq(&before, &core.clients()),
+                Rc::ptr_eq(&before, &core.clients()),
                 "no reload without a new version"
             );
             shared.publish_clients(ClientTable::new([crate::identity::ClientRecord {
