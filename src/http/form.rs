@@ -75,14 +75,31 @@ impl Form {
     /// first part over, before it is decoded).
     pub fn parse(body: &[u8]) -> Result<Form, FormError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
-        for (i, part) in body.split(|&b| b == b'&').enumerate() {
+        // The `&` and `=` are found with `memchr` (SIMD) rather than a byte
+        // loop: callgrind put the loop at ~1,900 instructions of an
+        // introspection's ~24,000 (its ~500-byte body, issue #15). The parts
+        // are those of `body.split(|&b| b == b'&')`: empty ones included.
+        let mut rest = Some(body);
+        let mut i = 0;
+        while let Some(remaining) = rest {
+            let part = match memchr::memchr(b'&', remaining) {
+                Some(at) => {
+                    rest = Some(&remaining[at + 1..]);
+                    &remaining[..at]
+                }
+                None => {
+                    rest = None;
+                    remaining
+                }
+            };
             if i >= MAX_FORM_PARAMS {
                 return Err(FormError::TooManyParams);
             }
+            i += 1;
             if part.is_empty() {
                 continue;
             }
-            let (name, value) = match part.iter().position(|&b| b == b'=') {
+            let (name, value) = match memchr::memchr(b'=', part) {
                 Some(i) => (&part[..i], &part[i + 1..]),
                 None => (part, &b""[..]),
             };
@@ -139,11 +156,9 @@ pub fn decode_component(raw: &[u8]) -> Result<String, FormError> {
     // Nothing to decode (the usual case: a JWT or refresh token is
     // base64url): one copy instead of two byte-by-byte passes and three
     // allocations (issue #4: the 485-byte `token` of every introspection).
-    // The test folds without short-circuit, so that it vectorises.
-    if !raw
-        .iter()
-        .fold(false, |special, &b| special | (b == b'%') | (b == b'+'))
-    {
+    // `memchr2` (SIMD): the fold over the bytes it replaced did not
+    // vectorise, ~5.6 instructions a byte in callgrind (issue #15).
+    if memchr::memchr2(b'%', b'+', raw).is_none() {
         return String::from_utf8(raw.to_vec()).map_err(|_| FormError::NotUtf8);
     }
     let mut out = Vec::with_capacity(raw.len());
