@@ -184,12 +184,51 @@ pub struct VerifiedToken {
     /// `X-Auth-Subject`, `X-Auth-Username` (users only), `X-Auth-Scope`,
     /// `X-Auth-Client-Id`, `X-Auth-Expires`, each ending in CRLF.
     headers: Box<[u8]>,
+    /// The introspection answer's body, rendered at the token's first
+    /// introspection (see [`VerifiedToken::introspection_body`]).
+    introspection: Memo,
 }
 
 impl VerifiedToken {
     /// The `/validate` response headers, each line ending in `\r\n`.
     pub fn forward_auth_headers(&self) -> &[u8] {
         &self.headers
+    }
+
+    /// The body of an introspection answer for this token: `render`'s bytes,
+    /// rendered at the first call and kept with the token (in the core's
+    /// verified-token cache, so later introspections of the token copy
+    /// them, issue #15). The body is a function of the token's claims only;
+    /// whether the token is still active is checked on every call before.
+    /// Tokens that are only ever validated never pay for it.
+    pub fn introspection_body(&self, render: impl FnOnce(&VerifiedToken) -> Vec<u8>) -> &[u8] {
+        self.introspection
+            .0
+            .get_or_init(|| render(self).into_boxed_slice())
+    }
+}
+
+/// A value rendered once from the token's own fields: it takes no part in
+/// comparisons (two verifications of one token are equal whether or not
+/// one of them was introspected).
+#[derive(Clone, Default)]
+struct Memo(std::cell::OnceCell<Box<[u8]>>);
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "rendered"
+        } else {
+            "not rendered"
+        })
     }
 }
 
@@ -372,6 +411,7 @@ fn render(c: TokenClaims) -> Result<VerifiedToken, TokenError> {
         aud: c.aud,
         iss: c.iss,
         headers: h.into_boxed_slice(),
+        introspection: Memo::default(),
     })
 }
 
