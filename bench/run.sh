@@ -10,8 +10,14 @@
 #   - full speed, RUNS runs per scenario, interleaved (median, min, max):
 #     baseline and baseline_p16 (the ceiling), healthz, validate,
 #     validate_p16 (16 requests pipelined), validate_redis (a second tokend
-#     with the revocation mirror off), introspect, refresh, login, mixed;
-#     the measured tokend runs with redis.revocation_mirror = true;
+#     with the revocation mirror off), introspect, introspect_p16,
+#     validate_401 (no token), validate_malformed (a bearer value that is no
+#     JWT), client_credentials (one token signed a request), refresh, login,
+#     mixed; the measured tokend runs with redis.revocation_mirror = true;
+#   - instructions per request on the serving core's thread, counted by
+#     callgrind (bench/callgrind.py, CALLGRIND_REQUESTS requests a scenario
+#     after a warm-up) for healthz, validate, the 401 paths, a forged
+#     signature, introspect, client_credentials and the baseline;
 #   - argon2id's single-thread rate (sequential logins, one pool thread);
 #   - constant rate at RATES req/s: wrk2 (validate and mixed) when installed,
 #     otherwise oha -q RATE --latency-correction (validate only, one token);
@@ -26,10 +32,12 @@
 # Env: DURATION (10s), RUNS (3), CONNECTIONS (64), RATES ("5000 10000 20000
 # 40000"), RATE_TOOL (auto: wrk2 when installed, else oha; or wrk2, oha),
 # STORM_RATE (20000), STORM_CONNECTIONS (8), HOLD_CONNECTIONS (10000),
-# PORT (18080), REDIS_CHECK_PORT (PORT + 1), BASELINE_PORT (18090),
+# CALLGRIND_REQUESTS (2000; 0 skips the counts), PORT (18080),
+# REDIS_CHECK_PORT (PORT + 1), callgrind's tokend on PORT + 2,
+# BASELINE_PORT (18090), callgrind's baseline on BASELINE_PORT + 1,
 # SERVER_CPU (0), CLIENT_CPU (1).
 # RATES=, STORM_RATE= or HOLD_CONNECTIONS=0 skips that part.
-# Needs: wrk (apt-get install wrk), python3, psql, redis-cli, taskset, curl;
+# Needs: wrk (apt-get install wrk), valgrind (for the instruction counts), python3, psql, redis-cli, taskset, curl;
 # oha is installed with `cargo install oha --locked` when constant-rate runs
 # need it and neither wrk2 nor oha is present (a few minutes, once). wrk2
 # (github.com/giltene/wrk2) is not packaged by Debian: build it from source
@@ -42,6 +50,8 @@ RATES="${RATES-5000 10000 20000 40000}"   # RATES= (empty) skips them
 RATE_TOOL="${RATE_TOOL:-auto}"
 STORM_RATE="${STORM_RATE-20000}"; STORM_CONNECTIONS="${STORM_CONNECTIONS:-8}"
 HOLD_CONNECTIONS="${HOLD_CONNECTIONS:-10000}"
+CALLGRIND_REQUESTS="${CALLGRIND_REQUESTS:-2000}"
+[[ "$CALLGRIND_REQUESTS" =~ ^[0-9]+$ ]] || { echo "CALLGRIND_REQUESTS must be a number (got '$CALLGRIND_REQUESTS')" >&2; exit 1; }
 PORT="${PORT:-18080}"; BASELINE_PORT="${BASELINE_PORT:-18090}"
 SERVER_CPU="${SERVER_CPU:-0}"; CLIENT_CPU="${CLIENT_CPU:-1}"
 RES=bench/results; RAW=$RES/raw
@@ -66,6 +76,7 @@ esac
 # when missing and we may (root with apt-get), as scripts/services.sh does.
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
+[ "$CALLGRIND_REQUESTS" -gt 0 ] && ! command -v callgrind_control >/dev/null && missing+=(valgrind)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 ldconfig -p 2>/dev/null | grep -q libfontconfig.so.1 || missing+=(libfontconfig1)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -169,7 +180,7 @@ pg -d "$DB" -c "INSERT INTO users (username, password_hash, scopes)
   SELECT 'bench' || lpad(g::text, 4, '0'), u.password_hash, u.scopes
   FROM users u CROSS JOIN generate_series(2, 1000) g WHERE u.username = 'bench0001'"
 for i in $(seq -w 1 1000); do printf 'bench%04d %s\n' "$((10#$i))" "$PASSWORD"; done >"$RES/users.txt"
-"$BIN" client add bench --grant password --grant refresh_token --scope read --json |
+"$BIN" client add bench --grant password --grant refresh_token --grant client_credentials --scope read --json |
   python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["client_id"]); print(c["client_secret"])' >"$RES/client.txt"
 chmod 600 "$RES/client.txt" "$RES/users.txt"
 
@@ -242,6 +253,10 @@ SCENARIOS=(
   "validate_p16|$URL|validate.lua|16"
   "validate_redis|$REDIS_CHECK_URL|validate.lua|"
   "introspect|$URL|introspect.lua|"
+  "introspect_p16|$URL|introspect.lua|16"
+  "validate_401|$URL|validate_401.lua|"
+  "validate_malformed|$URL|validate_401.lua|malformed"
+  "client_credentials|$URL|client_credentials.lua|"
   "refresh|$URL|refresh.lua|"
   "login|$URL|login.lua|"
   "mixed|$URL|mixed.lua|"
@@ -281,6 +296,51 @@ if command -v perf >/dev/null; then
   fi
   wait "$PROFILE_WRK" || true
   rm -f "$RAW/validate.perf.data"
+fi
+
+# Instructions per request: callgrind counts the instructions each request
+# costs on the serving core's thread (bench/callgrind.py: one keep-alive
+# connection, a warm-up, then CALLGRIND_REQUESTS requests one at a time).
+# Unlike requests/s, the count repeats from run to run on a noisy machine.
+# tokend runs as measured above (one core, the mirror on), under valgrind on
+# its own port; then the baseline (the ceiling), the same way.
+: >"$RAW/callgrind.jsonl"
+cg_serve() { # port health-path command... (sets CG_PID)
+  local port=$1 path=$2; shift 2
+  taskset -c "$SERVER_CPU" valgrind --tool=callgrind --separate-threads=yes \
+    --callgrind-out-file="$RAW/cg.%p" "$@" 2>>"$RAW/callgrind.log" &
+  CG_PID=$!
+  PIDS+=("$CG_PID")
+  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port$path" >/dev/null 2>&1 && return; sleep 0.1; done
+  die "$* did not start under valgrind; see $RAW/callgrind.log"
+}
+cg_stop() { kill -TERM "$CG_PID"; wait "$CG_PID" || true; forget_pid "$CG_PID"; rm -f "$RAW"/cg.*; }
+if [ "$CALLGRIND_REQUESTS" -eq 0 ]; then
+  NOTES+=("CALLGRIND_REQUESTS=0: no instruction counts.")
+elif ! command -v callgrind_control >/dev/null; then
+  NOTES+=("valgrind is not installed (apt-get install valgrind): no instruction counts.")
+else
+  CG_PORT=$((PORT + 2)); CG_BASELINE_PORT=$((BASELINE_PORT + 1))
+  say "instructions per request (callgrind, $CALLGRIND_REQUESTS requests a scenario)"
+  # Under valgrind tokend runs some 50 times slower, and its mirror can fall
+  # more than the default 1 s behind the stream, when checks go to Redis
+  # instead: mirror_max_lag is raised so that every count is of the mirror's
+  # path, the one measured at full speed.
+  cg_serve "$CG_PORT" /healthz env TOKEND_SERVER_CORES=1 TOKEND_SERVER_LISTEN="127.0.0.1:$CG_PORT" \
+    TOKEND_REDIS_REVOCATION_MIRROR=true TOKEND_REDIS_MIRROR_MAX_LAG=60s "$BIN" serve
+  for _ in $(seq 300); do
+    curl -sf "http://127.0.0.1:$CG_PORT/metrics" 2>/dev/null | grep -q '^tokend_revocation_mirror_current_cores 1$' && break
+    sleep 0.2
+  done
+  taskset -c "$CLIENT_CPU" python3 bench/callgrind.py "$CG_PID" "http://127.0.0.1:$CG_PORT" "$RES" "$RAW" \
+    "$CALLGRIND_REQUESTS" healthz validate validate_401 validate_malformed validate_forged introspect \
+    client_credentials >>"$RAW/callgrind.jsonl" || say "callgrind.py failed for tokend (see above)"
+  cg_stop
+  cg_serve "$CG_BASELINE_PORT" / env BASELINE_WORKERS=1 "$BASELINE_BIN" "127.0.0.1:$CG_BASELINE_PORT"
+  taskset -c "$CLIENT_CPU" python3 bench/callgrind.py "$CG_PID" "http://127.0.0.1:$CG_BASELINE_PORT" "$RES" "$RAW" \
+    "$CALLGRIND_REQUESTS" baseline >>"$RAW/callgrind.jsonl" || say "callgrind.py failed for the baseline (see above)"
+  cg_stop
+  say "instructions per request: $(python3 bench/prepare.py brief callgrind "$RAW/callgrind.jsonl")"
 fi
 
 # Constant rate. wrk2 -U prints its HdrHistogram percentiles corrected for

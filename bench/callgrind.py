@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Instructions per request, counted by callgrind (python3 standard library only).
+
+  callgrind.py PID URL RESULTS_DIR OUT_DIR REQUESTS SCENARIO...
+
+PID is a server started under
+`valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=OUT_DIR/cg.%p`
+(bench/run.sh does that for tokend, with one worker core and the revocation
+mirror on, and for the may_minihttp baseline). For each SCENARIO this script
+opens one keep-alive connection, sends WARM_UP (200) requests, zeroes
+callgrind's counters (`callgrind_control -z`), sends REQUESTS requests one at
+a time (each answered before the next), dumps the counters
+(`callgrind_control -d`) and prints one JSON line:
+
+  {"scenario": ..., "requests": N, "status": 200,
+   "serving_thread": instructions per request on the busiest thread,
+   "all_threads": instructions per request, every thread}
+
+The busiest thread of the measured interval is the serving core's (tokend's
+one worker core; may's worker for the baseline): everything a request costs
+there, from the socket's readiness to the answer's write. Background work in
+the interval (the once-a-second ticker, the mirror's stream reads) is counted
+too; it is small next to REQUESTS requests. Callgrind counts instructions,
+not time, so the figures repeat run after run whatever else the machine does.
+
+Scenarios (the tokens, users and client come from RESULTS_DIR, as the wrk
+scripts read them):
+  baseline           GET / of the may_minihttp baseline (the ceiling)
+  healthz            GET /healthz
+  validate           GET /validate with a valid access token (cached after
+                     the warm-up: the steady state of a forward-auth proxy)
+  validate_401       GET /validate without a token
+  validate_malformed GET /validate with a bearer value that is no JWT
+  validate_forged    GET /validate with a real token whose signature is
+                     altered: one full signature verification per request
+  introspect         POST /oauth/introspect of a valid access token, HTTP Basic
+  client_credentials POST /oauth/token grant_type=client_credentials, HTTP
+                     Basic: one token signed per request
+"""
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from prepare import client_basic, read_lines  # noqa: E402
+
+WARM_UP = 200
+
+
+def forged(token):
+    """`token` with its signature's middle character changed (still base64url)."""
+    head, _, sig = token.rpartition(".")
+    mid = len(sig) // 2
+    repl = "A" if sig[mid] != "A" else "B"
+    return f"{head}.{sig[:mid]}{repl}{sig[mid + 1:]}"
+
+
+def requests_for(scenario, host, results):
+    def get(path, headers=()):
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}"] + list(headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def post(path, body):
+        lines = [f"POST {path} HTTP/1.1", f"Host: {host}",
+                 f"Authorization: {client_basic(results)}",
+                 "Content-Type: application/x-www-form-urlencoded",
+                 f"Content-Length: {len(body)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+    token = lambda: read_lines(os.path.join(results, "tokens.txt"))[0]
+    if scenario == "baseline":
+        return get("/"), 200
+    if scenario == "healthz":
+        return get("/healthz"), 200
+    if scenario == "validate":
+        return get("/validate", [f"Authorization: Bearer {token()}"]), 200
+    if scenario == "validate_401":
+        return get("/validate"), 401
+    if scenario == "validate_malformed":
+        return get("/validate", ["Authorization: Bearer not-a-jwt"]), 401
+    if scenario == "validate_forged":
+        return get("/validate", [f"Authorization: Bearer {forged(token())}"]), 401
+    if scenario == "introspect":
+        return post("/oauth/introspect", "token=" + urllib.parse.quote(token(), safe="")), 200
+    if scenario == "client_credentials":
+        return post("/oauth/token", "grant_type=client_credentials&scope=read"), 200
+    sys.exit(f"callgrind.py: unknown scenario {scenario!r}")
+
+
+class Conn:
+    def __init__(self, host, port):
+        self.s = socket.create_connection((host, port), timeout=60)
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def exchange(self, req):
+        """Sends one request and reads its whole answer; returns the status."""
+        self.s.sendall(req)
+        while b"\r\n\r\n" not in self.buf:
+            self.fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(self.buf) < length:
+            self.fill()
+        self.buf = self.buf[length:]
+        return status
+
+    def fill(self):
+        chunk = self.s.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buf += chunk
+
+
+def dumps(out_dir, pid):
+    """Callgrind's files for `pid` in `out_dir`: cg.PID, cg.PID-TT, cg.PID.D-TT."""
+    return {p for p in glob.glob(os.path.join(out_dir, f"cg.{pid}*"))
+            if os.path.basename(p)[len(f"cg.{pid}"):][:1] in ("", "-", ".")}
+
+
+def thread_totals(paths):
+    """{path: instructions} from callgrind dump files (`totals:` or `summary:`)."""
+    out = {}
+    for p in paths:
+        with open(p) as f:
+            for line in f:
+                if line.startswith(("totals:", "summary:")):
+                    out[p] = int(line.split()[1])
+                    break
+    return out
+
+
+def measure(pid, host, port, results, out_dir, n, scenario):
+    req, want = requests_for(scenario, host, results)
+    conn = Conn(host, port)
+    for _ in range(WARM_UP):
+        got = conn.exchange(req)
+        if got != want:
+            sys.exit(f"callgrind.py: {scenario}: status {got}, expected {want}")
+    before = dumps(out_dir, pid)
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    for _ in range(n):
+        conn.exchange(req)
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    conn.s.close()
+    # The dump is written by the server's threads as they next run.
+    for _ in range(100):
+        new = dumps(out_dir, pid) - before
+        if new:
+            time.sleep(0.5)
+            break
+        time.sleep(0.1)
+    totals = thread_totals(sorted(dumps(out_dir, pid) - before))
+    if not totals:
+        sys.exit(f"callgrind.py: {scenario}: no callgrind dump appeared in {out_dir}")
+    return {
+        "scenario": scenario,
+        "requests": n,
+        "status": want,
+        "serving_thread": round(max(totals.values()) / n),
+        "all_threads": round(sum(totals.values()) / n),
+    }
+
+
+def main():
+    if len(sys.argv) < 7:
+        sys.exit(__doc__)
+    pid, url, results, out_dir, n = sys.argv[1:6]
+    u = urllib.parse.urlsplit(url)
+    for scenario in sys.argv[6:]:
+        print(json.dumps(measure(int(pid), u.hostname, u.port, results, out_dir, int(n), scenario)),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
