@@ -78,7 +78,7 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 [ "$CALLGRIND_REQUESTS" -gt 0 ] && ! command -v callgrind_control >/dev/null && missing+=(valgrind)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
-ldconfig -p 2>/dev/null | grep -q libfontconfig.so.1 || missing+=(libfontconfig1)
+ldconfig -p 2>/dev/null | grep libfontconfig.so.1 >/dev/null || missing+=(libfontconfig1)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   say "installing ${missing[*]} (apt-get)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
@@ -184,6 +184,15 @@ for i in $(seq -w 1 1000); do printf 'bench%04d %s\n' "$((10#$i))" "$PASSWORD"; 
   python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["client_id"]); print(c["client_secret"])' >"$RES/client.txt"
 chmod 600 "$RES/client.txt" "$RES/users.txt"
 
+# Whether the tokend at URL reports its one core's revocation mirror current.
+# The page is read whole first: `curl | grep -q` fails under pipefail when
+# grep stops reading early and curl gets SIGPIPE (it did once the metrics
+# page grew).
+mirror_current() { # url
+  local page
+  page=$(curl -sf "$1/metrics" 2>/dev/null) || return 1
+  grep '^tokend_revocation_mirror_current_cores 1$' <<<"$page" >/dev/null
+}
 SERVER_PID=
 start_tokend() { # extra env assignments...
   env "$@" "$BIN" serve 2>>"$RAW/tokend.log" &
@@ -228,10 +237,10 @@ start_tokend TOKEND_SERVER_CORES=1 TOKEND_SERVER_MAX_CONNECTIONS_PER_CORE="$MAX_
   TOKEND_REDIS_REVOCATION_MIRROR=true taskset -c "$SERVER_CPU"
 TOKEND_PID=$SERVER_PID
 for _ in $(seq 100); do
-  curl -sf "$URL/metrics" 2>/dev/null | grep -q '^tokend_revocation_mirror_current_cores 1$' && break
+  mirror_current "$URL" && break
   sleep 0.1
 done
-curl -sf "$URL/metrics" | grep -q '^tokend_revocation_mirror_current_cores 1$' ||
+mirror_current "$URL" ||
   die "tokend's revocation mirror did not become current; see $RAW/tokend.log"
 TOKEND_SERVER_CORES=1 TOKEND_SERVER_LISTEN="127.0.0.1:$REDIS_CHECK_PORT" taskset -c "$SERVER_CPU" \
   "$BIN" serve 2>>"$RAW/tokend.log" &
@@ -329,7 +338,7 @@ else
   cg_serve "$CG_PORT" /healthz env TOKEND_SERVER_CORES=1 TOKEND_SERVER_LISTEN="127.0.0.1:$CG_PORT" \
     TOKEND_REDIS_REVOCATION_MIRROR=true TOKEND_REDIS_MIRROR_MAX_LAG=60s "$BIN" serve
   for _ in $(seq 300); do
-    curl -sf "http://127.0.0.1:$CG_PORT/metrics" 2>/dev/null | grep -q '^tokend_revocation_mirror_current_cores 1$' && break
+    mirror_current "http://127.0.0.1:$CG_PORT" && break
     sleep 0.2
   done
   taskset -c "$CLIENT_CPU" python3 bench/callgrind.py "$CG_PID" "http://127.0.0.1:$CG_PORT" "$RES" "$RAW" \

@@ -1,3 +1,6 @@
+//! Tests of the configuration: defaults, every key's check, the overrides'
+//! typing, redaction, and the printed file reading back.
+
 use std::path::Path;
 
 use super::env::{env_kind, EnvKind};

@@ -10,6 +10,9 @@
 //! machine (other tests, other processes on 2 CPUs) does not inflate it; the
 //! median of several runs drops a run that an interrupt or a page fault
 //! happened to land on.
+//!
+//! Tests only. Never imports: a store, `net` or `cores`; it drives the
+//! handlers through `http`'s parser and [`super::handle`] on a test core.
 
 use std::rc::Rc;
 use std::sync::Arc;

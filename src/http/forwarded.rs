@@ -12,6 +12,10 @@
 //!
 //! Hand-written: a few lines over `str::rsplit`, with no crate that fits
 //! both headers' right-to-left rule.
+//!
+//! Owns: reading the client's address from a forwarded header. Never
+//! imports: anything of the crate but `config` (the header's kind and the
+//! trusted networks' type).
 
 use std::net::IpAddr;
 
