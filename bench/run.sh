@@ -314,10 +314,16 @@ fi
 # tokend runs as measured above (one core, the mirror on), under valgrind on
 # its own port; then the baseline (the ceiling), the same way.
 : >"$RAW/callgrind.jsonl"
-cg_serve() { # port health-path command... (sets CG_PID)
-  local port=$1 path=$2; shift 2
-  taskset -c "$SERVER_CPU" valgrind --tool=callgrind --separate-threads=yes \
-    --callgrind-out-file="$RAW/cg.%p" "$@" 2>>"$RAW/callgrind.log" &
+cg_serve() { # port health-path [VAR=value...] command... (sets CG_PID)
+  # The variables go to valgrind's environment (an `env` under valgrind
+  # would exec the server outside it); TOKEND_BENCH_THREADS, the Lua
+  # scripts' variable, is no configuration key, and tokend refuses unknown
+  # TOKEND_* variables.
+  local port=$1 path=$2 vars=()
+  shift 2
+  while [[ "$1" == *=* ]]; do vars+=("$1"); shift; done
+  env -u TOKEND_BENCH_THREADS "${vars[@]}" taskset -c "$SERVER_CPU" valgrind --tool=callgrind \
+    --separate-threads=yes --callgrind-out-file="$RAW/cg.%p" "$@" 2>>"$RAW/callgrind.log" &
   CG_PID=$!
   PIDS+=("$CG_PID")
   for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port$path" >/dev/null 2>&1 && return; sleep 0.1; done
@@ -335,7 +341,7 @@ else
   # more than the default 1 s behind the stream, when checks go to Redis
   # instead: mirror_max_lag is raised so that every count is of the mirror's
   # path, the one measured at full speed.
-  cg_serve "$CG_PORT" /healthz env TOKEND_SERVER_CORES=1 TOKEND_SERVER_LISTEN="127.0.0.1:$CG_PORT" \
+  cg_serve "$CG_PORT" /healthz TOKEND_SERVER_CORES=1 TOKEND_SERVER_LISTEN="127.0.0.1:$CG_PORT" \
     TOKEND_REDIS_REVOCATION_MIRROR=true TOKEND_REDIS_MIRROR_MAX_LAG=60s "$BIN" serve
   for _ in $(seq 300); do
     mirror_current "http://127.0.0.1:$CG_PORT" && break
@@ -345,7 +351,7 @@ else
     "$CALLGRIND_REQUESTS" healthz validate validate_401 validate_malformed validate_forged introspect \
     client_credentials >>"$RAW/callgrind.jsonl" || say "callgrind.py failed for tokend (see above)"
   cg_stop
-  cg_serve "$CG_BASELINE_PORT" / env BASELINE_WORKERS=1 "$BASELINE_BIN" "127.0.0.1:$CG_BASELINE_PORT"
+  cg_serve "$CG_BASELINE_PORT" / BASELINE_WORKERS=1 "$BASELINE_BIN" "127.0.0.1:$CG_BASELINE_PORT"
   taskset -c "$CLIENT_CPU" python3 bench/callgrind.py "$CG_PID" "http://127.0.0.1:$CG_BASELINE_PORT" "$RES" "$RAW" \
     "$CALLGRIND_REQUESTS" baseline >>"$RAW/callgrind.jsonl" || say "callgrind.py failed for the baseline (see above)"
   cg_stop
