@@ -430,7 +430,8 @@ pub struct TokensConfig {
     pub refresh_max_lifetime: Duration,
     /// Verified tokens cached per core. Default 100000. Each entry holds the
     /// token and its claims, about 1.1 KiB with EdDSA tokens (~490 bytes):
-    /// a full cache of 100000 is about 110 MiB per core.
+    /// a full cache of 100000 is about 110 MiB per core. A token that was
+    /// introspected also keeps its answer's body (~400 bytes more).
     pub verified_cache_size: usize,
 }
 
