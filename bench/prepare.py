@@ -417,9 +417,12 @@ def instructions_text(ins):
          f"`bench/callgrind.py`: each server under `valgrind --tool=callgrind`, pinned like the runs above "
          f"(tokend: one core, the mirror on); one keep-alive connection, 200 requests of warm-up, then "
          f"{n:,} requests one at a time. *serving thread*: the busiest thread of that interval (the core "
-         f"that served them), per request; *all threads*: every thread of the process. Instruction counts "
-         f"repeat from run to run whatever else the machine does.", "",
-         "| scenario | status | serving thread | all threads | × baseline |", "|---|---:|---:|---:|---:|"]
+         f"that served them), per request; *all threads*: every thread of the process; *checks via Redis*: "
+         f"revocation checks of the interval not answered by the mirror (0: every count is of the mirror's "
+         f"path, as at full speed; a scenario with some is measured again, up to three times). Instruction "
+         f"counts repeat from run to run whatever else the machine does.", "",
+         "| scenario | status | serving thread | all threads | × baseline | checks via Redis |",
+         "|---|---:|---:|---:|---:|---:|"]
     base = (ins.get("baseline") or {}).get("serving_thread")
     order = ["baseline", "healthz", "validate", "validate_401", "validate_malformed", "introspect",
              "client_credentials", "validate_forged"]
@@ -428,7 +431,9 @@ def instructions_text(ins):
         if not c:
             continue
         x = f"{c['serving_thread'] / base:.1f}" if base else "—"
-        L.append(f"| {name} | {c['status']} | {c['serving_thread']:,} | {c['all_threads']:,} | {x} |")
+        via = c.get("redis_fallbacks")
+        L.append(f"| {name} | {c['status']} | {c['serving_thread']:,} | {c['all_threads']:,} | {x} | "
+                 f"{'—' if via is None else f'{via:,}'} |")
     L.append("")
     return L
 
