@@ -42,7 +42,7 @@
 # need it and neither wrk2 nor oha is present (a few minutes, once). wrk2
 # (github.com/giltene/wrk2) is not packaged by Debian: build it from source
 # and put it on PATH as wrk2.
-# Takes about 7.5 minutes with the defaults, plus the release builds.
+# Takes about 9 minutes with the defaults, plus the release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"; RUNS="${RUNS:-3}"; CONNECTIONS="${CONNECTIONS:-64}"
