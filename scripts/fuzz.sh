@@ -51,6 +51,15 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     fi
 fi
 
+# Offline (CARGO_NET_OFFLINE=true, as in a clean Debian root without
+# network), the fuzz targets' own crates (libfuzzer-sys, ...) must already be
+# in cargo's cache; when they are not, the run is skipped and says so.
+if [ "${CARGO_NET_OFFLINE:-}" = true ] &&
+    ! cargo +nightly fetch --manifest-path fuzz/Cargo.toml >/dev/null 2>&1; then
+    say "skipped: offline (CARGO_NET_OFFLINE=true) and the fuzz targets' crates are not in cargo's cache; run it once with network"
+    exit 0
+fi
+
 # Its own build directory: another toolchain and other flags than the
 # product's (CARGO_TARGET_DIR may point at the product's).
 export CARGO_TARGET_DIR="$PWD/fuzz/target"
