@@ -49,9 +49,9 @@ pub struct Core {
     /// Positive verifications, until each token's `exp`; emptied when the
     /// key set changes. Bounded by `tokens.verified_cache_size`.
     cache: RefCell<VerifiedCache>,
-    /// This core's reference to the published client table.
-    /// This core's own copy of the client table (an `Rc`: the reference
-    /// count every request touches stays in this core's cache, issue #15).
+    /// This core's own copy of the published client table (an `Rc`: the
+    /// reference count every request touches stays in this core's cache,
+    /// issue #15).
     clients: RefCell<Rc<ClientTable>>,
     clients_version: Cell<u64>,
     /// Open connections on this core; bounded by `server.max_connections_per_core`.
