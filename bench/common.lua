@@ -87,6 +87,19 @@ function M.client_basic()
   return "Basic " .. M.base64(M.urlencode(c[1]) .. ":" .. M.urlencode(c[2]))
 end
 
+-- Precomputed requests for round robin: entry k is `depth` requests of
+-- `one` (from k on, wrapping), concatenated, so that request() only indexes
+-- a table and wrk spends its time on I/O. depth 1 is one request each.
+function M.pipelined(one, depth)
+  local reqs, n = {}, #one
+  for k = 1, n do
+    local parts = {}
+    for d = 0, depth - 1 do parts[#parts + 1] = one[((k - 1 + d) % n) + 1] end
+    reqs[k] = table.concat(parts)
+  end
+  return reqs
+end
+
 function M.form_post(path, basic, body)
   return wrk.format("POST", path, {
     ["Authorization"] = basic,

@@ -17,13 +17,8 @@ init = B.protect("init", function(args)
   for k, t in ipairs(tokens) do
     one[k] = B.form_post("/oauth/introspect", basic, "token=" .. B.urlencode(t))
   end
-  -- Precomputed: request() only indexes a table, so wrk spends its time on I/O.
-  n = #one
-  for k = 1, n do
-    local parts = {}
-    for d = 0, depth - 1 do parts[#parts + 1] = one[((k - 1 + d) % n) + 1] end
-    reqs[k] = table.concat(parts)
-  end
+  reqs = B.pipelined(one, depth)
+  n = #reqs
   i = ((id or 0) * 7919) % n
 end)
 
