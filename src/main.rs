@@ -301,10 +301,9 @@ fn set_not_before_in_redis(
     ttl: Duration,
 ) -> anyhow::Result<()> {
     use tokend::redis::{BlockingRedis, RedisTarget};
-    let target =
-        RedisTarget::parse(&config.redis.url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-    let mut r = BlockingRedis::connect(&target, Duration::from_secs(2))
-        .map_err(|e| anyhow::anyhow!("cannot reach Redis at {}: {e}", target.display_addr()))?;
+    let target = RedisTarget::from_config(&config.redis).map_err(|e| anyhow::anyhow!(e))?;
+    let mut r = BlockingRedis::connect_explained(&target, Duration::from_secs(2))
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis ({target}): {e}"))?;
     r.query(
         redis::cmd("EVAL")
             .arg(tokend::revocation::SET_NOT_BEFORE_LUA)

@@ -58,6 +58,9 @@ impl Config {
         c.limits.blocking_threads = Some(1);
         c.keys.kek_file = Some(PathBuf::new());
         c.keys.kek = Some(String::new());
+        c.redis.sentinels = vec![String::new()];
+        c.redis.sentinel_username = Some(String::new());
+        c.redis.sentinel_password = Some(String::new());
         c
     }
 }

@@ -161,6 +161,18 @@ impl Config {
         if !self.redis.url.starts_with("redis://") {
             return Err(ConfigError::key("redis.url", "must start with redis://"));
         }
+        if !self.redis.sentinels.is_empty() && self.redis.sentinel_master.is_empty() {
+            return Err(ConfigError::key(
+                "redis.sentinel_master",
+                "is required with redis.sentinels: the name the sentinels monitor the primary by",
+            ));
+        }
+        if self.redis.sentinels.is_empty() && !self.redis.sentinel_master.is_empty() {
+            return Err(ConfigError::key(
+                "redis.sentinels",
+                "must list the sentinels (host:port) when redis.sentinel_master is set",
+            ));
+        }
         if self.redis.timeout.is_zero() {
             return Err(ConfigError::key(
                 "redis.timeout",
@@ -216,6 +228,9 @@ impl Config {
         let mut c = self.clone();
         c.database.url = redact_url(&c.database.url);
         c.redis.url = redact_url(&c.redis.url);
+        if c.redis.sentinel_password.is_some() {
+            c.redis.sentinel_password = Some("<redacted>".into());
+        }
         if c.keys.kek.is_some() {
             c.keys.kek = Some("<redacted>".into());
         }

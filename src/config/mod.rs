@@ -384,6 +384,21 @@ pub struct RedisConfig {
     /// The longest such a loss goes unrepaired. Default `1m`.
     #[serde(with = "duration")]
     pub reconcile_interval: Duration,
+    /// Redis Sentinel: `host:port` of each sentinel (`[v6]:port`; the port
+    /// defaults to 26379). When set, every connection asks them where the
+    /// primary named `sentinel_master` is, confirms it with `ROLE`, and
+    /// finds the new primary by itself after a failover; `url` then gives
+    /// only the data nodes' user, password and database (its host and port
+    /// are not used). Default: none (`url` is the primary).
+    pub sentinels: Vec<String>,
+    /// The name the sentinels know the primary by (`sentinel monitor
+    /// <name> …`). Required with `sentinels`.
+    pub sentinel_master: String,
+    /// The sentinels' own ACL user, if they have one.
+    pub sentinel_username: Option<String>,
+    /// The sentinels' own password (their `requirepass`), if they have one;
+    /// the data nodes' password is `url`'s.
+    pub sentinel_password: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -395,6 +410,10 @@ impl Default for RedisConfig {
             revocation_mirror: false,
             mirror_max_lag: Duration::from_secs(1),
             reconcile_interval: Duration::from_secs(60),
+            sentinels: Vec::new(),
+            sentinel_master: String::new(),
+            sentinel_username: None,
+            sentinel_password: None,
         }
     }
 }

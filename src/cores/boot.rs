@@ -83,8 +83,7 @@ impl Server {
     /// Starts every core and returns once all of them serve.
     pub fn start(config: Config) -> Result<Server, ServeError> {
         let cores = resolve_cores(&config.server.cores)?;
-        let redis_target =
-            RedisTarget::parse(&config.redis.url).map_err(|e| ServeError::Redis(e.to_string()))?;
+        let redis_target = RedisTarget::from_config(&config.redis).map_err(ServeError::Redis)?;
 
         // The stores must answer before we say we are up.
         let threads = config.blocking_threads();
@@ -108,15 +107,13 @@ impl Server {
             )
         };
         // Redis down at start is not fatal: validation fails closed (503)
-        // until the cores' connections come up by themselves.
-        if let Err(e) = check_redis(
+        // until the cores' connections come up by themselves. A
+        // misconfiguration is: no sentinel answers, none knows the master
+        // name, or the server is a replica.
+        check_redis(
             &redis_target,
             config.redis.timeout.max(Duration::from_secs(1)),
-        ) {
-            tracing::warn!(
-                "{e}; starting anyway, requests that need Redis answer 503 until it is back"
-            );
-        }
+        )?;
 
         let (listeners, addr) = crate::net::bind_listeners(config.server.listen, cores.len())
             .map_err(|source| ServeError::Bind {
@@ -200,11 +197,16 @@ impl Server {
 }
 
 fn check_redis(target: &RedisTarget, timeout: Duration) -> Result<(), ServeError> {
-    let mut conn = crate::redis::BlockingRedis::connect(target, timeout)
-        .map_err(|e| ServeError::Redis(format!("cannot reach {}: {e}", target.display_addr())))?;
-    conn.query(&redis::cmd("PING"))
-        .map_err(|e| ServeError::Redis(format!("PING to {} failed: {e}", target.display_addr())))?;
-    Ok(())
+    match crate::redis::BlockingRedis::connect_explained(target, timeout) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_misconfiguration() => Err(ServeError::Redis(format!("{target}: {e}"))),
+        Err(e) => {
+            tracing::warn!(
+                "redis: cannot reach {target}: {e}; starting anyway, requests that need Redis answer 503 until it is back"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The body of one core thread: build the runtime with the configured driver

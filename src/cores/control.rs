@@ -351,20 +351,44 @@ fn cores_alive(heartbeats: impl IntoIterator<Item = u64>, now: u64, within: Dura
 
 /// Re-seeding talks to Redis and PostgreSQL and may wait on either: its own
 /// thread, so that signals are always handled at once.
+///
+/// It also reconciles (see [`reconcile`]) every `redis.reconcile_interval`,
+/// and at once whenever its connection reaches a different primary than the
+/// last one it reconciled (issue #14): after a Sentinel failover the new
+/// primary may lack the writes the old one had not yet replicated, and
+/// PostgreSQL's copy of the revocations and marks is written back within
+/// about a second of the promotion.
 fn spawn_seeder(shared: &std::sync::Arc<Shared>) {
     let shared = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("tokend-seeder".into())
         .spawn(move || {
-            let mut conn = None;
+            let mut conn: Option<BlockingRedis> = None;
             let mut reconciled = std::time::Instant::now();
+            let mut reconciled_primary: Option<String> = None;
             loop {
                 let seeded = ensure_seeded(&shared, &mut conn);
-                if seeded && reconciled.elapsed() >= shared.config().redis.reconcile_interval {
-                    reconciled = std::time::Instant::now();
-                    reconcile(&shared, &mut conn);
+                let primary = conn.as_ref().map(|c| c.peer().to_owned());
+                let moved = seeded && primary.is_some() && primary != reconciled_primary;
+                if moved {
+                    if let (Some(old), Some(new)) = (&reconciled_primary, &primary) {
+                        tracing::warn!(
+                            "redis: the primary is now {new} (was {old}); re-applying the revocations PostgreSQL holds"
+                        );
+                    }
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                if moved
+                    || (seeded && reconciled.elapsed() >= shared.config().redis.reconcile_interval)
+                {
+                    reconciled = std::time::Instant::now();
+                    if reconcile(&shared, &mut conn) {
+                        reconciled_primary = primary;
+                    }
+                }
+                // While Redis (or its primary) is not reachable, look again
+                // sooner: a failover's new primary is found within this.
+                let pause = if seeded { 1000 } else { 250 };
+                std::thread::sleep(Duration::from_millis(pause));
             }
         });
     if let Err(e) = spawned {
@@ -376,10 +400,11 @@ fn spawn_seeder(shared: &std::sync::Arc<Shared>) {
 /// still void a live token) to Redis, writing back what Redis lacks
 /// (`durable::reconcile_blocking`); every `redis.reconcile_interval`, on the
 /// seeder thread. Redis or PostgreSQL trouble: logged (PostgreSQL's through
-/// the pool's rate limit), retried at the next interval.
-fn reconcile(shared: &Shared, redis: &mut Option<BlockingRedis>) {
+/// the pool's rate limit), retried at the next interval. True when it ran
+/// to the end.
+fn reconcile(shared: &Shared, redis: &mut Option<BlockingRedis>) -> bool {
     let Some(conn) = redis.as_mut() else {
-        return;
+        return false;
     };
     let config = shared.config();
     let longest = shared.client_table().longest_lifetimes(&config.tokens);
@@ -396,24 +421,31 @@ fn reconcile(shared: &Shared, redis: &mut Option<BlockingRedis>) {
         Ok(input) => input,
         Err(e) => {
             pg.log_failure("reconciliation: cannot read revocations", &e);
-            return;
+            return false;
         }
     };
     match durable::reconcile_blocking(conn, &config.redis.prefix, &input, access, refresh, now) {
-        Ok(stats) if stats.repaired_anything() => tracing::warn!(
-            access = stats.access,
-            marks = stats.marks,
-            "reconciliation: Redis lacked revocations that PostgreSQL holds; written back"
-        ),
-        Ok(stats) => tracing::debug!(
-            access = input.revocations.len(),
-            marks = input.marks.len(),
-            families = stats.families,
-            "reconciliation: Redis holds every revocation"
-        ),
+        Ok(stats) if stats.repaired_anything() => {
+            tracing::warn!(
+                access = stats.access,
+                marks = stats.marks,
+                "reconciliation: Redis lacked revocations that PostgreSQL holds; written back"
+            );
+            true
+        }
+        Ok(stats) => {
+            tracing::debug!(
+                access = input.revocations.len(),
+                marks = input.marks.len(),
+                families = stats.families,
+                "reconciliation: Redis holds every revocation"
+            );
+            true
+        }
         Err(e) => {
             tracing::warn!("reconciliation failed, will retry: {e}");
             *redis = None;
+            false
         }
     }
 }
@@ -423,6 +455,13 @@ fn reconcile(shared: &Shared, redis: &mut Option<BlockingRedis>) {
 /// then sets the marker. Until then validation answers 503. Blocking: the
 /// seeder thread calls it about once a second (and start-up once).
 pub(super) fn ensure_seeded(shared: &Shared, redis: &mut Option<BlockingRedis>) -> bool {
+    // After a failover that left the old primary running, the sentinels
+    // name the new one before the old one is demoted: follow them.
+    if let Some(conn) = redis.as_ref() {
+        if !conn.is_current_primary(shared.redis_target(), Duration::from_secs(1)) {
+            *redis = None;
+        }
+    }
     if redis.is_none() {
         match BlockingRedis::connect(shared.redis_target(), Duration::from_secs(2)) {
             Ok(r) => *redis = Some(r),

@@ -16,7 +16,8 @@ use bytes::BytesMut;
 
 use super::error::RedisError;
 use super::resp::{check_server_error, decode_reply, Reply};
-use super::target::RedisTarget;
+use super::sentinel::ConnectError;
+use super::target::{check_role, RedisTarget};
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -33,19 +34,60 @@ pub struct BlockingRedis {
     wbuf: Vec<u8>,
     chunk: Box<[u8]>,
     broken: bool,
+    peer: String,
 }
 
 impl BlockingRedis {
     /// Connects (trying each resolved address within `timeout`), sets
     /// `timeout` on every read and write, and sends AUTH/SELECT as the URL
-    /// asks, then PING. The cause of a failure is logged (`tracing`).
+    /// asks, then PING and ROLE. With sentinels, asks them for the primary
+    /// first. The cause of a failure is logged (`tracing`); see
+    /// [`connect_explained`](Self::connect_explained) for it as a value.
     pub fn connect(target: &RedisTarget, timeout: Duration) -> Result<BlockingRedis, RedisError> {
+        Self::connect_explained(target, timeout).map_err(|e| {
+            tracing::warn!("redis: cannot connect to {target}: {e}");
+            match e {
+                ConnectError::Unreachable(_, e) => e,
+                _ => RedisError::Unavailable,
+            }
+        })
+    }
+
+    /// [`connect`](Self::connect), with why it failed: start-up tells a
+    /// misconfiguration (no sentinel answers, none knows the name, the
+    /// server is a replica) from an outage.
+    pub fn connect_explained(
+        target: &RedisTarget,
+        timeout: Duration,
+    ) -> Result<BlockingRedis, ConnectError> {
+        match target.sentinels() {
+            None => Self::connect_to(target, timeout),
+            Some(sentinels) => {
+                let (host, port) = sentinels
+                    .locate_blocking(timeout)
+                    .map_err(ConnectError::Locate)?;
+                Self::connect_to(&target.at(&host, port), timeout)
+            }
+        }
+    }
+
+    /// Connects to `target`'s own address (never through sentinels): a
+    /// sentinel, or a data node.
+    pub(super) fn connect_direct(
+        target: &RedisTarget,
+        timeout: Duration,
+    ) -> Result<BlockingRedis, ConnectError> {
+        Self::connect_to(target, timeout)
+    }
+
+    fn connect_to(target: &RedisTarget, timeout: Duration) -> Result<BlockingRedis, ConnectError> {
+        let unreachable = |e: RedisError| ConnectError::Unreachable(target.display_addr(), e);
         // `set_read_timeout(Some(ZERO))` is an error; a zero timeout means
         // "as short as possible".
         let timeout = timeout.max(Duration::from_millis(1));
         let addrs = target.socket_addrs_blocking().map_err(|e| {
-            tracing::warn!("redis: cannot resolve {}: {e}", target.display_addr());
-            RedisError::Unavailable
+            tracing::debug!("redis: cannot resolve {}: {e}", target.display_addr());
+            unreachable(RedisError::Unavailable)
         })?;
         let mut last_err = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
         let mut stream = None;
@@ -59,38 +101,72 @@ impl BlockingRedis {
             }
         }
         let Some(stream) = stream else {
-            tracing::warn!(
+            tracing::debug!(
                 "redis: cannot connect to {}: {last_err}",
                 target.display_addr()
             );
-            return Err(io_error(&last_err));
+            return Err(unreachable(io_error(&last_err)));
         };
         let setup = stream
             .set_read_timeout(Some(timeout))
             .and_then(|()| stream.set_write_timeout(Some(timeout)))
             .and_then(|()| stream.set_nodelay(true));
         if let Err(e) = setup {
-            tracing::warn!(
+            tracing::debug!(
                 "redis: cannot configure the socket to {}: {e}",
                 target.display_addr()
             );
-            return Err(RedisError::Unavailable);
+            return Err(unreachable(RedisError::Unavailable));
         }
+        let peer = target.display_addr();
         let mut conn = BlockingRedis {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: Vec::new(),
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             broken: false,
+            peer: peer.clone(),
         };
-        conn.query_many(&target.handshake_commands())
-            .inspect_err(|e| {
-                tracing::warn!(
-                    "redis: AUTH/SELECT/PING on {} failed: {e}",
-                    target.display_addr()
-                );
-            })?;
+        let cmds = target.handshake_commands();
+        let mut replies = conn.roundtrip(&cmds).map_err(unreachable)?;
+        let role = if target.checks_role() {
+            replies.pop()
+        } else {
+            None
+        };
+        for r in replies {
+            if let Reply::Error(msg) = r {
+                // Redis error texts never echo the password.
+                tracing::debug!("redis: {peer} refused AUTH/SELECT/PING: {msg}");
+                return Err(unreachable(
+                    check_server_error(Reply::Error(msg)).unwrap_err(),
+                ));
+            }
+        }
+        if let Some(role) = role {
+            check_role(&role).map_err(|r| ConnectError::NotPrimary(peer, r))?;
+        }
         Ok(conn)
+    }
+
+    /// With sentinels: whether they still name this connection's server as
+    /// the primary (a sentinel that does not answer counts as yes: the
+    /// connection's own errors tell an outage). Without: true. Blocking, up
+    /// to `timeout` per sentinel asked.
+    pub fn is_current_primary(&self, target: &RedisTarget, timeout: Duration) -> bool {
+        let Some(sentinels) = target.sentinels() else {
+            return true;
+        };
+        match sentinels.locate_blocking(timeout) {
+            Ok((host, port)) => target.at(&host, port).display_addr() == self.peer,
+            Err(_) => true,
+        }
+    }
+
+    /// `host:port` of the server this connection talks to: with sentinels,
+    /// the primary they named when it was made.
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
     /// Sends one command and waits for its reply. An error reply becomes
@@ -128,8 +204,12 @@ impl BlockingRedis {
             cmd.write_packed_command(&mut self.wbuf);
         }
         let result = self.exchange(cmds.len());
-        if result.is_err() {
-            self.broken = true;
+        match &result {
+            Err(_) => self.broken = true,
+            // A demoted primary (after a failover): reconnect, through the
+            // sentinels, to the new one.
+            Ok(replies) if replies.iter().any(is_readonly) => self.broken = true,
+            Ok(_) => {}
         }
         result
     }
@@ -152,6 +232,15 @@ impl BlockingRedis {
             }
         }
         Ok(replies)
+    }
+}
+
+/// A write refused by a replica: `READONLY …`, directly or from a script.
+pub(super) fn is_readonly(reply: &Reply) -> bool {
+    match reply {
+        Reply::Error(msg) => msg.contains("READONLY"),
+        Reply::Array(items) => items.iter().any(is_readonly),
+        _ => false,
     }
 }
 

@@ -35,6 +35,10 @@ pub enum RedisError {
     /// Occurs when a `redis://` URL cannot be parsed; the text names the part.
     #[error("invalid redis url: {0} (expected redis://[[user]:password@]host[:port][/db])")]
     InvalidUrl(&'static str),
+    /// Occurs when a sentinel address or the master name cannot be used;
+    /// the text says why.
+    #[error("invalid redis sentinel setting: {0}")]
+    InvalidSentinel(&'static str),
 }
 
 /// The first word of a Redis error reply (`ERR`, `WRONGTYPE`, `NOSCRIPT`, …),

@@ -5,7 +5,9 @@
 //! command:
 //!
 //! - `target`: `redis://` URL → [`RedisTarget`], and the
-//!   `AUTH`/`SELECT`/`PING` handshake.
+//!   `AUTH`/`SELECT`/`PING`/`ROLE` handshake.
+//! - `sentinel`: [`Sentinels`], where the primary is when Redis Sentinel
+//!   names it.
 //! - `conn`: [`RedisConn`], one per core, shared through `Rc`: callers
 //!   queue commands (with [`CommandWriter`] straight into its write buffer,
 //!   or as `redis::Cmd`s) and wait for their replies, matched in FIFO order;
@@ -30,6 +32,7 @@ mod conn;
 mod error;
 mod resp;
 mod script;
+mod sentinel;
 mod supervisor;
 mod target;
 
@@ -46,4 +49,5 @@ pub use self::error::{RedisError, ServerErrorCode};
 pub use self::resp::decode_reply;
 pub use self::resp::Reply;
 pub use self::script::Script;
-pub use self::target::RedisTarget;
+pub use self::sentinel::{ConnectError, LocateError, Sentinels};
+pub use self::target::{RedisTarget, Role};

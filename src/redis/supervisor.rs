@@ -21,10 +21,12 @@ use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 
+use super::blocking::is_readonly;
 use super::conn::{bump, Shared, WRITE_BUF_INITIAL};
 use super::error::ServerErrorCode;
 use super::resp::{decode_reply, Reply};
-use super::target::RedisTarget;
+use super::sentinel::{read_answer, LocateError};
+use super::target::{check_role, RedisTarget, Role};
 
 /// First delay before reconnecting after an error; doubled after each failed
 /// attempt up to [`BACKOFF_MAX`], reset after a successful connect.
@@ -32,6 +34,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest delay between two connection attempts: bounds how long after Redis
 /// comes back the core keeps answering 503.
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The same with sentinels: asking them is cheap, and after a failover the
+/// new primary should be found within this of its promotion (issue #14
+/// asks for every node back within the failover time plus one second).
+const BACKOFF_MAX_SENTINEL: Duration = Duration::from_millis(250);
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;
 /// A write buffer that grew beyond this during a burst is given back to the
@@ -49,6 +55,13 @@ pub(super) enum Broken {
     Closed,
     Handshake(ServerErrorCode),
     ConnectTimeout,
+    /// The sentinels named no primary.
+    Locate(LocateError),
+    /// The server is not (or no longer) a primary: `ROLE` at connect, or a
+    /// write refused with `READONLY`.
+    NotPrimary(Role),
+    /// The sentinels name another primary now.
+    Moved,
 }
 
 impl fmt::Display for Broken {
@@ -62,6 +75,9 @@ impl fmt::Display for Broken {
             Broken::Closed => f.write_str("closed"),
             Broken::Handshake(code) => write!(f, "AUTH/SELECT/PING refused ({code})"),
             Broken::ConnectTimeout => f.write_str("connect timed out"),
+            Broken::Locate(e) => write!(f, "{e}"),
+            Broken::NotPrimary(role) => write!(f, "the server is {role}, not a primary"),
+            Broken::Moved => f.write_str("the sentinels name another primary (failover)"),
         }
     }
 }
@@ -78,26 +94,34 @@ pub(super) async fn supervise(shared: Rc<Shared>) {
     let mut backoff = BACKOFF_MIN;
     let mut ever_connected = false;
     let mut failure_logged = false;
+    let backoff_max = if shared.target.sentinels().is_some() {
+        BACKOFF_MAX_SENTINEL
+    } else {
+        BACKOFF_MAX
+    };
     while !shared.closed.get() {
-        let attempt =
-            monoio::time::timeout(shared.connect_timeout(), establish(&shared.target)).await;
+        let attempt = monoio::time::timeout(
+            shared.connect_timeout(),
+            locate_and_establish(&shared.target),
+        )
+        .await;
         match attempt.unwrap_or(Err(Broken::ConnectTimeout)) {
-            Ok((stream, rbuf)) => {
+            Ok((stream, rbuf, peer)) => {
                 if shared.closed.get() {
                     return;
                 }
                 if ever_connected {
                     bump(&shared.stats.reconnects, 1);
-                    tracing::info!("redis: reconnected to {}", shared.target);
+                    tracing::info!("redis: reconnected to {} at {peer}", shared.target);
                 } else {
-                    tracing::debug!("redis: connected to {}", shared.target);
+                    tracing::debug!("redis: connected to {} at {peer}", shared.target);
                 }
                 ever_connected = true;
                 failure_logged = false;
                 backoff = BACKOFF_MIN;
                 shared.replies_seen.set(0);
                 shared.connected.set(true);
-                let why = run_connection(&shared, stream, rbuf).await;
+                let why = run_connection(&shared, stream, rbuf, &peer).await;
                 shared.connected.set(false);
                 shared.fail_all();
                 if shared.closed.get() {
@@ -114,17 +138,64 @@ pub(super) async fn supervise(shared: Rc<Shared>) {
                     tracing::debug!("redis: cannot connect to {}: {why}", shared.target);
                 } else {
                     tracing::warn!(
-                        "redis: cannot connect to {}: {why}; retrying every {}s at most",
+                        "redis: cannot connect to {}: {why}; retrying every {}ms at most",
                         shared.target,
-                        BACKOFF_MAX.as_secs()
+                        backoff_max.as_millis()
                     );
                     failure_logged = true;
                 }
             }
         }
         monoio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(backoff_max);
     }
+}
+
+/// With sentinels: asks them for the primary (the first that answers), then
+/// connects to it. Without: connects to the target's address. Returns the
+/// stream, any bytes read past the handshake, and `host:port` reached.
+async fn locate_and_establish(
+    target: &RedisTarget,
+) -> Result<(TcpStream, BytesMut, String), Broken> {
+    let Some(sentinels) = target.sentinels() else {
+        let (stream, rbuf) = establish(target).await?;
+        return Ok((stream, rbuf, target.display_addr()));
+    };
+    let mut unknown = false;
+    let mut located = None;
+    for (i, node) in sentinels.in_order() {
+        match ask_sentinel(node, sentinels.question()).await {
+            Ok(Ok(addr)) => {
+                sentinels.answered(i);
+                located = Some(addr);
+                break;
+            }
+            Ok(Err(LocateError::UnknownMaster)) => unknown = true,
+            Ok(Err(e)) => tracing::debug!("redis: sentinel {}: {e}", node.display_addr()),
+            Err(why) => tracing::debug!("redis: sentinel {}: {why}", node.display_addr()),
+        }
+    }
+    let Some((host, port)) = located else {
+        return Err(Broken::Locate(if unknown {
+            LocateError::UnknownMaster
+        } else {
+            LocateError::NoSentinel
+        }));
+    };
+    let primary = target.at(&host, port);
+    let (stream, rbuf) = establish(&primary).await?;
+    Ok((stream, rbuf, primary.display_addr()))
+}
+
+/// One sentinel's answer to `question`, on a connection of its own (closed
+/// after). A sentinel that hangs is bounded by the caller's connect timeout.
+async fn ask_sentinel(
+    node: &RedisTarget,
+    question: redis::Cmd,
+) -> Result<Result<(String, u16), LocateError>, Broken> {
+    let (mut stream, mut rbuf) = establish(node).await?;
+    let mut replies = exchange(&mut stream, &mut rbuf, std::slice::from_ref(&question)).await?;
+    Ok(read_answer(&replies.pop().ok_or(Broken::Protocol)?))
 }
 
 /// TCP connect (trying each resolved address), then AUTH/SELECT/PING. Returns the
@@ -172,29 +243,50 @@ async fn resolve(target: &RedisTarget) -> Result<Vec<SocketAddr>, Broken> {
 async fn handshake(stream: &mut TcpStream, target: &RedisTarget) -> Result<BytesMut, Broken> {
     let cmds = target.handshake_commands();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut replies = exchange(stream, &mut rbuf, &cmds).await?;
+    let role = if target.checks_role() {
+        replies.pop()
+    } else {
+        None
+    };
+    for reply in &replies {
+        if let Reply::Error(msg) = reply {
+            // Redis error texts never echo the password.
+            tracing::warn!("redis: {} refused: {msg}", target.display_addr());
+            return Err(Broken::Handshake(ServerErrorCode::from_message(msg)));
+        }
+    }
+    if let Some(role) = role {
+        check_role(&role).map_err(Broken::NotPrimary)?;
+    }
+    Ok(rbuf)
+}
+
+/// Writes `cmds` in one write and reads their replies (in order); bytes read
+/// past them stay in `rbuf`.
+async fn exchange(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    cmds: &[redis::Cmd],
+) -> Result<Vec<Reply>, Broken> {
     let mut out = Vec::new();
-    for cmd in &cmds {
+    for cmd in cmds {
         cmd.write_packed_command(&mut out);
     }
     let (res, _) = stream.write_all(out).await;
     res?;
     let mut chunk = Vec::with_capacity(READ_CHUNK);
-    let mut answered = 0;
+    let mut replies = Vec::with_capacity(cmds.len());
     loop {
-        while answered < cmds.len() {
-            match decode_reply(&mut rbuf) {
-                Ok(Some(Reply::Error(msg))) => {
-                    // Redis error texts never echo the password.
-                    tracing::warn!("redis: {} refused: {msg}", target);
-                    return Err(Broken::Handshake(ServerErrorCode::from_message(&msg)));
-                }
-                Ok(Some(_)) => answered += 1,
+        while replies.len() < cmds.len() {
+            match decode_reply(rbuf) {
+                Ok(Some(reply)) => replies.push(reply),
                 Ok(None) => break,
                 Err(_) => return Err(Broken::Protocol),
             }
         }
-        if answered == cmds.len() {
-            return Ok(rbuf);
+        if replies.len() == cmds.len() {
+            return Ok(replies);
         }
         let (res, buf) = stream.read(chunk).await;
         chunk = buf;
@@ -205,13 +297,64 @@ async fn handshake(stream: &mut TcpStream, target: &RedisTarget) -> Result<Bytes
     }
 }
 
-/// Runs reader, writer and stall watchdog until the first one stops.
-async fn run_connection(shared: &Shared, stream: TcpStream, rbuf: BytesMut) -> Broken {
+/// Runs reader, writer, stall watchdog and (with sentinels) the primary
+/// watch until the first one stops.
+async fn run_connection(shared: &Shared, stream: TcpStream, rbuf: BytesMut, peer: &str) -> Broken {
     let (reader, writer) = stream.into_split();
     monoio::select! {
         why = read_loop(shared, reader, rbuf) => why,
         why = write_loop(shared, writer) => why,
         why = stall_watch(shared) => why,
+        why = primary_watch(&shared.target, peer) => why,
+    }
+}
+
+/// How often a connection made through sentinels asks them whether its
+/// server is still the primary.
+const PRIMARY_WATCH: Duration = Duration::from_millis(500);
+
+/// With sentinels: asks them, on one connection kept open, every
+/// [`PRIMARY_WATCH`], and ends the connection when they name another
+/// primary. Without this a failover that leaves the old primary running
+/// (`SENTINEL FAILOVER`, a partition that heals) keeps the connection on
+/// it, taking writes the new primary never sees, until Sentinel demotes it
+/// (measured here: 10 s, the period of Sentinel's `INFO` to it). A sentinel
+/// that does not answer is not a reason to leave: the next one is asked at
+/// the next tick. Without sentinels it never ends.
+async fn primary_watch(target: &RedisTarget, peer: &str) -> Broken {
+    let Some(sentinels) = target.sentinels() else {
+        return std::future::pending().await;
+    };
+    let mut asking: Option<(TcpStream, BytesMut)> = None;
+    let mut order = sentinels
+        .in_order()
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .cycle();
+    loop {
+        monoio::time::sleep(PRIMARY_WATCH).await;
+        let question = sentinels.question();
+        let asked = async {
+            if asking.is_none() {
+                let i = order.next().unwrap_or(0);
+                let node = sentinels.node(i);
+                asking = Some(establish(node).await?);
+            }
+            let (stream, rbuf) = asking.as_mut().expect("connected above");
+            let mut replies = exchange(stream, rbuf, std::slice::from_ref(&question)).await?;
+            Ok::<_, Broken>(read_answer(&replies.pop().ok_or(Broken::Protocol)?))
+        };
+        match monoio::time::timeout(PRIMARY_WATCH, asked).await {
+            Ok(Ok(Ok((host, port)))) => {
+                if target.at(&host, port).display_addr() != peer {
+                    return Broken::Moved;
+                }
+            }
+            // The name is unknown to this sentinel, or it answered nothing
+            // usable: ask another next time.
+            Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => asking = None,
+        }
     }
 }
 
@@ -225,8 +368,15 @@ async fn read_loop(
         loop {
             match decode_reply(&mut rbuf) {
                 Ok(Some(reply)) => {
+                    // A write refused by a demoted primary: the caller gets
+                    // the error (503), and the connection is made again,
+                    // through the sentinels, to the new primary.
+                    let demoted = matches!(&reply, Reply::Error(_)) && is_readonly(&reply);
                     if let Err(why) = shared.deliver(reply) {
                         return why;
+                    }
+                    if demoted {
+                        return Broken::NotPrimary(Role::Replica);
                     }
                 }
                 Ok(None) => break,

@@ -9,18 +9,27 @@
 //! sockets, query parameters such as `?protocol=resp3`) and names the part
 //! that is wrong where the crate's errors would not.
 //!
-//! Owns: the target and its handshake. Never imports anything of the crate
-//! outside `redis`.
+//! A target may name its primary through Redis Sentinel instead
+//! ([`RedisTarget::with_sentinels`]): the URL then gives the credentials and
+//! database of the data nodes, and the sentinels where the primary is (see
+//! `sentinel`).
+//!
+//! Owns: the target and its handshake, including the check that the server
+//! is a primary (`ROLE`). Never imports anything of the crate outside
+//! `redis`.
 //!
 //! [`Script`]: super::Script
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 use redis::{ConnectionAddr, IntoConnectionInfo};
 
 use super::error::RedisError;
+use super::resp::Reply;
+use super::sentinel::Sentinels;
 
 /// Where Redis is: parsed from `redis://[[user]:password@]host[:port][/db]`.
 ///
@@ -36,6 +45,29 @@ pub struct RedisTarget {
     db: u32,
     username: Option<String>,
     password: Option<String>,
+    /// Where to ask for the primary; `host` and `port` are then not used.
+    sentinels: Option<Arc<Sentinels>>,
+    /// Whether the handshake checks with `ROLE` that the server is a
+    /// primary: true for data nodes, false for a sentinel itself.
+    expect_primary: bool,
+}
+
+/// What `ROLE` said of a server that is not a primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Replica,
+    Sentinel,
+    Unknown,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Replica => "a replica",
+            Role::Sentinel => "a sentinel",
+            Role::Unknown => "not a primary",
+        })
+    }
 }
 
 impl RedisTarget {
@@ -93,7 +125,75 @@ impl RedisTarget {
             db,
             username: settings.username().map(str::to_owned),
             password: settings.password().map(str::to_owned),
+            sentinels: None,
+            expect_primary: true,
         })
+    }
+
+    /// The target `[redis]` describes: `url`, and with `sentinels` the
+    /// primary they name. The error names the key that is wrong.
+    pub fn from_config(c: &crate::config::RedisConfig) -> Result<RedisTarget, String> {
+        let target = RedisTarget::parse(&c.url).map_err(|e| format!("redis.url: {e}"))?;
+        if c.sentinels.is_empty() {
+            return Ok(target);
+        }
+        let sentinels = Sentinels::new(
+            &c.sentinels,
+            &c.sentinel_master,
+            c.sentinel_username.as_deref(),
+            c.sentinel_password.as_deref(),
+        )
+        .map_err(|e| format!("redis.sentinels: {e}"))?;
+        Ok(target.with_sentinels(sentinels))
+    }
+
+    /// This target's primary found through `sentinels` (Redis Sentinel):
+    /// every connection asks them where the primary is, and asks again on
+    /// each reconnect. The URL's user, password and database still apply to
+    /// the data nodes; its host and port are not used.
+    pub fn with_sentinels(mut self, sentinels: Sentinels) -> RedisTarget {
+        self.sentinels = Some(Arc::new(sentinels));
+        self
+    }
+
+    /// The sentinels, when the primary is found through them.
+    pub fn sentinels(&self) -> Option<&Sentinels> {
+        self.sentinels.as_deref()
+    }
+
+    /// A direct target for the data node at `host:port` (the primary the
+    /// sentinels named), with this target's credentials and database.
+    pub(super) fn at(&self, host: &str, port: u16) -> RedisTarget {
+        RedisTarget {
+            host: host.to_owned(),
+            ip: host.parse().ok(),
+            port,
+            db: self.db,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            sentinels: None,
+            expect_primary: true,
+        }
+    }
+
+    /// A direct target for a sentinel: its own credentials, no database, no
+    /// `ROLE` check.
+    pub(super) fn sentinel_node(
+        host: &str,
+        port: u16,
+        username: Option<&str>,
+        password: Option<&str>,
+    ) -> RedisTarget {
+        RedisTarget {
+            host: host.to_owned(),
+            ip: host.parse().ok(),
+            port,
+            db: 0,
+            username: username.map(str::to_owned),
+            password: password.map(str::to_owned),
+            sentinels: None,
+            expect_primary: false,
+        }
     }
 
     /// The host name or IP address.
@@ -133,10 +233,13 @@ impl RedisTarget {
     }
 
     /// The commands sent after every (re)connect, before anything else. The
-    /// final `PING` makes "connected" mean "Redis answers": a frozen Redis
-    /// whose kernel still accepts TCP connections is not taken for up.
+    /// `PING` makes "connected" mean "Redis answers": a frozen Redis whose
+    /// kernel still accepts TCP connections is not taken for up. The final
+    /// `ROLE` (data nodes only; read with [`check_role`]) makes it mean "a
+    /// primary answers": a replica, or a demoted primary after a failover,
+    /// would refuse every write.
     pub(super) fn handshake_commands(&self) -> Vec<redis::Cmd> {
-        let mut cmds = Vec::with_capacity(3);
+        let mut cmds = Vec::with_capacity(4);
         if let Some(password) = &self.password {
             let mut auth = redis::cmd("AUTH");
             if let Some(user) = &self.username {
@@ -151,13 +254,46 @@ impl RedisTarget {
             cmds.push(select);
         }
         cmds.push(redis::cmd("PING"));
+        if self.expect_primary {
+            cmds.push(redis::cmd("ROLE"));
+        }
         cmds
+    }
+
+    /// Whether the last handshake reply is `ROLE`'s (to be read with
+    /// [`check_role`]).
+    pub(super) fn checks_role(&self) -> bool {
+        self.expect_primary
+    }
+}
+
+/// Reads `ROLE`'s reply: `Ok` for a primary. A user whose ACL forbids `ROLE`
+/// (or a server without it) gets the benefit of the doubt: a replica would
+/// still refuse writes with `READONLY`, which ends the connection (see
+/// `conn`).
+pub(super) fn check_role(reply: &Reply) -> Result<(), Role> {
+    let first = match reply {
+        Reply::Error(msg) => {
+            tracing::debug!("redis: ROLE refused ({msg}); cannot confirm the server is a primary");
+            return Ok(());
+        }
+        Reply::Array(items) => items.first().and_then(Reply::as_bytes),
+        _ => None,
+    };
+    match first {
+        Some(b"master") => Ok(()),
+        Some(b"slave") | Some(b"replica") => Err(Role::Replica),
+        Some(b"sentinel") => Err(Role::Sentinel),
+        _ => Err(Role::Unknown),
     }
 }
 
 impl fmt::Display for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "redis://{}/{}", self.display_addr(), self.db)
+        match &self.sentinels {
+            Some(s) => write!(f, "the primary of {s}, database {}", self.db),
+            None => write!(f, "redis://{}/{}", self.display_addr(), self.db),
+        }
     }
 }
 
@@ -169,6 +305,7 @@ impl fmt::Debug for RedisTarget {
             .field("db", &self.db)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("sentinels", &self.sentinels)
             .finish()
     }
 }
@@ -186,14 +323,14 @@ mod tests {
         let t = RedisTarget::parse("redis://192.0.2.7/0").unwrap();
         assert_eq!((t.host(), t.port(), t.db()), ("192.0.2.7", 6379, 0));
         assert_eq!(t.literal_addr(), Some(([192, 0, 2, 7], 6379).into()));
-        assert_eq!(t.handshake_commands().len(), 1, "PING only");
+        assert_eq!(t.handshake_commands().len(), 2, "PING, ROLE");
 
         let t = RedisTarget::parse("redis://:s%40cret@redis.internal/3").unwrap();
         assert_eq!((t.host(), t.port(), t.db()), ("redis.internal", 6379, 3));
         assert_eq!(t.password.as_deref(), Some("s@cret"));
         assert_eq!(t.username, None);
         let hs = t.handshake_commands();
-        assert_eq!(hs.len(), 3, "AUTH, SELECT, PING");
+        assert_eq!(hs.len(), 4, "AUTH, SELECT, PING, ROLE");
         assert_eq!(
             hs[0].get_packed_command(),
             b"*2\r\n$4\r\nAUTH\r\n$6\r\ns@cret\r\n"

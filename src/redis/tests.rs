@@ -376,3 +376,169 @@ fn dropping_the_connection_closes_it() {
         .await;
     });
 }
+
+/// A server that is not a primary is refused at connect (`ROLE`), with the
+/// reason; one demoted while connected (a write refused with `READONLY`)
+/// ends the connection, which then refuses to come back to it.
+#[test]
+fn replicas_are_refused_and_a_demoted_primary_is_left() {
+    let other = PrivateRedis::start(&[]);
+    let replica = PrivateRedis::start(&["--replicaof", "127.0.0.1", &other.port.to_string()]);
+    match BlockingRedis::connect_explained(&replica.target(), Duration::from_secs(2)) {
+        Err(ConnectError::NotPrimary(addr, Role::Replica)) => {
+            assert_eq!(addr, format!("127.0.0.1:{}", replica.port));
+        }
+        Err(e) => panic!("unexpected: {e}"),
+        Ok(_) => panic!("a replica was taken for a primary"),
+    }
+
+    let other_port = other.port;
+    on_both_drivers(|driver| async move {
+        let server = PrivateRedis::start(&[]);
+        let conn = RedisConn::new(server.target(), Duration::from_secs(2));
+        assert!(
+            conn.wait_connected(Duration::from_secs(5)).await,
+            "{driver}"
+        );
+        conn.query(cmd("SET").arg("k").arg("v")).await.unwrap();
+        // Demoted under the connection's feet (as Sentinel does to an old
+        // primary that comes back).
+        let mut side = BlockingRedis::connect(&server.target(), Duration::from_secs(2)).unwrap();
+        side.query(cmd("REPLICAOF").arg("127.0.0.1").arg(other_port))
+            .unwrap();
+        let e = conn.query(cmd("SET").arg("k").arg("w")).await.unwrap_err();
+        assert!(
+            matches!(e, RedisError::Server(c) if c.as_str() == "READONLY"),
+            "{driver}: {e:?}"
+        );
+        until(
+            "the connection to the replica ends",
+            Duration::from_secs(5),
+            || !conn.is_connected(),
+        )
+        .await;
+        // It does not come back while the server is a replica.
+        let failures = conn.stats().connect_failures;
+        until("a refused reconnect", Duration::from_secs(5), || {
+            conn.stats().connect_failures > failures
+        })
+        .await;
+        assert!(!conn.is_connected(), "{driver}");
+    });
+}
+
+/// Through Sentinel: the primary is found by asking, a name no sentinel
+/// knows and a list where none answers are told apart, and after a
+/// failover both clients reach the new primary by themselves.
+#[test]
+fn sentinels_name_the_primary_and_a_failover_is_followed() {
+    let primary = PrivateRedis::start(&[]);
+    let replica = PrivateRedis::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    wait_replica_synced(replica.port);
+    let sentinel = PrivateSentinel::start("tokend-test", primary.port, 1);
+    let via = |name: &str, addrs: &[String]| {
+        RedisTarget::parse("redis://127.0.0.1:1/0")
+            .unwrap()
+            .with_sentinels(Sentinels::new(addrs, name, None, None).unwrap())
+    };
+    let target = via(
+        "tokend-test",
+        &[format!("127.0.0.1:{}", free_port()), sentinel.addr()],
+    );
+
+    // The first sentinel is down: the second answers.
+    let mut c = BlockingRedis::connect(&target, Duration::from_secs(2)).unwrap();
+    assert_eq!(c.peer(), format!("127.0.0.1:{}", primary.port));
+    c.query(cmd("SET").arg("s").arg("1")).unwrap();
+    assert_eq!(
+        BlockingRedis::connect_explained(
+            &via("nobody", &[sentinel.addr()]),
+            Duration::from_secs(2)
+        )
+        .err(),
+        Some(ConnectError::Locate(LocateError::UnknownMaster))
+    );
+    assert_eq!(
+        BlockingRedis::connect_explained(
+            &via("tokend-test", &[format!("127.0.0.1:{}", free_port())]),
+            Duration::from_secs(2)
+        )
+        .err(),
+        Some(ConnectError::Locate(LocateError::NoSentinel))
+    );
+
+    legacy(async {
+        let conn = RedisConn::new(target.clone(), Duration::from_secs(2));
+        assert!(conn.wait_connected(Duration::from_secs(5)).await);
+        conn.query(cmd("SET").arg("s").arg("2")).await.unwrap();
+
+        // The sentinel must know the replica before it can promote it.
+        until(
+            "the sentinel knows the replica",
+            Duration::from_secs(15),
+            || {
+                sentinel
+                    .query(cmd("SENTINEL").arg("REPLICAS").arg("tokend-test"))
+                    .ok()
+                    .and_then(|r| r.as_array().map(|a| !a.is_empty()))
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+        let mut failed_over = false;
+        for _ in 0..50 {
+            if sentinel
+                .query(cmd("SENTINEL").arg("FAILOVER").arg("tokend-test"))
+                .is_ok()
+            {
+                failed_over = true;
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(failed_over, "SENTINEL FAILOVER was refused");
+        let new_primary = format!("127.0.0.1:{}", replica.port);
+        // Writes through the per-core connection land on the new primary,
+        // without a restart.
+        until(
+            "a write on the new primary",
+            Duration::from_secs(20),
+            || {
+                let mut side = BlockingRedis::connect(&target, Duration::from_secs(1));
+                matches!(&side, Ok(s) if s.peer() == new_primary)
+                    && side
+                        .as_mut()
+                        .is_ok_and(|s| s.query(cmd("SET").arg("s").arg("3")).is_ok())
+            },
+        )
+        .await;
+        // The per-core connection moves as soon as the sentinels name the
+        // new primary (its primary watch), not when Sentinel gets round to
+        // demoting the old one (10 s later here): until then the old one
+        // still takes writes.
+        let mut moved = false;
+        let t = Instant::now();
+        for _ in 0..100 {
+            let port = conn
+                .query(cmd("CONFIG").arg("GET").arg("port"))
+                .await
+                .ok()
+                .and_then(|r| r.as_array()?.get(1)?.as_str()?.parse::<u16>().ok());
+            if port == Some(replica.port) {
+                // Within the watch's half second.
+                eprintln!("moved {:?} after the new primary took a write", t.elapsed());
+                moved = true;
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            moved,
+            "the per-core connection never reached the new primary"
+        );
+        conn.query(cmd("SET").arg("s").arg("4")).await.unwrap();
+        let mut side = BlockingRedis::connect(&target, Duration::from_secs(2)).unwrap();
+        assert_eq!(side.peer(), new_primary);
+        assert_eq!(side.query(cmd("GET").arg("s")).unwrap().as_str(), Some("4"));
+    });
+}

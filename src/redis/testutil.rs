@@ -151,3 +151,98 @@ impl Drop for PrivateRedis {
         self.kill();
     }
 }
+
+/// A Redis Sentinel child process of our own (`redis-server <conf>
+/// --sentinel`), watching the primary on `127.0.0.1:{primary}` under
+/// `name`; killed, and its directory removed, on drop.
+pub struct PrivateSentinel {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateSentinel {
+    pub fn start(name: &str, primary: u16, quorum: u32) -> PrivateSentinel {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "tokend-sentinel-test-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        // Sentinel rewrites its configuration file: it must be writable.
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary} {quorum}\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        let s = PrivateSentinel {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis sentinel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// `127.0.0.1:port`, as `redis.sentinels` lists it.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Sends one command to the sentinel itself.
+    pub fn query(&self, cmd: &::redis::Cmd) -> Result<super::Reply, super::RedisError> {
+        let node = RedisTarget::sentinel_node("127.0.0.1", self.port, None, None);
+        let mut c = BlockingRedis::connect(&node, Duration::from_secs(2))?;
+        c.query(cmd)
+    }
+}
+
+impl Drop for PrivateSentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits (blocking) until the replica on `port` has finished its first sync
+/// with its primary.
+pub fn wait_replica_synced(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // A replica refuses a data connection's ROLE check: ask with a
+        // sentinel-style connection (no ROLE).
+        let node = RedisTarget::sentinel_node("127.0.0.1", port, None, None);
+        let up = BlockingRedis::connect(&node, Duration::from_secs(2))
+            .and_then(|mut c| c.query(::redis::cmd("INFO").arg("replication")))
+            .ok()
+            .and_then(|r| r.as_str().map(|s| s.contains("master_link_status:up")))
+            .unwrap_or(false);
+        if up {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replica on {port} did not sync");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
