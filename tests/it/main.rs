@@ -30,3 +30,4 @@ mod layers;
 mod robustness_pg;
 // Issue #13: the token-lifecycle holes (marks that outlive every token).
 mod sessions;
+mod topology;

@@ -26,6 +26,26 @@ fn cheap_hasher() -> tokend::identity::Hasher {
 /// client `svc` (client_credentials; scope metrics).
 pub fn deployment(env: &[(&str, &str)]) -> Deployment {
     let db = TestDb::new();
+    let (secret, cc_secret) = seed(&db);
+    let server = TestServer::with(Options {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        db_url: Some(db.url.clone()),
+        ..Options::default()
+    });
+    Deployment {
+        server,
+        db,
+        secret,
+        cc_secret,
+    }
+}
+
+/// Seeds `db` with the users and clients of [`deployment`]; returns the
+/// secrets of `app` and `svc`.
+pub fn seed(db: &TestDb) -> (String, String) {
     let mut c = db.client();
     let h = cheap_hasher();
     for (name, scopes) in [
@@ -54,20 +74,7 @@ pub fn deployment(env: &[(&str, &str)]) -> Deployment {
         false,
     )
     .unwrap();
-    let server = TestServer::with(Options {
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        db_url: Some(db.url.clone()),
-        ..Options::default()
-    });
-    Deployment {
-        server,
-        db,
-        secret: secret.unwrap(),
-        cc_secret: cc_secret.unwrap(),
-    }
+    (secret.unwrap(), cc_secret.unwrap())
 }
 
 impl Deployment {
