@@ -451,3 +451,84 @@ fn redis_failover_under_load_loses_nothing_and_recovers_by_itself() {
         );
     }
 }
+
+/// A redis-server of this test's own on a free port, killed on drop.
+struct OwnRedis(std::process::Child, u16);
+
+impl OwnRedis {
+    fn start(extra: &[&str]) -> OwnRedis {
+        let port = free_port_block(1);
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        assert!(eventually(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }));
+        OwnRedis(child, port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue #14's bad input at start-up: one `tokend: …` line and a non-zero
+/// exit for a sentinel list where none answers, a missing master name, and
+/// a Redis that is a replica.
+#[test]
+fn redis_misconfiguration_stops_start_up_with_one_line() {
+    let db = TestDb::new();
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tokend"));
+        c.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TOKEND_SERVER_LISTEN", "127.0.0.1:0")
+            .env("TOKEND_DATABASE_URL", &db.url)
+            .env("TOKEND_KEYS_KEK", test_kek())
+            .env("TOKEND_REDIS_URL", redis_url())
+            .env(
+                "TOKEND_REDIS_PREFIX",
+                format!("tokend-test:{}:", random_suffix()),
+            );
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "started:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err.trim().lines().last().unwrap_or("").to_string()
+    };
+    let nobody = format!("127.0.0.1:{}", free_port_block(1));
+    let last = run(&[
+        ("TOKEND_REDIS_SENTINELS", &nobody),
+        ("TOKEND_REDIS_SENTINEL_MASTER", "mymaster"),
+    ]);
+    assert!(
+        last.starts_with("tokend: ") && last.contains("no sentinel answered"),
+        "{last}"
+    );
+    let last = run(&[("TOKEND_REDIS_SENTINELS", &nobody)]);
+    assert!(
+        last.starts_with("tokend: ") && last.contains("redis.sentinel_master"),
+        "{last}"
+    );
+    let primary = OwnRedis::start(&[]);
+    let replica = OwnRedis::start(&["--replicaof", "127.0.0.1", &primary.1.to_string()]);
+    let last = run(&[(
+        "TOKEND_REDIS_URL",
+        &format!("redis://127.0.0.1:{}/0", replica.1),
+    )]);
+    assert!(
+        last.starts_with("tokend: ") && last.contains("is a replica, not a primary"),
+        "{last}"
+    );
+}
