@@ -463,9 +463,18 @@ pub(super) fn ensure_seeded(shared: &Shared, redis: &mut Option<BlockingRedis>) 
         }
     }
     if redis.is_none() {
-        match BlockingRedis::connect(shared.redis_target(), Duration::from_secs(2)) {
+        // Tried every 250 ms while Redis is down: the cause at debug level
+        // only, since the cores' connections already log each outage once.
+        match BlockingRedis::connect_explained(shared.redis_target(), Duration::from_secs(2)) {
             Ok(r) => *redis = Some(r),
-            Err(_) => return false, // Redis down: the cores already fail closed.
+            Err(e) => {
+                // Redis down: the cores already fail closed.
+                tracing::debug!(
+                    "re-seeding: cannot connect to {}: {e}",
+                    shared.redis_target()
+                );
+                return false;
+            }
         }
     }
     let Some(conn) = redis.as_mut() else {

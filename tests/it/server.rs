@@ -352,8 +352,9 @@ fn graceful_shutdown_completes_the_request_in_flight() {
     {
         let pings = pings.clone();
         std::thread::spawn(move || {
-            // Answer the PING each new connection starts with, then go
-            // silent: connected, reading, but never answering again.
+            // Answer the PING and ROLE each new connection starts with (a
+            // primary), then go silent: connected, reading, but never
+            // answering again.
             for mut s in blackhole.incoming().flatten() {
                 let pings = pings.clone();
                 std::thread::spawn(move || {
@@ -361,7 +362,7 @@ fn graceful_shutdown_completes_the_request_in_flight() {
                     if !matches!(std::io::Read::read(&mut s, &mut buf), Ok(n) if n > 0) {
                         return;
                     }
-                    let _ = s.write_all(b"+PONG\r\n");
+                    let _ = s.write_all(b"+PONG\r\n*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
                     let (mut after, mut counted) = (Vec::new(), 0);
                     while let Ok(n @ 1..) = std::io::Read::read(&mut s, &mut buf) {
                         after.extend_from_slice(&buf[..n]);
