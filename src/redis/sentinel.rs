@@ -164,6 +164,16 @@ impl Sentinels {
         })
     }
 
+    /// How many sentinels there are.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Never true: [`new`](Self::new) refuses an empty list.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     /// The master name the sentinels know the primary by.
     pub fn master(&self) -> &str {
         &self.master
