@@ -315,6 +315,20 @@ fn set_not_before_in_redis(
             .arg(tokend::revocation::mirror::STREAM_MAXLEN),
     )
     .map_err(|e| anyhow::anyhow!("cannot write the user's not-before mark to Redis: {e}"))?;
+    let replicas = config.redis.min_replicas_acked;
+    if replicas > 0 {
+        let ms = config.redis.timeout.as_millis().max(1) as u64;
+        let acked = r
+            .query(redis::cmd("WAIT").arg(replicas).arg(ms))
+            .map_err(|e| anyhow::anyhow!("WAIT for the replicas failed: {e}"))?
+            .as_int()
+            .unwrap_or(0);
+        if acked < i64::from(replicas) {
+            anyhow::bail!(
+                "only {acked} of the {replicas} replicas asked for (redis.min_replicas_acked) acknowledged the user's not-before mark within redis.timeout; PostgreSQL holds it, and the nodes re-apply it after a failover"
+            );
+        }
+    }
     Ok(())
 }
 

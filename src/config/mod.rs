@@ -399,6 +399,12 @@ pub struct RedisConfig {
     /// The sentinels' own password (their `requirepass`), if they have one;
     /// the data nodes' password is `url`'s.
     pub sentinel_password: Option<String>,
+    /// Replicas that must acknowledge (`WAIT`) a revocation, a logout-all
+    /// mark or a refresh rotation before it is answered; fewer within
+    /// `timeout` and the request gets 503. These writes then go on a second
+    /// Redis connection per core. Default 0 (answered once the primary has
+    /// them). See `redis::acked`.
+    pub min_replicas_acked: u32,
 }
 
 impl Default for RedisConfig {
@@ -414,6 +420,7 @@ impl Default for RedisConfig {
             sentinel_master: String::new(),
             sentinel_username: None,
             sentinel_password: None,
+            min_replicas_acked: 0,
         }
     }
 }

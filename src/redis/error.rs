@@ -35,6 +35,11 @@ pub enum RedisError {
     /// Occurs when a `redis://` URL cannot be parsed; the text names the part.
     #[error("invalid redis url: {0} (expected redis://[[user]:password@]host[:port][/db])")]
     InvalidUrl(&'static str),
+    /// Occurs when fewer replicas than `redis.min_replicas_acked`
+    /// acknowledged a write (`WAIT`) within `redis.timeout`: the write may
+    /// not survive a failover, so the request fails closed.
+    #[error("fewer replicas than redis.min_replicas_acked acknowledged the write in time")]
+    NotReplicated,
     /// Occurs when a sentinel address or the master name cannot be used;
     /// the text says why.
     #[error("invalid redis sentinel setting: {0}")]

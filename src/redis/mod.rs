@@ -8,6 +8,8 @@
 //!   `AUTH`/`SELECT`/`PING`/`ROLE` handshake.
 //! - `sentinel`: [`Sentinels`], where the primary is when Redis Sentinel
 //!   names it.
+//! - `acked`: [`Writes`], the writes that must survive a failover, and the
+//!   `WAIT` for their replicas (`redis.min_replicas_acked`).
 //! - `conn`: [`RedisConn`], one per core, shared through `Rc`: callers
 //!   queue commands (with [`CommandWriter`] straight into its write buffer,
 //!   or as `redis::Cmd`s) and wait for their replies, matched in FIFO order;
@@ -27,6 +29,7 @@
 //! `refresh`, `ratelimit`, `tokens`, `identity`): the services build their
 //! keys and scripts on top of this.
 
+mod acked;
 mod blocking;
 mod conn;
 mod error;
@@ -41,6 +44,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use self::acked::Writes;
 pub use self::blocking::BlockingRedis;
 pub use self::conn::{CommandWriter, RedisConn, RedisStats};
 pub use self::error::{RedisError, ServerErrorCode};

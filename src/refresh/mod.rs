@@ -82,7 +82,7 @@
 use std::rc::Rc;
 
 use crate::clock::unix_now;
-use crate::redis::{RedisConn, RedisError, Reply, Script};
+use crate::redis::{RedisConn, RedisError, Reply, Script, Writes};
 
 mod mac;
 mod token;
@@ -202,6 +202,9 @@ pub enum RefreshError {
 /// Refresh tokens on one core's Redis connection.
 pub struct RefreshStore {
     conn: Rc<RedisConn>,
+    /// Where rotations and family revocations are written: `conn` itself,
+    /// or a connection whose writes replicas acknowledge (`redis::Writes`).
+    writes: Writes,
     prefix: String,
     mac: RecordMac,
     issue: Script,
@@ -215,6 +218,7 @@ impl RefreshStore {
     /// connection, their records tagged and checked with `mac`.
     pub fn new(conn: Rc<RedisConn>, prefix: String, mac: RecordMac) -> RefreshStore {
         RefreshStore {
+            writes: Writes::unacked(conn.clone()),
             conn,
             prefix,
             mac,
@@ -223,6 +227,12 @@ impl RefreshStore {
             lookup: Script::new(LOOKUP_LUA),
             revoke: Script::new(REVOKE_LUA),
         }
+    }
+
+    /// This store, with rotations and family revocations written through
+    /// `writes` (replicas acknowledge each: `redis.min_replicas_acked`).
+    pub fn with_writes(self, writes: Writes) -> RefreshStore {
+        RefreshStore { writes, ..self }
     }
 
     /// The key prefix.
@@ -362,7 +372,7 @@ impl RefreshStore {
             &max_s,
         ];
         let reply = self
-            .conn
+            .writes
             .eval(&self.rotate, &[key.as_str(), new_key.as_str()], &args)
             .await?;
         let items = reply.as_array().ok_or(RedisError::Protocol)?;
@@ -443,7 +453,10 @@ impl RefreshStore {
             client_id.unwrap_or(""),
             &now_s,
         ];
-        let reply = self.conn.eval(&self.revoke, &[key.as_str()], &args).await?;
+        let reply = self
+            .writes
+            .eval(&self.revoke, &[key.as_str()], &args)
+            .await?;
         if reply.is_nil() {
             return Ok(None);
         }

@@ -45,7 +45,7 @@ mod progress;
 
 use std::rc::Rc;
 
-use crate::redis::{RedisConn, RedisError, Reply, Script};
+use crate::redis::{RedisConn, RedisError, Reply, Script, Writes};
 
 /// Key infix of a revoked access token: `{prefix}rev:at:{jti}`.
 pub const ACCESS_KEY_INFIX: &str = "rev:at:";
@@ -148,6 +148,9 @@ pub fn set_not_before_keys(prefix: &str, sub: &str) -> [String; 3] {
 /// The revocation check and revocation writes, stored in Redis.
 pub struct RedisRevocations {
     conn: Rc<RedisConn>,
+    /// Where revocations and marks are written: `conn` itself, or a
+    /// connection whose writes replicas acknowledge (`redis::Writes`).
+    writes: Writes,
     /// Prefix of every key (`redis.prefix`), so deployments and test runs can
     /// share one Redis.
     prefix: String,
@@ -177,6 +180,7 @@ impl RedisRevocations {
     pub fn new(conn: Rc<RedisConn>, prefix: impl Into<String>) -> RedisRevocations {
         let prefix = prefix.into();
         RedisRevocations {
+            writes: Writes::unacked(conn.clone()),
             conn,
             log: mirror::StreamKeys::new(&prefix),
             prefix,
@@ -184,6 +188,13 @@ impl RedisRevocations {
             revoke_access: Script::new(REVOKE_ACCESS_LUA),
             require_seed_marker: false,
         }
+    }
+
+    /// These revocations, written through `writes` (replicas acknowledge
+    /// each: `redis.min_replicas_acked`); checks stay on the core's
+    /// connection.
+    pub fn with_writes(self, writes: Writes) -> RedisRevocations {
+        RedisRevocations { writes, ..self }
     }
 
     /// The connection this uses.
@@ -222,7 +233,7 @@ impl RedisRevocations {
         }
         let key = self.access_key(jti);
         let reply = self
-            .conn
+            .writes
             .eval(
                 &self.revoke_access,
                 &[
@@ -270,7 +281,7 @@ impl RedisRevocations {
         let key = self.not_before_key(sub);
         let ttl = ttl_secs.max(1);
         let reply = self
-            .conn
+            .writes
             .eval(
                 &self.set_not_before,
                 &[

@@ -20,7 +20,7 @@ use crate::config::{Config, Driver, TokensConfig};
 use crate::http::{DateCache, Limits};
 use crate::identity::{ClientTable, Hasher};
 use crate::metrics::{CoreCounters, SharedHistogram};
-use crate::redis::RedisConn;
+use crate::redis::{RedisConn, Writes};
 use crate::refresh::{RecordMac, RefreshStore};
 use crate::revocation::mirror::{self, Mirror, Progress};
 use crate::revocation::RedisRevocations;
@@ -96,6 +96,12 @@ impl Core {
         let keys = CoreKeys::from_material(&shared.key_material())?;
         let config = shared.config();
         let redis = RedisConn::new(shared.redis_target().clone(), config.redis.timeout);
+        // Writes replicas must acknowledge get a connection of their own:
+        // `WAIT` blocks the connection it is sent on (see `redis::acked`).
+        let writes = match config.redis.min_replicas_acked {
+            0 => Writes::unacked(redis.clone()),
+            n => Writes::acked(shared.redis_target().clone(), config.redis.timeout, n),
+        };
         let tokens = &config.tokens;
         let expect = Expectations::new(
             shared.issuer().to_owned(),
@@ -119,14 +125,16 @@ impl Core {
             revocations: RedisRevocations::with_seed_marker(
                 redis.clone(),
                 config.redis.prefix.clone(),
-            ),
+            )
+            .with_writes(writes.clone()),
             refresh: RefreshStore::new(
                 redis.clone(),
                 config.redis.prefix.clone(),
                 // Records are tagged under a key derived from the KEK, which
                 // Redis never sees (issue #13).
                 RecordMac::new(&shared.kek().derive(RecordMac::PURPOSE)),
-            ),
+            )
+            .with_writes(writes),
             expect,
             keys: RefCell::new(Rc::new(keys)),
             keys_version: Cell::new(shared.keys_version()),

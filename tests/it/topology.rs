@@ -532,3 +532,97 @@ fn redis_misconfiguration_stops_start_up_with_one_line() {
         "{last}"
     );
 }
+
+/// `redis.min_replicas_acked` (issue #14, item 4): a revocation or a refresh
+/// rotation is answered only once a replica has it. With no replica in sync
+/// it fails closed (503) instead of pretending, while validation goes on;
+/// with one it is answered, and the replica holds it.
+#[test]
+fn writes_wait_for_their_replicas_or_fail_closed() {
+    let primary = OwnRedis::start(&[]);
+    let url = format!("redis://127.0.0.1:{}/0", primary.1);
+    let d = crate::tokens::deployment(&[
+        ("TOKEND_REDIS_URL", &url),
+        ("TOKEND_REDIS_MIN_REPLICAS_ACKED", "1"),
+        ("TOKEND_REDIS_TIMEOUT", "200ms"),
+    ]);
+    let login = || {
+        let r = d.login("alice", PASSWORD);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        (
+            j["access_token"].as_str().unwrap().to_string(),
+            j["refresh_token"].as_str().unwrap().to_string(),
+        )
+    };
+    let revoke = |t: &str| {
+        d.server
+            .post_form("/oauth/revoke", Some(("app", &d.secret)), &[("token", t)])
+    };
+    let refresh = |t: &str| {
+        d.server.post_form(
+            "/oauth/token",
+            Some(("app", &d.secret)),
+            &[("grant_type", "refresh_token"), ("refresh_token", t)],
+        )
+    };
+    let validate = |t: &str| {
+        d.server
+            .get_auth("/validate", &format!("Bearer {t}"))
+            .status
+    };
+
+    // No replica: not acknowledged, 503, and validation is unaffected.
+    let (access, refresh_token) = login();
+    let r = revoke(&access);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "temporarily_unavailable", "{}", r.text());
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    let r = refresh(&refresh_token);
+    assert_eq!(r.status, 503, "{}", r.text());
+    let (fresh, _) = login();
+    assert_eq!(validate(&fresh), 200);
+    assert!(
+        d.server.log().contains("redis.min_replicas_acked"),
+        "the log names the cause:\n{}",
+        d.server.log()
+    );
+
+    // A replica in sync: acknowledged, answered, and the replica has it.
+    let replica = OwnRedis::start(&["--replicaof", "127.0.0.1", &primary.1.to_string()]);
+    assert!(eventually(Duration::from_secs(10), || {
+        Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &replica.1.to_string(),
+                "INFO",
+                "replication",
+            ])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("master_link_status:up"))
+    }));
+    let (access, refresh_token) = login();
+    let r = revoke(&access);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(validate(&access), 401);
+    let r = refresh(&refresh_token);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let keys = Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &replica.1.to_string(),
+            "--scan",
+            "--pattern",
+        ])
+        .arg(format!("{}rev:at:*", d.server.prefix))
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&keys.stdout).trim().is_empty(),
+        "the replica holds no revocation"
+    );
+}
