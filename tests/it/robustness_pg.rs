@@ -490,3 +490,195 @@ fn the_cli_fails_within_the_bound_on_a_frozen_postgresql() {
     assert!(err.contains("no answer from PostgreSQL within 1s"), "{err}");
     eprintln!("tokend migrate on a frozen PostgreSQL: failed after {took:?}");
 }
+
+/// What a [`PgNode`] plays.
+const PRIMARY: u8 = 0;
+/// A hot standby: every session it forwards is read-only (its start-up
+/// packet gets `options=-c default_transaction_read_only=on`, so `SHOW
+/// transaction_read_only` says `on`, as on a real standby).
+const STANDBY: u8 = 1;
+/// Gone: connections are closed at once, new and existing.
+const DOWN: u8 = 2;
+
+/// A PostgreSQL "node" in front of the test server: a primary, a standby,
+/// or down, switched at run time (issue #14, item 5).
+struct PgNode {
+    addr: SocketAddr,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PgNode {
+    fn start(upstream: SocketAddr, mode: u8) -> PgNode {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(std::sync::atomic::AtomicU8::new(mode));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (mode.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        match m.load(Ordering::Relaxed) {
+                            DOWN => drop(client),
+                            mode => {
+                                let (m, s) = (m.clone(), s.clone());
+                                std::thread::spawn(move || {
+                                    node_session(client, upstream, mode, m, s)
+                                });
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        PgNode { addr, mode, stop }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::Relaxed);
+    }
+}
+
+impl Drop for PgNode {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One session through a [`PgNode`]: the start-up packet (rewritten for a
+/// standby), then both directions pumped until either side closes or the
+/// node goes down.
+fn node_session(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mode: u8,
+    now: Arc<std::sync::atomic::AtomicU8>,
+    stop: Arc<AtomicBool>,
+) {
+    let Ok(mut server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(2)) else {
+        return;
+    };
+    // tokend connects with `sslnegotiation=direct` and no TLS (see
+    // `store::deadline`): the first bytes are the plain StartupMessage.
+    let mut len = [0u8; 4];
+    if client.read_exact(&mut len).is_err() {
+        return;
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    let mut body = vec![0u8; n.saturating_sub(4)];
+    if client.read_exact(&mut body).is_err() {
+        return;
+    }
+    if mode == STANDBY {
+        // Before the list's final NUL.
+        let at = body.len() - 1;
+        body.splice(at..at, *b"options\0-c default_transaction_read_only=on\0");
+    }
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    if server.write_all(&packet).is_err() {
+        return;
+    }
+    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (now2, stop2) = (now.clone(), stop.clone());
+    std::thread::spawn(move || node_pump(s2, c2, now2, stop2));
+    node_pump(client, server, now, stop);
+}
+
+fn node_pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    stop: Arc<AtomicBool>,
+) {
+    from.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 16384];
+    while !stop.load(Ordering::Relaxed) && mode.load(Ordering::Relaxed) != DOWN {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// PostgreSQL failover (issue #14, item 5): a multi-host `database.url`
+/// with `target_session_attrs=read-write` finds the primary among a primary
+/// and a standby; when the primary goes away, logins answer 503 with
+/// `Retry-After` (the standby is refused: read-only) while validation goes
+/// on; once the standby is promoted, logins recover by themselves, without
+/// a restart.
+#[test]
+fn postgresql_failover_with_a_multi_host_url() {
+    let db = TestDb::new();
+    let (secret, _) = seed(&db);
+    let up = upstream(&db.url);
+    let standby = PgNode::start(up, STANDBY);
+    let primary = PgNode::start(up, PRIMARY);
+    // The standby first: read-write must skip it.
+    let one = via(&db.url, standby.addr);
+    let url = one.replacen(
+        &standby.addr.to_string(),
+        &format!("{},{}", standby.addr, primary.addr),
+        1,
+    ) + "?target_session_attrs=read-write";
+    let server = TestServer::with(Options {
+        env: vec![
+            ("TOKEND_DATABASE_STATEMENT_TIMEOUT".into(), "1s".into()),
+            ("TOKEND_DATABASE_CONNECT_TIMEOUT".into(), "1s".into()),
+        ],
+        db_url: Some(url),
+        ..Options::default()
+    });
+    let login = || {
+        server.post_form(
+            "/oauth/token",
+            Some(("app", &secret)),
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+    };
+    let r = login();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let bearer = format!("Bearer {}", r.json()["access_token"].as_str().unwrap());
+    assert_eq!(server.get_auth("/validate", &bearer).status, 200);
+
+    // The primary goes away; the standby is read-only.
+    primary.set(DOWN);
+    let (r, took) = timed(login);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    assert_eq!(r.json()["error"], "temporarily_unavailable");
+    assert!(took < BOUND, "the login answered after {took:?}");
+    for _ in 0..20 {
+        assert_eq!(server.get_auth("/validate", &bearer).status, 200);
+    }
+
+    // The standby is promoted: logins come back by themselves.
+    standby.set(PRIMARY);
+    assert!(
+        eventually(Duration::from_secs(15), || login().status == 200),
+        "logins did not recover after the promotion:\n{}",
+        server.log()
+    );
+    assert_eq!(server.get_auth("/validate", &bearer).status, 200);
+}
