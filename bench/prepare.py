@@ -335,6 +335,7 @@ def cmd_report(results):
     L.append("| scenario | req/s median | min | max | ceiling | ratio to ceiling | non-2xx | socket errors |")
     L.append("|---|---:|---:|---:|---|---:|---:|---:|")
     order = ["baseline", "baseline_p16", "healthz", "validate", "validate_p16", "validate_redis",
+             "validate_redis_tls",
              "validate_401", "validate_malformed", "introspect", "introspect_p16", "client_credentials",
              "refresh", "login", "mixed"]
     for name in order + sorted(k for k in scen if k not in order):

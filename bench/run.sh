@@ -10,7 +10,9 @@
 #   - full speed, RUNS runs per scenario, interleaved (median, min, max):
 #     baseline and baseline_p16 (the ceiling), healthz, validate,
 #     validate_p16 (16 requests pipelined), validate_redis (a second tokend
-#     with the revocation mirror off), introspect, introspect_p16,
+#     with the revocation mirror off), validate_redis_tls (the same through
+#     TLS: a third tokend on a TLS-only redis-server of the run's own, with
+#     certificates openssl makes for the run), introspect, introspect_p16,
 #     validate_401 (no token), validate_malformed (a bearer value that is no
 #     JWT), client_credentials (one token signed a request), refresh, login,
 #     mixed; the measured tokend runs with redis.revocation_mirror = true;
@@ -33,11 +35,13 @@
 # 40000"), RATE_TOOL (auto: wrk2 when installed, else oha; or wrk2, oha),
 # STORM_RATE (20000), STORM_CONNECTIONS (8), HOLD_CONNECTIONS (10000),
 # CALLGRIND_REQUESTS (2000; 0 skips the counts), PORT (18080),
-# REDIS_CHECK_PORT (PORT + 1), callgrind's tokend on PORT + 2,
+# REDIS_CHECK_PORT (PORT + 1), callgrind's tokend on PORT + 2, the TLS
+# tokend on PORT + 3 and its redis-server on PORT + 4,
 # BASELINE_PORT (18090), callgrind's baseline on BASELINE_PORT + 1,
 # SERVER_CPU (0), CLIENT_CPU (1).
 # RATES=, STORM_RATE= or HOLD_CONNECTIONS=0 skips that part.
-# Needs: wrk (apt-get install wrk), valgrind (for the instruction counts), python3, psql, redis-cli, taskset, curl;
+# Needs: wrk (apt-get install wrk), valgrind (for the instruction counts), python3, psql, redis-cli, taskset, curl,
+# openssl (validate_redis_tls is skipped without it);
 # oha is installed with `cargo install oha --locked` when constant-rate runs
 # need it and neither wrk2 nor oha is present (a few minutes, once). wrk2
 # (github.com/giltene/wrk2) is not packaged by Debian: build it from source
@@ -57,6 +61,8 @@ SERVER_CPU="${SERVER_CPU:-0}"; CLIENT_CPU="${CLIENT_CPU:-1}"
 RES=bench/results; RAW=$RES/raw
 URL="http://127.0.0.1:$PORT"; BASE_URL="http://127.0.0.1:$BASELINE_PORT"
 REDIS_CHECK_PORT="${REDIS_CHECK_PORT:-$((PORT + 1))}"; REDIS_CHECK_URL="http://127.0.0.1:$REDIS_CHECK_PORT"
+TLS_CHECK_URL="http://127.0.0.1:$((PORT + 3))"; REDIS_TLS_PORT=$((PORT + 4))
+TLS_DIR=
 START=$SECONDS
 
 say() { printf '[bench %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
@@ -159,6 +165,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   pg -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" 2>/dev/null || true
   redis-cli --scan --pattern "${PREFIX}*" | xargs -r -n 500 redis-cli DEL >/dev/null 2>&1 || true
+  if [ -n "$TLS_DIR" ]; then rm -rf "$TLS_DIR"; fi
   # Secrets and single-use material: never left behind.
   rm -f "$RES/client.txt" "$RES/users.txt" "$RES/tokens.txt" "$RES/refresh.txt" "$RES/refresh.txt.tmp"
   say "cleaned up database $DB and Redis prefix $PREFIX (exit $rc)"
@@ -246,6 +253,41 @@ TOKEND_SERVER_CORES=1 TOKEND_SERVER_LISTEN="127.0.0.1:$REDIS_CHECK_PORT" taskset
   "$BIN" serve 2>>"$RAW/tokend.log" &
 PIDS+=("$!")
 for _ in $(seq 100); do curl -sf "$REDIS_CHECK_URL/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+# validate_redis_tls: a third tokend with the mirror off whose Redis
+# connections are TLS (rediss://, issue #14), to a redis-server of the run's
+# own that listens with TLS only; a CA and a server certificate for
+# 127.0.0.1 (P-256) are made for the run and removed at exit. Beside
+# validate_redis, the difference is TLS (and a Redis of its own, unpinned
+# like the shared one, holding only the seed marker).
+TLS_SCENARIO=
+if command -v openssl >/dev/null; then
+  TLS_DIR=$(mktemp -d)
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=tokend-bench-ca -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$TLS_DIR/san.ext"
+  openssl x509 -req -days 1 -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+    -CAcreateserial -extfile "$TLS_DIR/san.ext" -out "$TLS_DIR/server.pem" 2>/dev/null
+  redis-server --port 0 --tls-port "$REDIS_TLS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --tls-cert-file "$TLS_DIR/server.pem" --tls-key-file "$TLS_DIR/server.key" \
+    --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients no >"$RAW/redis-tls.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 100); do
+    redis-cli -p "$REDIS_TLS_PORT" --tls --cacert "$TLS_DIR/ca.pem" PING >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  TOKEND_SERVER_CORES=1 TOKEND_SERVER_LISTEN="127.0.0.1:$((PORT + 3))" \
+    TOKEND_REDIS_URL="rediss://127.0.0.1:$REDIS_TLS_PORT/0" TOKEND_REDIS_TLS_CA_FILE="$TLS_DIR/ca.pem" \
+    taskset -c "$SERVER_CPU" "$BIN" serve 2>>"$RAW/tokend.log" &
+  PIDS+=("$!")
+  for _ in $(seq 100); do curl -sf "$TLS_CHECK_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -sf "$TLS_CHECK_URL/readyz" >/dev/null ||
+    die "the TLS tokend is not ready; see $RAW/tokend.log and $RAW/redis-tls.log"
+  TLS_SCENARIO="validate_redis_tls|$TLS_CHECK_URL|validate.lua|"
+else
+  say "openssl not found: validate_redis_tls skipped"
+fi
 # limits.blocking_threads default: the CPUs the process may use (taskset's).
 BLOCKING_THREADS=$(taskset -c "$SERVER_CPU" nproc)
 BASELINE_WORKERS=1 taskset -c "$SERVER_CPU" "$BASELINE_BIN" "127.0.0.1:$BASELINE_PORT" 2>"$RAW/baseline.log" &
@@ -261,6 +303,7 @@ SCENARIOS=(
   "validate|$URL|validate.lua|"
   "validate_p16|$URL|validate.lua|16"
   "validate_redis|$REDIS_CHECK_URL|validate.lua|"
+  ${TLS_SCENARIO:+"$TLS_SCENARIO"}
   "introspect|$URL|introspect.lua|"
   "introspect_p16|$URL|introspect.lua|16"
   "validate_401|$URL|validate_401.lua|"

@@ -61,6 +61,10 @@ impl Config {
         c.redis.sentinels = vec![String::new()];
         c.redis.sentinel_username = Some(String::new());
         c.redis.sentinel_password = Some(String::new());
+        c.redis.tls_ca_file = Some(PathBuf::new());
+        c.redis.tls_cert_file = Some(PathBuf::new());
+        c.redis.tls_key_file = Some(PathBuf::new());
+        c.redis.tls_server_name = Some(String::new());
         c
     }
 }

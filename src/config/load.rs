@@ -158,8 +158,11 @@ impl Config {
                 "must be at least 1ms",
             ));
         }
-        if !self.redis.url.starts_with("redis://") {
-            return Err(ConfigError::key("redis.url", "must start with redis://"));
+        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
+            return Err(ConfigError::key(
+                "redis.url",
+                "must start with redis:// (or rediss:// for TLS)",
+            ));
         }
         if !self.redis.sentinels.is_empty() && self.redis.sentinel_master.is_empty() {
             return Err(ConfigError::key(

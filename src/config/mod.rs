@@ -405,6 +405,18 @@ pub struct RedisConfig {
     /// Redis connection per core. Default 0 (answered once the primary has
     /// them). See `redis::acked`.
     pub min_replicas_acked: u32,
+    /// With `rediss://`: the CA certificates (PEM) the servers' certificates
+    /// must chain to. Default: the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `rediss://`: a client certificate (PEM) to present (Redis's
+    /// `tls-auth-clients yes`), with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// The name every server's certificate must carry, when it is not the
+    /// host connected to (for example the primary's IP address a sentinel
+    /// names). Default: that host.
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -421,6 +433,10 @@ impl Default for RedisConfig {
             sentinel_username: None,
             sentinel_password: None,
             min_replicas_acked: 0,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use super::error::RedisError;
 use super::resp::{check_server_error, decode_reply, Reply};
 use super::sentinel::ConnectError;
 use super::target::{check_role, RedisTarget};
+use super::tls::tls_failure;
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -29,12 +30,45 @@ const READ_CHUNK: usize = 16 * 1024;
 /// late must never be taken for the answer to the next command. Connect
 /// again to recover.
 pub struct BlockingRedis {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     chunk: Box<[u8]>,
     broken: bool,
     peer: String,
+    /// Why the TLS session failed, when it did (read by `connect`).
+    tls_failure: Option<String>,
+}
+
+/// The socket, in clear or in TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl BlockingRedis {
@@ -119,6 +153,19 @@ impl BlockingRedis {
             return Err(unreachable(RedisError::Unavailable));
         }
         let peer = target.display_addr();
+        let stream = match target.tls() {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                // The handshake itself runs on the first write, under the
+                // socket's timeouts.
+                let name = tls
+                    .server_name(target.host())
+                    .map_err(|e| ConnectError::Tls(peer.clone(), e))?;
+                let session = rustls::ClientConnection::new(tls.client_config(), name)
+                    .map_err(|e| ConnectError::Tls(peer.clone(), format!("TLS: {e}")))?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(session, stream)))
+            }
+        };
         let mut conn = BlockingRedis {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -126,9 +173,20 @@ impl BlockingRedis {
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             broken: false,
             peer: peer.clone(),
+            tls_failure: None,
         };
         let cmds = target.handshake_commands();
-        let mut replies = conn.roundtrip(&cmds).map_err(unreachable)?;
+        let mut replies = match conn.roundtrip(&cmds) {
+            Ok(r) => r,
+            // A certificate that does not match, an unknown CA, a refused
+            // client certificate: said as such.
+            Err(e) => {
+                return Err(match conn.tls_failure.take() {
+                    Some(why) => ConnectError::Tls(peer, why),
+                    None => unreachable(e),
+                })
+            }
+        };
         let role = if target.checks_role() {
             replies.pop()
         } else {
@@ -215,9 +273,13 @@ impl BlockingRedis {
     }
 
     fn exchange(&mut self, n: usize) -> Result<Vec<Reply>, RedisError> {
-        self.stream
+        let written = self
+            .stream
             .write_all(&self.wbuf)
-            .map_err(|e| io_error(&e))?;
+            .and_then(|()| self.stream.flush());
+        if let Err(e) = written {
+            return Err(self.io_failed(&e));
+        }
         let mut replies = Vec::with_capacity(n);
         while replies.len() < n {
             if let Some(reply) = decode_reply(&mut self.rbuf)? {
@@ -228,10 +290,19 @@ impl BlockingRedis {
                 Ok(0) => return Err(RedisError::Unavailable),
                 Ok(k) => self.rbuf.extend_from_slice(&self.chunk[..k]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error(&e)),
+                Err(e) => return Err(self.io_failed(&e)),
             }
         }
         Ok(replies)
+    }
+
+    /// The error an I/O failure is reported as; a TLS failure's reason is
+    /// kept for `connect`.
+    fn io_failed(&mut self, e: &io::Error) -> RedisError {
+        if let Some(why) = tls_failure(e) {
+            self.tls_failure = Some(why);
+        }
+        io_error(e)
     }
 }
 

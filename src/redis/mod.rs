@@ -8,6 +8,7 @@
 //!   `AUTH`/`SELECT`/`PING`/`ROLE` handshake.
 //! - `sentinel`: [`Sentinels`], where the primary is when Redis Sentinel
 //!   names it.
+//! - `tls`: [`RedisTls`], for `rediss://`.
 //! - `acked`: [`Writes`], the writes that must survive a failover, and the
 //!   `WAIT` for their replicas (`redis.min_replicas_acked`).
 //! - `conn`: [`RedisConn`], one per core, shared through `Rc`: callers
@@ -38,6 +39,7 @@ mod script;
 mod sentinel;
 mod supervisor;
 mod target;
+mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -55,3 +57,4 @@ pub use self::resp::Reply;
 pub use self::script::Script;
 pub use self::sentinel::{ConnectError, LocateError, Sentinels};
 pub use self::target::{RedisTarget, Role};
+pub use self::tls::RedisTls;

@@ -107,6 +107,9 @@ pub enum ConnectError {
     /// The server (or the primary the sentinels named) did not answer or
     /// refused the handshake.
     Unreachable(String, RedisError),
+    /// TLS failed with the server at `addr`: its certificate does not
+    /// match or chain to the CA, or it refused ours (the reason).
+    Tls(String, String),
 }
 
 impl fmt::Display for ConnectError {
@@ -117,14 +120,16 @@ impl fmt::Display for ConnectError {
                 write!(f, "{addr} is {role}, not a primary")
             }
             ConnectError::Unreachable(addr, e) => write!(f, "{addr}: {e}"),
+            ConnectError::Tls(addr, why) => write!(f, "{addr}: {why}"),
         }
     }
 }
 
 impl ConnectError {
     /// Whether this is a configuration mistake rather than an outage: no
-    /// sentinel answers, none knows the name, or the server is not a
-    /// primary. Start-up refuses these; an unreachable primary is waited for.
+    /// sentinel answers, none knows the name, the server is not a primary,
+    /// or TLS with it fails. Start-up refuses these; an unreachable primary
+    /// is waited for.
     pub fn is_misconfiguration(&self) -> bool {
         !matches!(self, ConnectError::Unreachable(..))
     }
@@ -188,6 +193,13 @@ impl Sentinels {
             let i = (first + k) % n;
             (i, &self.nodes[i])
         })
+    }
+
+    /// Reaches every sentinel with `tls` (or without TLS).
+    pub(super) fn set_tls(&mut self, tls: Option<std::sync::Arc<super::tls::RedisTls>>) {
+        for n in &mut self.nodes {
+            n.set_tls(tls.clone());
+        }
     }
 
     /// Sentinel `i` (of [`in_order`](Self::in_order)).

@@ -3,7 +3,8 @@
 //! one of them fails, fails every waiting caller, and reconnects with
 //! exponential backoff, until the last handle is dropped.
 //!
-//! Only `monoio::net::TcpStream` and generic monoio I/O traits are used, so
+//! Only `monoio::net::TcpStream`, `monoio-rustls` over it, and generic
+//! monoio I/O traits are used, so
 //! this works under both the io_uring and the legacy (epoll) drivers. The
 //! runtime must be built with `enable_timer()`.
 //!
@@ -18,8 +19,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Split,
+    Splitable,
+};
 use monoio::net::TcpStream;
+use monoio_rustls::{ClientTlsStream, TlsConnector, TlsError};
 
 use super::blocking::is_readonly;
 use super::conn::{bump, Shared, WRITE_BUF_INITIAL};
@@ -27,6 +32,29 @@ use super::error::ServerErrorCode;
 use super::resp::{decode_reply, Reply};
 use super::sentinel::{read_answer, LocateError};
 use super::target::{check_role, RedisTarget, Role};
+use super::tls::tls_failure;
+
+/// A connection's socket: in clear, or in TLS (`rediss://`). The functions
+/// that read and write are generic over the stream, so the clear one pays
+/// nothing for the other.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// [`exchange`] on whichever stream this is.
+    async fn exchange(
+        &mut self,
+        rbuf: &mut BytesMut,
+        cmds: &[redis::Cmd],
+    ) -> Result<Vec<Reply>, Broken> {
+        match self {
+            Conn::Plain(s) => exchange(s, rbuf, cmds).await,
+            Conn::Tls(s) => exchange(&mut **s, rbuf, cmds).await,
+        }
+    }
+}
 
 /// First delay before reconnecting after an error; doubled after each failed
 /// attempt up to [`BACKOFF_MAX`], reset after a successful connect.
@@ -66,6 +94,8 @@ pub(super) enum Broken {
     NotPrimary(Role),
     /// The sentinels name another primary now.
     Moved,
+    /// TLS failed (the reason: a certificate that does not match, …).
+    Tls(String),
 }
 
 impl fmt::Display for Broken {
@@ -82,6 +112,7 @@ impl fmt::Display for Broken {
             Broken::Locate(e) => write!(f, "{e}"),
             Broken::NotPrimary(role) => write!(f, "the server is {role}, not a primary"),
             Broken::Moved => f.write_str("the sentinels name another primary (failover)"),
+            Broken::Tls(why) => f.write_str(why),
         }
     }
 }
@@ -158,9 +189,7 @@ pub(super) async fn supervise(shared: Rc<Shared>) {
 /// With sentinels: asks them for the primary (the first that answers), then
 /// connects to it. Without: connects to the target's address. Returns the
 /// stream, any bytes read past the handshake, and `host:port` reached.
-async fn locate_and_establish(
-    target: &RedisTarget,
-) -> Result<(TcpStream, BytesMut, String), Broken> {
+async fn locate_and_establish(target: &RedisTarget) -> Result<(Conn, BytesMut, String), Broken> {
     let Some(sentinels) = target.sentinels() else {
         let (stream, rbuf) = establish(target).await?;
         return Ok((stream, rbuf, target.display_addr()));
@@ -203,13 +232,16 @@ async fn ask_sentinel(
     question: redis::Cmd,
 ) -> Result<Result<(String, u16), LocateError>, Broken> {
     let (mut stream, mut rbuf) = establish(node).await?;
-    let mut replies = exchange(&mut stream, &mut rbuf, std::slice::from_ref(&question)).await?;
+    let mut replies = stream
+        .exchange(&mut rbuf, std::slice::from_ref(&question))
+        .await?;
     Ok(read_answer(&replies.pop().ok_or(Broken::Protocol)?))
 }
 
-/// TCP connect (trying each resolved address), then AUTH/SELECT/PING. Returns the
-/// stream and any bytes read past the handshake replies.
-async fn establish(target: &RedisTarget) -> Result<(TcpStream, BytesMut), Broken> {
+/// TCP connect (trying each resolved address), TLS for `rediss://`, then
+/// AUTH/SELECT/PING/ROLE. Returns the stream and any bytes read past the
+/// handshake replies.
+async fn establish(target: &RedisTarget) -> Result<(Conn, BytesMut), Broken> {
     let addrs = resolve(target).await?;
     let mut last_err = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
     let mut stream = None;
@@ -224,8 +256,22 @@ async fn establish(target: &RedisTarget) -> Result<(TcpStream, BytesMut), Broken
     }
     let mut stream = stream.ok_or(Broken::Io(last_err))?;
     stream.set_nodelay(true)?;
+    let Some(tls) = target.tls() else {
+        let rbuf = handshake(&mut stream, target).await?;
+        return Ok((Conn::Plain(stream), rbuf));
+    };
+    let name = tls.server_name(target.host()).map_err(Broken::Tls)?;
+    let mut stream = TlsConnector::from(tls.client_config())
+        .connect(name, stream)
+        .await
+        .map_err(|e| {
+            Broken::Tls(match e {
+                TlsError::Rustls(r) => format!("TLS: {r}"),
+                TlsError::Io(io) => tls_failure(&io).unwrap_or_else(|| format!("TLS: {io}")),
+            })
+        })?;
     let rbuf = handshake(&mut stream, target).await?;
-    Ok((stream, rbuf))
+    Ok((Conn::Tls(Box::new(stream)), rbuf))
 }
 
 /// Resolves the target. IP literals need no lookup; host names are resolved
@@ -249,7 +295,10 @@ async fn resolve(target: &RedisTarget) -> Result<Vec<SocketAddr>, Broken> {
     }
 }
 
-async fn handshake(stream: &mut TcpStream, target: &RedisTarget) -> Result<BytesMut, Broken> {
+async fn handshake<S>(stream: &mut S, target: &RedisTarget) -> Result<BytesMut, Broken>
+where
+    S: AsyncReadRent + AsyncWriteRent,
+{
     let cmds = target.handshake_commands();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut replies = exchange(stream, &mut rbuf, &cmds).await?;
@@ -273,8 +322,8 @@ async fn handshake(stream: &mut TcpStream, target: &RedisTarget) -> Result<Bytes
 
 /// Writes `cmds` in one write and reads their replies (in order); bytes read
 /// past them stay in `rbuf`.
-async fn exchange(
-    stream: &mut TcpStream,
+async fn exchange<S: AsyncReadRent + AsyncWriteRent>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     cmds: &[redis::Cmd],
 ) -> Result<Vec<Reply>, Broken> {
@@ -308,7 +357,17 @@ async fn exchange(
 
 /// Runs reader, writer, stall watchdog and (with sentinels) the primary
 /// watch until the first one stops.
-async fn run_connection(shared: &Shared, stream: TcpStream, rbuf: BytesMut, peer: &str) -> Broken {
+async fn run_connection(shared: &Shared, stream: Conn, rbuf: BytesMut, peer: &str) -> Broken {
+    match stream {
+        Conn::Plain(s) => run_on(shared, s, rbuf, peer).await,
+        Conn::Tls(s) => run_on(shared, *s, rbuf, peer).await,
+    }
+}
+
+async fn run_on<S>(shared: &Shared, stream: S, rbuf: BytesMut, peer: &str) -> Broken
+where
+    S: Split + AsyncReadRent + AsyncWriteRent,
+{
     let (reader, writer) = stream.into_split();
     monoio::select! {
         why = read_loop(shared, reader, rbuf) => why,
@@ -334,7 +393,7 @@ async fn primary_watch(target: &RedisTarget, peer: &str) -> Broken {
     let Some(sentinels) = target.sentinels() else {
         return std::future::pending().await;
     };
-    let mut asking: Option<(TcpStream, BytesMut)> = None;
+    let mut asking: Option<(Conn, BytesMut)> = None;
     let mut order = sentinels
         .in_order()
         .map(|(i, _)| i)
@@ -351,7 +410,9 @@ async fn primary_watch(target: &RedisTarget, peer: &str) -> Broken {
                 asking = Some(establish(node).await?);
             }
             let (stream, rbuf) = asking.as_mut().expect("connected above");
-            let mut replies = exchange(stream, rbuf, std::slice::from_ref(&question)).await?;
+            let mut replies = stream
+                .exchange(rbuf, std::slice::from_ref(&question))
+                .await?;
             Ok::<_, Broken>(read_answer(&replies.pop().ok_or(Broken::Protocol)?))
         };
         match monoio::time::timeout(PRIMARY_WATCH, asked).await {
@@ -367,9 +428,9 @@ async fn primary_watch(target: &RedisTarget, peer: &str) -> Broken {
     }
 }
 
-async fn read_loop(
+async fn read_loop<S: AsyncReadRent>(
     shared: &Shared,
-    mut reader: OwnedReadHalf<TcpStream>,
+    mut reader: OwnedReadHalf<S>,
     mut rbuf: BytesMut,
 ) -> Broken {
     let mut chunk = Vec::with_capacity(READ_CHUNK);
@@ -402,7 +463,7 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(shared: &Shared, mut writer: OwnedWriteHalf<TcpStream>) -> Broken {
+async fn write_loop<S: AsyncWriteRent>(shared: &Shared, mut writer: OwnedWriteHalf<S>) -> Broken {
     // Double buffering: callers fill `State::wbuf` while this one is written.
     let mut out = Vec::with_capacity(WRITE_BUF_INITIAL);
     loop {

@@ -5,9 +5,10 @@
 //! (`redis::parse_redis_url` and `IntoConnectionInfo`), which is compiled in
 //! whatever the crate's features: it needs none of them, so the crate stays
 //! at default-features off with `script` only (for the SHA1 of [`Script`]s).
-//! Around it, tokend refuses what its client does not do (TLS, Unix
-//! sockets, query parameters such as `?protocol=resp3`) and names the part
-//! that is wrong where the crate's errors would not.
+//! Around it, tokend refuses what its client does not do (Unix sockets,
+//! query parameters such as `?protocol=resp3`) and names the part that is
+//! wrong where the crate's errors would not. `rediss://` asks for TLS (see
+//! `tls`).
 //!
 //! A target may name its primary through Redis Sentinel instead
 //! ([`RedisTarget::with_sentinels`]): the URL then gives the credentials and
@@ -30,6 +31,7 @@ use redis::{ConnectionAddr, IntoConnectionInfo};
 use super::error::RedisError;
 use super::resp::Reply;
 use super::sentinel::Sentinels;
+use super::tls::RedisTls;
 
 /// Where Redis is: parsed from `redis://[[user]:password@]host[:port][/db]`.
 ///
@@ -50,6 +52,8 @@ pub struct RedisTarget {
     /// Whether the handshake checks with `ROLE` that the server is a
     /// primary: true for data nodes, false for a sentinel itself.
     expect_primary: bool,
+    /// TLS, for `rediss://`: on every connection, sentinels' included.
+    tls: Option<Arc<RedisTls>>,
 }
 
 /// What `ROLE` said of a server that is not a primary.
@@ -74,13 +78,42 @@ impl RedisTarget {
     /// Parses a `redis://` URL. Username and password may be
     /// percent-encoded; the port defaults to 6379 and the database to 0.
     pub fn parse(url: &str) -> Result<RedisTarget, RedisError> {
-        match url.split_once("://") {
-            Some(("redis", _)) => {}
-            Some(("rediss", _)) => {
-                return Err(RedisError::InvalidUrl("TLS (rediss://) is not supported"))
+        let (tls, rest) = match url.split_once("://") {
+            Some(("redis", rest)) => (false, rest),
+            Some(("rediss", rest)) => (true, rest),
+            _ => {
+                return Err(RedisError::InvalidUrl(
+                    "the scheme must be redis:// (or rediss:// for TLS)",
+                ))
             }
-            _ => return Err(RedisError::InvalidUrl("the scheme must be redis://")),
+        };
+        let mut target = Self::parse_plain(&["redis://", rest].concat())?;
+        if tls {
+            let system = RedisTls::new(None, None, None, None).map_err(|e| {
+                tracing::warn!("redis: {e}");
+                RedisError::InvalidUrl("rediss:// needs CA certificates (redis.tls_ca_file)")
+            })?;
+            target.set_tls(Some(Arc::new(system)));
         }
+        Ok(target)
+    }
+
+    /// Whether connections use TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// TLS as configured, when connections use it.
+    pub(super) fn tls(&self) -> Option<&RedisTls> {
+        self.tls.as_deref()
+    }
+
+    /// Encrypts (or not) every connection made to this target.
+    pub(super) fn set_tls(&mut self, tls: Option<Arc<RedisTls>>) {
+        self.tls = tls;
+    }
+
+    fn parse_plain(url: &str) -> Result<RedisTarget, RedisError> {
         let parsed = redis::parse_redis_url(url).ok_or(RedisError::InvalidUrl(
             "malformed URL (a port must be 1-65535, an IPv6 host in brackets)",
         ))?;
@@ -127,13 +160,37 @@ impl RedisTarget {
             password: settings.password().map(str::to_owned),
             sentinels: None,
             expect_primary: true,
+            tls: None,
         })
     }
 
     /// The target `[redis]` describes: `url`, and with `sentinels` the
     /// primary they name. The error names the key that is wrong.
     pub fn from_config(c: &crate::config::RedisConfig) -> Result<RedisTarget, String> {
-        let target = RedisTarget::parse(&c.url).map_err(|e| format!("redis.url: {e}"))?;
+        let tls_files = c.tls_ca_file.is_some()
+            || c.tls_cert_file.is_some()
+            || c.tls_key_file.is_some()
+            || c.tls_server_name.is_some();
+        let target = if c.url.starts_with("rediss://") && tls_files {
+            // Parsed without the system's roots: the files replace them.
+            let mut t = RedisTarget::parse(&c.url.replacen("rediss://", "redis://", 1))
+                .map_err(|e| format!("redis.url: {e}"))?;
+            let tls = RedisTls::new(
+                c.tls_ca_file.as_deref(),
+                c.tls_cert_file.as_deref(),
+                c.tls_key_file.as_deref(),
+                c.tls_server_name.as_deref(),
+            )
+            .map_err(|e| format!("redis TLS: {e}"))?;
+            t.set_tls(Some(Arc::new(tls)));
+            t
+        } else if tls_files {
+            return Err(
+                "redis.tls_* is set but redis.url is not rediss://: use rediss:// for TLS".into(),
+            );
+        } else {
+            RedisTarget::parse(&c.url).map_err(|e| format!("redis.url: {e}"))?
+        };
         if c.sentinels.is_empty() {
             return Ok(target);
         }
@@ -151,7 +208,9 @@ impl RedisTarget {
     /// every connection asks them where the primary is, and asks again on
     /// each reconnect. The URL's user, password and database still apply to
     /// the data nodes; its host and port are not used.
-    pub fn with_sentinels(mut self, sentinels: Sentinels) -> RedisTarget {
+    pub fn with_sentinels(mut self, mut sentinels: Sentinels) -> RedisTarget {
+        // The sentinels are reached as the data nodes are: with TLS or not.
+        sentinels.set_tls(self.tls.clone());
         self.sentinels = Some(Arc::new(sentinels));
         self
     }
@@ -173,6 +232,7 @@ impl RedisTarget {
             password: self.password.clone(),
             sentinels: None,
             expect_primary: true,
+            tls: self.tls.clone(),
         }
     }
 
@@ -193,6 +253,7 @@ impl RedisTarget {
             password: password.map(str::to_owned),
             sentinels: None,
             expect_primary: false,
+            tls: None,
         }
     }
 
@@ -292,6 +353,9 @@ impl fmt::Display for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.sentinels {
             Some(s) => write!(f, "the primary of {s}, database {}", self.db),
+            None if self.tls.is_some() => {
+                write!(f, "rediss://{}/{}", self.display_addr(), self.db)
+            }
             None => write!(f, "redis://{}/{}", self.display_addr(), self.db),
         }
     }
@@ -306,6 +370,7 @@ impl fmt::Debug for RedisTarget {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("sentinels", &self.sentinels)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -351,7 +416,6 @@ mod tests {
 
         for bad in [
             "http://localhost",
-            "rediss://localhost",
             "redis://",
             "redis://host:0",
             "redis://host:99999",

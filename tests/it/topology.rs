@@ -626,3 +626,141 @@ fn writes_wait_for_their_replicas_or_fail_closed() {
         "the replica holds no revocation"
     );
 }
+
+/// Certificates for a TLS Redis, made in the test (rcgen): a CA, a server
+/// certificate for 127.0.0.1, a client certificate, and an unrelated CA.
+struct Certs {
+    dir: std::path::PathBuf,
+}
+
+impl Certs {
+    fn new() -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = std::env::temp_dir().join(format!("tokend-it-tls-{}", random_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.self_signed(&key).unwrap();
+            (cert, Issuer::new(params, key))
+        };
+        let (ca_cert, issuer) = ca("tokend test CA");
+        let (other, _) = ca("another CA");
+        for (names, file) in [
+            (vec!["127.0.0.1".to_string()], "server"),
+            (vec!["tokend".to_string()], "client"),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        }
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("other-ca.pem"), other.pem()).unwrap();
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// TLS to Redis (issue #14, item 1): a Redis that speaks only TLS and
+/// requires a client certificate. tokend serves through it (the per-core
+/// connections, the mirror readers, the seeder); a CA the server's
+/// certificate does not chain to stops start-up with one line.
+#[test]
+fn tokend_reaches_a_tls_only_redis_with_a_client_certificate() {
+    let certs = Certs::new();
+    let port = free_port_block(1);
+    let mut child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--port", "0", "--tls-port", &port.to_string()])
+        .args(["--tls-cert-file", &certs.path("server.pem")])
+        .args(["--tls-key-file", &certs.path("server.key")])
+        .args(["--tls-ca-cert-file", &certs.path("ca.pem")])
+        .args(["--tls-auth-clients", "yes"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    assert!(eventually(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    let (ca, cert, key) = (
+        certs.path("ca.pem"),
+        certs.path("client.pem"),
+        certs.path("client.key"),
+    );
+    for mirror in ["false", "true"] {
+        let d = crate::tokens::deployment(&[
+            ("TOKEND_REDIS_URL", &url),
+            ("TOKEND_REDIS_TLS_CA_FILE", &ca),
+            ("TOKEND_REDIS_TLS_CERT_FILE", &cert),
+            ("TOKEND_REDIS_TLS_KEY_FILE", &key),
+            ("TOKEND_REDIS_REVOCATION_MIRROR", mirror),
+        ]);
+        let r = d.login("alice", PASSWORD);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let access = r.json()["access_token"].as_str().unwrap().to_string();
+        let refresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+        let bearer = format!("Bearer {access}");
+        assert_eq!(d.server.get_auth("/validate", &bearer).status, 200);
+        let r = d.server.post_form(
+            "/oauth/token",
+            Some(("app", &d.secret)),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = d.server.post_form(
+            "/oauth/revoke",
+            Some(("app", &d.secret)),
+            &[("token", &access)],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            d.server.get_auth("/validate", &bearer).status,
+            401,
+            "mirror {mirror}"
+        );
+        assert_eq!(d.server.get("/readyz").status, 200);
+    }
+
+    // A CA the server's certificate does not chain to: one line, exit 1.
+    let db = TestDb::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TOKEND_SERVER_LISTEN", "127.0.0.1:0")
+        .env("TOKEND_DATABASE_URL", &db.url)
+        .env("TOKEND_KEYS_KEK", test_kek())
+        .env("TOKEND_REDIS_URL", &url)
+        .env("TOKEND_REDIS_TLS_CA_FILE", certs.path("other-ca.pem"))
+        .env("TOKEND_REDIS_TLS_CERT_FILE", &cert)
+        .env("TOKEND_REDIS_TLS_KEY_FILE", &key)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.trim().lines().last().unwrap_or("");
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        last.starts_with("tokend: ") && last.contains("TLS") && last.contains("certificate"),
+        "{err}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
