@@ -324,7 +324,10 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// libpq-style URL. Default `postgres://postgres@127.0.0.1:5432/tokend`.
-    /// A password in it is redacted when printed.
+    /// A password in it is redacted when printed. Several hosts with
+    /// `target_session_attrs=read-write` for failover; `sslmode`
+    /// (`require`, `verify-ca`, `verify-full`) and `sslrootcert` for TLS
+    /// (see `store::pgtls`).
     pub url: String,
     /// Connections in the pool. Default: `limits.blocking_threads`.
     pub pool_size: Option<u32>,

@@ -27,6 +27,13 @@
 //! nothing and has no deadline; a write that cannot make progress for the
 //! patience fails the same way.
 //!
+//! TLS (`sslmode=require`, `verify-ca`, `verify-full`; see `pgtls`): the
+//! connector is given the bare socket the same way, sends the `SSLRequest`
+//! itself, reads the server's one-byte answer and runs the rustls handshake
+//! (tokio-rustls), all within `database.connect_timeout`, and puts the
+//! encrypted stream under the watch: the framing is followed on the
+//! plaintext side of TLS.
+//!
 //! Limits: `COPY … FROM STDIN` (never used by tokend) waits on the client
 //! and would be cut after the patience. A Unix-socket host gets no
 //! hostname from tokio-postgres, which refuses to start "TLS" without one:
@@ -34,7 +41,8 @@
 //! `statement_timeout` is then the only bound; see `database.url`).
 //!
 //! Owns: [`Watch`] (a connection's patience and why it was cut), the
-//! connector and the stream. Never imports: anything of the crate.
+//! connector and the stream. Never imports: anything of the crate outside
+//! `store` (`pgtls`, the TLS configuration).
 
 use std::future::Future;
 use std::io;
@@ -46,8 +54,11 @@ use std::time::Duration;
 
 use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use postgres::Socket;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use super::pgtls::PgTls;
 
 /// What the streams of a pool (or of one CLI connection) and their owner
 /// share: how long the server may stay silent while an answer is owed, why
@@ -106,19 +117,31 @@ impl Watch {
     }
 }
 
-/// The "TLS" connector that does no TLS and puts the socket under a
-/// [`Watch`] (see the module header). Used with `sslmode=require` and
-/// `sslnegotiation=direct`, which make tokio-postgres hand it the socket
-/// before any byte is exchanged.
+/// The connector that puts the socket under a [`Watch`], in clear or in
+/// TLS (see the module header). Used with `sslmode=require` and
+/// `sslnegotiation=direct` towards tokio-postgres, which make it hand the
+/// socket over before any byte is exchanged.
 #[derive(Debug, Clone)]
 pub struct Watched {
     watch: Arc<Watch>,
+    tls: Option<Arc<PgTls>>,
+    /// The host this connection is for (the certificate's name to check).
+    host: String,
 }
 
 impl Watched {
-    /// A connector whose streams report to `watch`.
+    /// A connector whose streams report to `watch`, in clear.
     pub fn new(watch: Arc<Watch>) -> Watched {
-        Watched { watch }
+        Watched {
+            watch,
+            tls: None,
+            host: String::new(),
+        }
+    }
+
+    /// The same, every stream encrypted with `tls` (when `Some`).
+    pub fn with_tls(self, tls: Option<Arc<PgTls>>) -> Watched {
+        Watched { tls, ..self }
     }
 }
 
@@ -127,18 +150,112 @@ impl MakeTlsConnect<Socket> for Watched {
     type TlsConnect = Watched;
     type Error = io::Error;
 
-    fn make_tls_connect(&mut self, _domain: &str) -> Result<Watched, io::Error> {
-        Ok(self.clone())
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Watched, io::Error> {
+        Ok(Watched {
+            host: domain.to_owned(),
+            ..self.clone()
+        })
     }
 }
+
+/// The `SSLRequest` message: length 8, code 80877103.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 impl TlsConnect<Socket> for Watched {
     type Stream = WatchedStream;
     type Error = io::Error;
-    type Future = std::future::Ready<Result<WatchedStream, io::Error>>;
+    type Future = Pin<Box<dyn Future<Output = Result<WatchedStream, io::Error>> + Send>>;
 
-    fn connect(self, stream: Socket) -> Self::Future {
-        std::future::ready(Ok(WatchedStream::new(stream, self.watch)))
+    fn connect(self, mut stream: Socket) -> Self::Future {
+        Box::pin(async move {
+            let Some(tls) = self.tls else {
+                return Ok(WatchedStream::new(Inner::Plain(stream), self.watch));
+            };
+            let patience = self.watch.connect;
+            let host = self.host;
+            let handshake = async move {
+                stream.write_all(&SSL_REQUEST).await?;
+                let mut answer = [0u8; 1];
+                stream.read_exact(&mut answer).await?;
+                if answer[0] != b'S' {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "the server does not offer TLS (database.url asks for it with sslmode)",
+                    ));
+                }
+                let name = ServerName::try_from(host.clone()).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{host:?} is not a name a certificate can be checked for"),
+                    )
+                })?;
+                tokio_rustls::TlsConnector::from(tls.client_config())
+                    .connect(name, stream)
+                    .await
+            };
+            let tls_stream = tokio::time::timeout(patience, handshake)
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no TLS handshake with PostgreSQL within {}",
+                            humantime::format_duration(patience)
+                        ),
+                    )
+                })??;
+            Ok(WatchedStream::new(
+                Inner::Tls(Box::new(tls_stream)),
+                self.watch,
+            ))
+        })
+    }
+}
+
+/// A connection's socket, in clear or in TLS.
+#[derive(Debug)]
+enum Inner {
+    Plain(Socket),
+    Tls(Box<tokio_rustls::client::TlsStream<Socket>>),
+}
+
+impl AsyncRead for Inner {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Inner {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Inner::Tls(s) => Pin::new(&mut **s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
     }
 }
 
@@ -146,7 +263,7 @@ impl TlsConnect<Socket> for Watched {
 /// server (see the module header).
 #[derive(Debug)]
 pub struct WatchedStream {
-    inner: Socket,
+    inner: Inner,
     watch: Arc<Watch>,
     /// The client's messages, to count the answers they ask for.
     sent: Framer,
@@ -167,7 +284,7 @@ pub struct WatchedStream {
 }
 
 impl WatchedStream {
-    fn new(inner: Socket, watch: Arc<Watch>) -> WatchedStream {
+    fn new(inner: Inner, watch: Arc<Watch>) -> WatchedStream {
         WatchedStream {
             generation: watch.generation(),
             ready: false,
@@ -345,7 +462,9 @@ impl AsyncWrite for WatchedStream {
 }
 
 impl TlsStream for WatchedStream {
-    /// No TLS, so nothing to bind SCRAM to (as with `NoTls`).
+    /// Nothing to bind SCRAM to: none in clear (as with `NoTls`), and none
+    /// offered over TLS either (SCRAM-SHA-256 without `-PLUS`, which libpq
+    /// also falls back to by default).
     fn channel_binding(&self) -> ChannelBinding {
         ChannelBinding::none()
     }

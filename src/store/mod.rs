@@ -9,7 +9,9 @@
 //!   and answered at once.
 //! - [`deadline`]: tokend's own deadline on every wait for PostgreSQL's
 //!   answer, on its side of the socket (a frozen server or network never
-//!   delivers the server's `statement_timeout`).
+//!   delivers the server's `statement_timeout`), and TLS under it.
+//! - [`pgtls`]: `sslmode` and `sslrootcert` of `database.url`, and the
+//!   rustls configuration each mode asks for.
 //! - [`probe`]: [`PgProbe`], the readiness check of PostgreSQL, on a thread
 //!   and a connection of its own (never queued behind logins).
 //! - [`migrate`]: the schema: `migrations/*.sql`, applied in order.
@@ -26,6 +28,7 @@
 pub mod deadline;
 pub mod migrate;
 pub mod pg;
+pub mod pgtls;
 pub mod pool;
 pub mod probe;
 

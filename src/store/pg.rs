@@ -54,6 +54,7 @@ use postgres::config::{Host, SslMode, SslNegotiation};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::deadline::{Watch, Watched, RETIRED};
+use super::pgtls::{split_tls_params, PgTls};
 use crate::config::{redact_url, DatabaseConfig};
 
 /// What tokend adds to `database.statement_timeout` before it cuts a silent
@@ -82,10 +83,11 @@ pub enum StoreError {
     /// Occurs when `database.url` does not parse.
     #[error("database.url is not a valid PostgreSQL URL ({url}): {}", chain(.error))]
     Url { url: String, error: postgres::Error },
-    /// Occurs when `database.url` asks for TLS (`sslmode=require`), which
-    /// tokend does not speak to PostgreSQL.
-    #[error("database.url ({url}) asks for TLS (sslmode=require), which tokend does not speak to PostgreSQL; reach it over a trusted network or a local socket")]
-    Tls { url: String },
+    /// Occurs when the TLS asked for by `database.url` (`sslmode`,
+    /// `sslrootcert`) cannot be set up: an unknown mode, a root certificate
+    /// that cannot be read, TLS asked for over a Unix socket.
+    #[error("database.url ({url}): {why}")]
+    Tls { url: String, why: String },
     /// Occurs when a connection cannot be made, or made usable, within the
     /// configured bounds.
     #[error("cannot connect to PostgreSQL at {url}: {cause}")]
@@ -133,18 +135,30 @@ struct Settings {
     statement_timeout: Duration,
     /// Whether connections go through [`Watched`] (not over a Unix socket).
     watched: bool,
+    /// TLS, when `sslmode` asks for it (see `pgtls`).
+    tls: Option<Arc<PgTls>>,
 }
 
 impl Settings {
     fn new(config: &DatabaseConfig) -> Result<Settings, StoreError> {
         let url = redact_url(&config.url);
-        let mut pg: postgres::Config = config.url.parse().map_err(|error| StoreError::Url {
+        // tokio-postgres knows neither verify-full nor sslrootcert: both are
+        // read here, and the TLS is tokend's connector's (see `pgtls`).
+        let (plain_url, mode, root) =
+            split_tls_params(&config.url).map_err(|why| StoreError::Tls {
+                url: url.clone(),
+                why,
+            })?;
+        let tls = PgTls::new(mode, root.as_deref())
+            .map_err(|why| StoreError::Tls {
+                url: url.clone(),
+                why,
+            })?
+            .map(Arc::new);
+        let mut pg: postgres::Config = plain_url.parse().map_err(|error| StoreError::Url {
             url: url.clone(),
             error,
         })?;
-        if pg.get_ssl_mode() == SslMode::Require {
-            return Err(StoreError::Tls { url });
-        }
         pg.connect_timeout(config.connect_timeout);
         pg.application_name("tokend");
         // Let the kernel drop a connection whose peer stopped acknowledging
@@ -159,6 +173,12 @@ impl Settings {
             }
         }
         let unix = pg.get_hosts().iter().any(|h| !matches!(h, Host::Tcp(_)));
+        if unix && tls.is_some() {
+            return Err(StoreError::Tls {
+                url,
+                why: "TLS (sslmode) is for TCP hosts, not a Unix socket".into(),
+            });
+        }
         if unix {
             // No hostname, no "TLS", no watched stream: plaintext as before,
             // bounded by the server's statement_timeout alone.
@@ -173,6 +193,7 @@ impl Settings {
             connect_timeout: config.connect_timeout,
             statement_timeout: config.statement_timeout,
             watched: !unix,
+            tls,
         })
     }
 
@@ -196,7 +217,7 @@ impl Settings {
         };
         let mut client = self
             .pg
-            .connect(Watched::new(self.watch()))
+            .connect(Watched::new(self.watch()).with_tls(self.tls.clone()))
             .map_err(unreachable)?;
         set_statement_timeout(&mut client, self.statement_timeout).map_err(unreachable)?;
         Ok(client)
@@ -429,7 +450,10 @@ pub fn pool(config: &DatabaseConfig, size: u32) -> Result<PgPool, StoreError> {
         watch: Some(watch.clone()),
         ..Health::default()
     });
-    let manager = PostgresConnectionManager::new(settings.pg.clone(), Watched::new(watch.clone()));
+    let manager = PostgresConnectionManager::new(
+        settings.pg.clone(),
+        Watched::new(watch.clone()).with_tls(settings.tls.clone()),
+    );
     let inner = r2d2::Pool::builder()
         .max_size(size.max(1))
         .min_idle(Some(0))
@@ -631,13 +655,128 @@ mod tests {
         assert!(!e.contains("secret"), "{e}");
     }
 
+    /// `database.url` with `params` added to its query string.
+    fn with_params(url: &str, params: &str) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}{params}")
+    }
+
+    /// TLS to PostgreSQL (issue #14): `sslmode=require` encrypts (the server
+    /// says so in `pg_stat_ssl`), `verify-ca` checks the chain, `verify-full`
+    /// the name too, and a root the certificate does not chain to is refused
+    /// by name. The test server's own certificate is the root (Debian's
+    /// PostgreSQL serves its self-signed snakeoil certificate by default).
     #[test]
-    fn tls_is_refused_by_name_rather_than_faked() {
-        let Err(e) = connect(&config("postgres://u@127.0.0.1:1/db?sslmode=require")) else {
-            panic!("connected with sslmode=require");
+    fn tls_modes_encrypt_and_check_the_server() {
+        let plain = crate::testing::database_url();
+        let mut c = config(&plain);
+        c.connect_timeout = Duration::from_secs(5);
+        let mut client = connect(&c).unwrap();
+        let ssl_on = client
+            .query_one("SHOW ssl", &[])
+            .map(|r| r.get::<_, String>(0) == "on")
+            .unwrap_or(false);
+        let cert_file = client
+            .query_one("SHOW ssl_cert_file", &[])
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_else(|_| "/etc/ssl/certs/ssl-cert-snakeoil.pem".into());
+        drop(client);
+
+        c.url = with_params(&plain, "sslmode=require");
+        if !ssl_on {
+            // A server without TLS: refused, and said so.
+            let Err(e) = connect(&c) else {
+                panic!("sslmode=require connected to a server without TLS");
+            };
+            assert!(e.to_string().contains("does not offer TLS"), "{e}");
+            eprintln!("the test PostgreSQL has ssl = off: only the refusal was checked");
+            return;
+        }
+        let mut client = connect(&c).unwrap();
+        let encrypted: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(encrypted, "sslmode=require gave a clear-text session");
+        // The watch still follows the protocol inside TLS.
+        let e = client.batch_execute("SELECT pg_sleep(3)").unwrap_err();
+        assert!(
+            e.code().is_some() || e.to_string().contains("no answer"),
+            "{e}"
+        );
+        drop(client);
+
+        // A root the server's certificate does not chain to.
+        let other =
+            std::env::temp_dir().join(format!("tokend-other-ca-{}.pem", std::process::id()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&other, params.self_signed(&key).unwrap().pem()).unwrap();
+        c.url = with_params(
+            &plain,
+            &format!("sslmode=verify-ca&sslrootcert={}", other.display()),
+        );
+        let Err(e) = connect(&c) else {
+            panic!("verify-ca accepted a certificate that does not chain to the root");
         };
-        let e = e.to_string();
-        assert!(e.contains("sslmode=require"), "{e}");
+        std::fs::remove_file(&other).unwrap();
+        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+
+        // The server's own certificate as the root.
+        if std::fs::read(&cert_file).is_err() {
+            eprintln!("cannot read {cert_file}: the chain checks were skipped");
+            return;
+        }
+        c.url = with_params(
+            &plain,
+            &format!("sslmode=verify-ca&sslrootcert={cert_file}"),
+        );
+        let mut client = connect(&c).unwrap_or_else(|e| panic!("verify-ca with {cert_file}: {e}"));
+        assert_eq!(
+            client.query_one("SELECT 1", &[]).unwrap().get::<_, i32>(0),
+            1
+        );
+        // The same chain, but the name connected to (an IP address) is not
+        // the certificate's.
+        c.url = with_params(
+            &plain,
+            &format!("sslmode=verify-full&sslrootcert={cert_file}"),
+        );
+        if plain.contains("@127.0.0.1") || plain.contains("@[::1]") {
+            let Err(e) = connect(&c) else {
+                panic!("verify-full accepted a certificate for another name");
+            };
+            assert!(e.to_string().contains("certificate"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_refused_by_name() {
+        for (url, says) in [
+            ("postgres://u@127.0.0.1:1/db?sslmode=verify", "sslmode"),
+            (
+                "postgres://u@127.0.0.1:1/db?sslmode=verify-full",
+                "sslrootcert",
+            ),
+            (
+                "postgres://u@127.0.0.1:1/db?sslmode=require&sslrootcert=/nonexistent.pem",
+                "/nonexistent.pem",
+            ),
+            (
+                "postgres://u@%2Frun%2Fpostgresql/db?sslmode=require",
+                "Unix socket",
+            ),
+        ] {
+            let Err(e) = connect(&config(url)) else {
+                panic!("connected with {url}");
+            };
+            let e = e.to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
     }
 
     #[test]

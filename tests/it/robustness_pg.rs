@@ -682,3 +682,47 @@ fn postgresql_failover_with_a_multi_host_url() {
     );
     assert_eq!(server.get_auth("/validate", &bearer).status, 200);
 }
+
+/// TLS to PostgreSQL (issue #14, item 2): with `sslmode=require` in
+/// `database.url`, every connection of the pool is encrypted (the server
+/// says so in `pg_stat_ssl`), and logins work through it.
+#[test]
+fn the_pool_speaks_tls_with_sslmode_require() {
+    let db = TestDb::new();
+    let (secret, _) = seed(&db);
+    let mut admin = db.client();
+    let ssl_on: String = admin.query_one("SHOW ssl", &[]).unwrap().get(0);
+    if ssl_on != "on" {
+        eprintln!(
+            "the test PostgreSQL has ssl = off: nothing to check here (see store::pg's tests)"
+        );
+        return;
+    }
+    let sep = if db.url.contains('?') { '&' } else { '?' };
+    let server = TestServer::with(Options {
+        db_url: Some(format!("{}{sep}sslmode=require", db.url)),
+        ..Options::default()
+    });
+    let r = server.post_form(
+        "/oauth/token",
+        Some(("app", &secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rows = admin
+        .query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.datname = $1 AND a.application_name = 'tokend'",
+            &[&db.name],
+        )
+        .unwrap();
+    assert!(!rows.is_empty(), "no tokend connection to the database");
+    assert!(
+        rows.iter().all(|r| r.get::<_, bool>(0)),
+        "a tokend connection in clear text"
+    );
+}
