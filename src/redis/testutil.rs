@@ -91,14 +91,24 @@ pub struct PrivateRedis {
     pub port: u16,
     extra: Vec<String>,
     child: Option<Child>,
+    /// Its working directory (a replica writes its first sync there),
+    /// removed on drop.
+    dir: std::path::PathBuf,
 }
 
 impl PrivateRedis {
     pub fn start(extra: &[&str]) -> PrivateRedis {
+        let dir = std::env::temp_dir().join(format!(
+            "tokend-redis-test-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
         let mut r = PrivateRedis {
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
+            dir,
         };
         r.restart();
         r
@@ -122,6 +132,7 @@ impl PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .current_dir(&self.dir)
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -149,6 +160,7 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

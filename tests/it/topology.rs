@@ -453,22 +453,27 @@ fn redis_failover_under_load_loses_nothing_and_recovers_by_itself() {
 }
 
 /// A redis-server of this test's own on a free port, killed on drop.
-struct OwnRedis(std::process::Child, u16);
+struct OwnRedis(std::process::Child, u16, std::path::PathBuf);
 
 impl OwnRedis {
     fn start(extra: &[&str]) -> OwnRedis {
         let port = free_port_block(1);
+        // Its own working directory: a replica writes its first sync to
+        // dump.rdb there. Removed on drop.
+        let dir = std::env::temp_dir().join(format!("tokend-it-redis-{}", random_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(extra)
+            .current_dir(&dir)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server");
         assert!(eventually(Duration::from_secs(10), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         }));
-        OwnRedis(child, port)
+        OwnRedis(child, port, dir)
     }
 }
 
@@ -476,6 +481,7 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.2);
     }
 }
 
