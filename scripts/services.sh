@@ -11,6 +11,13 @@
 # neither root nor sudo. Where it must act it runs as root, or through sudo
 # when not root. Works with or without systemd (containers, WSL, CI).
 #
+# Usage: scripts/services.sh [--for-tests]
+#   --for-tests  also install the Redis programs the tests start themselves
+#                (redis-server, and Sentinel from Debian's redis-sentinel
+#                package, for the failover tests) even where a Redis already
+#                answers on 6379; the sentinel service Debian starts on
+#                install is stopped again (the tests run their own).
+#
 # Environment:
 #   TOKEND_SERVICES_WAIT   seconds to wait for the services (default 30)
 set -euo pipefail
@@ -27,6 +34,16 @@ DB_ROLE=tokend
 DB_PASSWORD=tokend
 DB_NAME=tokend
 WAIT_SECONDS=${TOKEND_SERVICES_WAIT:-30}
+FOR_TESTS=0
+case ${1:-} in
+"") ;;
+--for-tests) FOR_TESTS=1 ;;
+-h | --help)
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+    exit 0
+    ;;
+*) die "unknown argument '$1' (usage: scripts/services.sh [--for-tests])" ;;
+esac
 
 # ---------------------------------------------------------------- probes
 
@@ -85,8 +102,34 @@ install_missing() {
     if ! command -v redis-cli >/dev/null 2>&1; then
         pkgs+=(redis-tools)
     fi
+    local sentinel=0
+    if [ "$FOR_TESTS" = 1 ]; then
+        # The tests start their own redis-server processes (replicas, a
+        # TLS-only one) and sentinels.
+        if ! command -v redis-server >/dev/null 2>&1 && [[ " ${pkgs[*]} " != *" redis-server "* ]]; then
+            pkgs+=(redis-server)
+        fi
+        if ! command -v redis-sentinel >/dev/null 2>&1; then
+            pkgs+=(redis-sentinel)
+            sentinel=1
+        fi
+    fi
     if [ "${#pkgs[@]}" -gt 0 ]; then
         apt_install "${pkgs[@]}"
+    fi
+    if [ "$sentinel" = 1 ]; then
+        stop_packaged_sentinel
+    fi
+}
+
+# Debian's redis-sentinel starts a sentinel on 26379 when installed (under
+# systemd, or its init script without). The tests run their own: stop it,
+# and keep it from starting at boot.
+stop_packaged_sentinel() {
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now redis-sentinel >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/redis-sentinel ]; then
+        as_root /etc/init.d/redis-sentinel stop >/dev/null 2>&1 || true
     fi
 }
 

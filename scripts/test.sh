@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test tokend has, the way CI does (.ci/run calls this):
 #
-#   1. scripts/services.sh          PostgreSQL and Redis on loopback
+#   1. scripts/services.sh --for-tests
+#                                   PostgreSQL and Redis on loopback, and
+#                                   the Redis programs the tests start
+#                                   themselves (redis-server, redis-sentinel)
 #   2. cargo fmt --check            formatting
 #   3. cargo clippy --all-targets -- -D warnings
 #   4. the module layering          tests/it/layers.rs: every top-level module
@@ -40,7 +43,7 @@ TOKEND_SCRIPT=test.sh
 . scripts/lib.sh
 
 require_rust
-scripts/services.sh
+scripts/services.sh --for-tests
 
 export TOKEND_TEST_DATABASE_URL="${TOKEND_TEST_DATABASE_URL:-postgres://tokend:tokend@127.0.0.1:5432/postgres}"
 export TOKEND_TEST_REDIS_URL="${TOKEND_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"

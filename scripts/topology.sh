@@ -4,6 +4,8 @@
 # tokend nodes that find the primary through the sentinels. Everything runs
 # on loopback ports of its own, as the current user, with its state under
 # one directory; nothing is installed and nothing system-wide is touched.
+# Sentinels run as Debian's redis-sentinel (scripts/services.sh --for-tests
+# installs it), or as `redis-server --sentinel` where only that is there.
 #
 # Usage: scripts/topology.sh up | down | status | kill-primary
 #   up            start everything (an existing topology in the directory is
@@ -55,7 +57,9 @@ usage() {
 }
 
 command -v redis-server >/dev/null 2>&1 ||
-    die "redis-server is missing: $(root_prefix)apt-get install -y redis-server (scripts/services.sh does it)"
+    die "redis-server is missing: $(root_prefix)apt-get install -y redis-server redis-sentinel (scripts/services.sh --for-tests does it)"
+command -v redis-cli >/dev/null 2>&1 ||
+    die "redis-cli is missing: $(root_prefix)apt-get install -y redis-tools"
 
 # Waits until host:port accepts connections, or dies naming `what` and its log.
 wait_port() {
@@ -118,7 +122,11 @@ sentinel down-after-milliseconds $MASTER 1000
 sentinel failover-timeout $MASTER 5000
 sentinel parallel-syncs $MASTER 1
 EOF
-    redis-server "$dir/sentinel.conf" --sentinel
+    if command -v redis-sentinel >/dev/null 2>&1; then
+        redis-sentinel "$dir/sentinel.conf"
+    else
+        redis-server "$dir/sentinel.conf" --sentinel
+    fi
     wait_port "$port" "sentinel $i" "$dir/log"
 }
 

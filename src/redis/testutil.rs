@@ -195,9 +195,22 @@ impl PrivateSentinel {
             ),
         )
         .unwrap();
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
+        // Debian's redis-sentinel (scripts/services.sh --for-tests installs
+        // it); `redis-server --sentinel` is the same program.
+        let packaged = Command::new("redis-sentinel")
+            .arg("--version")
+            .output()
+            .is_ok();
+        let mut cmd = Command::new(if packaged {
+            "redis-sentinel"
+        } else {
+            "redis-server"
+        });
+        cmd.arg(&conf);
+        if !packaged {
+            cmd.arg("--sentinel");
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
