@@ -2,7 +2,9 @@
 //! `scripts/topology.sh` (a Redis primary and a replica, three sentinels
 //! with quorum 2 and `down-after-milliseconds 1000`, two tokend nodes that
 //! find the primary through the sentinels, one of them with the revocation
-//! mirror). The primary is killed with SIGKILL while every node validates at
+//! mirror). As root (CI) each Redis server and sentinel is a network
+//! namespace of its own, with its own address; otherwise all is on
+//! loopback. The primary is killed with SIGKILL while every node validates at
 //! a constant rate and logins, revocations and refresh rotations go on.
 //!
 //! What must hold: no 200 for a token revoked before or during the failover,
@@ -84,8 +86,15 @@ impl Topology {
         ([127, 0, 0, 1], self.base + 19 + n).into()
     }
 
-    fn sentinel(&self, i: u16) -> u16 {
-        self.base + 10 + i
+    /// The sentinels' `host:port`, as `topology.sh up` wrote them: on
+    /// loopback, or each in a network namespace of its own (as root).
+    fn sentinels(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("sentinels"))
+            .expect("topology.sh up writes the sentinels' addresses")
+            .trim()
+            .split(',')
+            .map(str::to_owned)
+            .collect()
     }
 
     fn log(&self, n: u16) -> String {
@@ -116,10 +125,10 @@ fn free_port_block(n: u16) -> u16 {
 
 /// The port of the primary the first answering sentinel names.
 fn primary_port(t: &Topology) -> Option<u16> {
-    (0..3).find_map(|i| {
-        let port = t.sentinel(i).to_string();
+    t.sentinels().into_iter().find_map(|addr| {
+        let (host, port) = addr.rsplit_once(':')?;
         let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(["-h", host, "-p", port])
             .args(["SENTINEL", "get-master-addr-by-name", MASTER])
             .output()
             .ok()?;
@@ -371,6 +380,7 @@ fn redis_failover_under_load_loses_nothing_and_recovers_by_itself() {
         };
         row[col] += 1;
     }
+    eprintln!("sentinels: {}", topo.sentinels().join(", "));
     eprintln!(
         "primary killed at {:.2} s, new primary named at {:.2} s ({:.2} s later)",
         killed_at.as_secs_f64(),
