@@ -74,11 +74,6 @@ impl Writes {
         &self.conn
     }
 
-    /// How many replicas must acknowledge each write (0: none).
-    pub fn replicas(&self) -> u32 {
-        self.replicas
-    }
-
     /// Runs a writing Lua script (see [`RedisConn::eval`]), then, when
     /// replicas must acknowledge it, `WAIT`s for them.
     pub async fn eval<K, A>(

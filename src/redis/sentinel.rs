@@ -179,11 +179,6 @@ impl Sentinels {
         self.nodes.is_empty()
     }
 
-    /// The master name the sentinels know the primary by.
-    pub fn master(&self) -> &str {
-        &self.master
-    }
-
     /// The sentinels, in the order to ask them: the last one that answered
     /// first.
     pub(super) fn in_order(&self) -> impl Iterator<Item = (usize, &RedisTarget)> {

@@ -98,11 +98,6 @@ impl RedisTarget {
         Ok(target)
     }
 
-    /// Whether connections use TLS (`rediss://`).
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// TLS as configured, when connections use it.
     pub(super) fn tls(&self) -> Option<&RedisTls> {
         self.tls.as_deref()
