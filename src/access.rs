@@ -8,6 +8,7 @@
 //! in one place. Never imports `handlers`, `net`, `cores`, `router` or
 //! `http`.
 
+use std::convert::Infallible;
 use std::rc::Rc;
 
 use crate::clock::unix_now;
@@ -33,26 +34,60 @@ pub enum AccessError {
 /// string comparison; a miss runs the signature and claim checks with the
 /// core's own keys and caches the success. Revocation is NOT checked here.
 pub fn verify_cached(core: &Core, token: &str, now: u64) -> Result<Rc<VerifiedToken>, TokenError> {
+    match verify_raw(core, token.as_bytes(), now, |_| Ok::<_, Infallible>(token)) {
+        Ok(v) => Ok(v),
+        Err(Failure::Token(e)) => Err(e),
+        Err(Failure::Form(never)) => match never {},
+    }
+}
+
+/// [`verify_cached`] of bytes whose form is not checked yet: the cache is
+/// looked up with them as they are, and `well_formed` runs only on a miss
+/// (a value equal to a token that verified is well formed). The outcome is
+/// that of `well_formed` then [`verify_cached`], for every input.
+fn verify_raw<'t, E>(
+    core: &Core,
+    raw: &'t [u8],
+    now: u64,
+    well_formed: impl FnOnce(&'t [u8]) -> Result<&'t str, E>,
+) -> Result<Rc<VerifiedToken>, Failure<E>> {
     // `keys()` first: a new key set empties the cache before we look.
     let keys = core.keys();
-    if let Some(hit) = core.cached_verification(token, now) {
+    if let Some(hit) = core.cached_verification(raw, now) {
         core.counters().verified_cache_hits.inc();
         return Ok(hit);
     }
+    let token = well_formed(raw).map_err(Failure::Form)?;
     core.counters().verified_cache_misses.inc();
     match tokens::verify(&keys, token, core.expectations(), now) {
         Ok(v) => {
             let v = Rc::new(v);
-            core.remember_verification(token, v.clone());
+            core.remember_verification(raw, v.clone());
             Ok(v)
         }
         Err(e) => {
             if e == TokenError::UnknownKid {
                 core.request_key_reload();
             }
-            Err(e)
+            Err(Failure::Token(e))
         }
     }
+}
+
+/// Why [`verify_raw`] refused.
+enum Failure<E> {
+    Form(E),
+    Token(TokenError),
+}
+
+/// Why a bearer value was refused by [`check_bearer`]: its form, or the
+/// access check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerFailure<E> {
+    /// `well_formed` refused the value (on a cache miss).
+    Form(E),
+    /// The token is not accepted.
+    Access(AccessError),
 }
 
 /// Verification plus the revocation check: what both `/validate` and
@@ -61,8 +96,27 @@ pub async fn check_access_token(
     core: &Core,
     token: &str,
 ) -> Result<Rc<VerifiedToken>, AccessError> {
+    match check_bearer(core, token.as_bytes(), |_| Ok::<_, Infallible>(token)).await {
+        Ok(v) => Ok(v),
+        Err(BearerFailure::Access(e)) => Err(e),
+        Err(BearerFailure::Form(never)) => match never {},
+    }
+}
+
+/// [`check_access_token`] of a bearer value whose form `well_formed`
+/// checks only when the verified-token cache misses (see [`verify_raw`]):
+/// what `/validate` runs, where the form check of a 485-byte token cost
+/// more than the cached verification itself (issue #15).
+pub async fn check_bearer<'t, E>(
+    core: &Core,
+    raw: &'t [u8],
+    well_formed: impl FnOnce(&'t [u8]) -> Result<&'t str, E>,
+) -> Result<Rc<VerifiedToken>, BearerFailure<E>> {
     let now = unix_now();
-    let v = verify_cached(core, token, now).map_err(|e| AccessError::Invalid(e.description()))?;
+    let v = verify_raw(core, raw, now, well_formed).map_err(|f| match f {
+        Failure::Form(e) => BearerFailure::Form(e),
+        Failure::Token(e) => BearerFailure::Access(AccessError::Invalid(e.description())),
+    })?;
     let verdict = revocation::check_access(
         core.mirror().map(|m| &**m),
         core.revocations(),
@@ -77,11 +131,10 @@ pub async fn check_access_token(
         Answered::RedisAfterMirror => core.counters().mirror_fallbacks.inc(),
         Answered::Redis => {}
     }
-    let revoked = verdict.revoked;
-    match revoked {
+    match verdict.revoked {
         Ok(false) => Ok(v),
-        Ok(true) => Err(AccessError::Revoked),
-        Err(_) => Err(AccessError::Unavailable),
+        Ok(true) => Err(BearerFailure::Access(AccessError::Revoked)),
+        Err(_) => Err(BearerFailure::Access(AccessError::Unavailable)),
     }
 }
 

@@ -10,7 +10,7 @@
 //! Never imports: `net`, `cores`, `tokens`, `revocation` or a store: the
 //! token check is `access`'s, never re-done here.
 
-use crate::access::check_access_token;
+use crate::access::{check_bearer, BearerFailure};
 use crate::handlers::oauth::{self, OAuthError};
 use crate::http::{self, response, Request, ResponseCtx};
 use crate::state::Core;
@@ -22,13 +22,20 @@ pub async fn validate(
     ctx: &ResponseCtx<'_>,
     out: &mut Vec<u8>,
 ) -> u16 {
-    let token = match oauth::bearer_token(req.authorization, req.authorization_count) {
-        Ok(t) => t,
-        Err(e) => return oauth::write_error(out, ctx, e),
+    let raw = match http::auth::bearer_credentials(req.authorization, req.authorization_count) {
+        Ok(raw) => raw,
+        Err(e) => {
+            return oauth::write_error(out, ctx, OAuthError::BearerInvalidRequest(e.as_str()))
+        }
     };
-    let v = match check_access_token(core, token).await {
+    // The value's characters are checked only when the cache misses
+    // (`check_bearer`): same answers, without a scan per cached request.
+    let v = match check_bearer(core, raw, http::auth::token68).await {
         Ok(v) => v,
-        Err(e) => return oauth::write_error(out, ctx, e.into()),
+        Err(BearerFailure::Form(e)) => {
+            return oauth::write_error(out, ctx, OAuthError::BearerInvalidRequest(e.as_str()))
+        }
+        Err(BearerFailure::Access(e)) => return oauth::write_error(out, ctx, e.into()),
     };
     if !req.query.is_empty() {
         if let Err(e) = require_scopes(req.query, &v.scope) {

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -263,12 +264,12 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
     // When the connection last finished writing answers (for a drain: see
     // above). Read off the clock the read deadline needs anyway.
     let mut answered_at = Instant::now();
-    // The deadline of a write that does not complete at once (see
-    // `write_out`), one timer for the connection's life: a write only moves
-    // its deadline (no timer registration per write). Created unarmed, with
-    // a deadline (now) that no armed one can equal, so the first arming
-    // polls it.
-    let mut stall = std::pin::pin!(monoio::time::sleep(Duration::ZERO));
+    // The connection's one timer, for its life: the deadline of a read
+    // (see `read_within`), and of a write that does not complete at once
+    // (see `write_out`). Reads and writes only move its deadline (no timer
+    // registration per request). Created unarmed, with a deadline (now)
+    // that no armed one can equal, so the first arming polls it.
+    let mut timer = std::pin::pin!(monoio::time::sleep(Duration::ZERO));
 
     'conn: loop {
         // Answer every complete request in the buffer, in order.
@@ -305,7 +306,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                         // not read them stops this connection here, holding
                         // at most WRITE_HIGH_WATER and one answer.
                         let Some(buf) =
-                            write_out(&core, &mut stream, wbuf, stall.as_mut(), write_timeout)
+                            write_out(&core, &mut stream, wbuf, timer.as_mut(), write_timeout)
                                 .await
                         else {
                             core.requests_finished(handled);
@@ -339,7 +340,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
             rbuf.drain(..consumed);
         }
         if !wbuf.is_empty() {
-            let written = write_out(&core, &mut stream, wbuf, stall.as_mut(), write_timeout).await;
+            let written = write_out(&core, &mut stream, wbuf, timer.as_mut(), write_timeout).await;
             core.requests_finished(handled);
             let Some(buf) = written else {
                 return;
@@ -361,7 +362,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
         // request must finish within `head_timeout` of its first byte, and
         // a new connection must send its first request within
         // `head_timeout` of its accept.
-        let now = Instant::now();
+        let mut now = Instant::now();
         if wrote {
             answered_at = now;
         }
@@ -455,8 +456,9 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                     // connection looks for a request, or closes.
                     None => continue 'conn,
                 }
-                busy = !guard.fresh && quiet_since.elapsed() < IDLE_RELEASE;
-                wait = deadline.saturating_duration_since(Instant::now());
+                now = Instant::now();
+                busy = !guard.fresh && now.saturating_duration_since(quiet_since) < IDLE_RELEASE;
+                wait = deadline.saturating_duration_since(now);
             }
             if rbuf.capacity() == 0 {
                 rbuf = Vec::with_capacity(BUF_SIZE);
@@ -468,25 +470,25 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
             let limit = if linger { IDLE_RELEASE } else { wait };
             let limit = limit.max(Duration::from_millis(1));
             let got = if len == 0 {
-                monoio::time::timeout(limit, read).await
+                read_within(timer.as_mut(), now + limit, read).await
             } else {
-                rest_of_request(&core, read, limit).await
+                rest_of_request(&core, read, limit).await.ok()
             };
             match got {
-                Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
-                Ok((Ok(_), slice)) => {
+                Some((Ok(0), _)) | Some((Err(_), _)) => return,
+                Some((Ok(_), slice)) => {
                     rbuf = slice.into_inner();
                     readiness_stale = true;
                     break;
                 }
-                Err(_elapsed) if linger => {
+                None if linger => {
                     // Epoll (io_uring lingers in `linger_read`): a read
                     // still waiting has read nothing; its buffer went with
                     // it. Monoio saw the socket drained.
                     rbuf = Vec::new();
                     (linger, busy, readiness_stale) = (false, false, false);
                 }
-                Err(_elapsed) => {
+                None => {
                     // A slow client: cut off. The buffer went with the read.
                     core.counters().timeouts.inc();
                     return;
@@ -504,6 +506,35 @@ fn grow(rbuf: &mut Vec<u8>, limits: &http::Limits) {
         let want = (rbuf.capacity() * 2).min(limits.max_head + limits.max_body + BUF_SIZE);
         rbuf.reserve(want.saturating_sub(rbuf.len()).max(1024));
     }
+}
+
+/// `read`, if it completes before `until`; bounded by the connection's one
+/// timer, which it moves in place. What `monoio::time::timeout` does
+/// (`read` polled first, dropped when the time is up), without a timer entry
+/// made, registered and dropped, nor a clock read, per read: callgrind
+/// counted ~400 instructions a keep-alive request for that (issue #15). A
+/// later deadline only updates the registered timer; the wheel files it
+/// again when the earlier time comes.
+async fn read_within<F: Future>(
+    mut timer: Pin<&mut monoio::time::Sleep>,
+    until: Instant,
+    read: F,
+) -> Option<F::Output> {
+    let until = monoio::time::Instant::from(until);
+    if timer.deadline() != until || timer.is_elapsed() {
+        timer.as_mut().reset(until);
+    }
+    let mut read = std::pin::pin!(read);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(got) = read.as_mut().poll(cx) {
+            return Poll::Ready(Some(got));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The read of the rest of a request part-way in, for at most `limit`; if

@@ -494,12 +494,12 @@ impl Core {
     /// A cached positive verification of `token`, still valid at `now`.
     /// Call [`Core::keys`] first: a new key set empties the cache.
     #[inline]
-    pub fn cached_verification(&self, token: &str, now: u64) -> Option<Rc<VerifiedToken>> {
+    pub fn cached_verification(&self, token: &[u8], now: u64) -> Option<Rc<VerifiedToken>> {
         self.cache.borrow_mut().get(token, now)
     }
 
     /// Caches a positive verification of `token` until its `exp`.
-    pub fn remember_verification(&self, token: &str, verified: Rc<VerifiedToken>) {
+    pub fn remember_verification(&self, token: &[u8], verified: Rc<VerifiedToken>) {
         self.cache.borrow_mut().insert(token, verified);
     }
 
@@ -710,13 +710,13 @@ mod tests {
             let now = crate::clock::unix_now();
             let token = signed_token(&core, now);
             let verified = crate::tokens::verify(&old, &token, core.expectations(), now).unwrap();
-            core.remember_verification(&token, Rc::new(verified));
-            assert!(core.cached_verification(&token, now).is_some());
+            core.remember_verification(token.as_bytes(), Rc::new(verified));
+            assert!(core.cached_verification(token.as_bytes(), now).is_some());
             // The same set again: same generation, the cache stays.
             let same = KeyMaterial::from_entries(shared.key_material().keys().to_vec()).unwrap();
             shared.publish_keys(same);
             assert_eq!(core.keys().generation(), old.generation());
-            assert!(core.cached_verification(&token, now).is_some());
+            assert!(core.cached_verification(token.as_bytes(), now).is_some());
             // Another set: new keys, and nothing verified under the old one
             // is answered from the cache.
             let key = generate(crate::config::Algorithm::EdDSA).unwrap();
@@ -724,7 +724,7 @@ mod tests {
                 .unwrap();
             shared.publish_keys(other);
             assert_ne!(core.keys().generation(), old.generation());
-            assert!(core.cached_verification(&token, now).is_none());
+            assert!(core.cached_verification(token.as_bytes(), now).is_none());
         });
     }
 

@@ -16,11 +16,60 @@
 //! `state` or `access`. A cached token is only verified; the revocation check
 //! is the caller's, on every hit.
 
+use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use super::verify::VerifiedToken;
 
-/// Bounded map from the full token string to its verification.
+/// How many bytes at a token's end its hash covers.
+const HASHED_TAIL: usize = 32;
+
+/// A cached token: its whole bytes, compared whole, but hashed by their
+/// length and last [`HASHED_TAIL`] bytes only. Those are signature bytes
+/// (a JWT ends in its signature), which nobody can choose without the key,
+/// and only tokens that verified are stored: an attacker can neither make
+/// stored tokens collide nor store tokens of their own, so lookups of
+/// anything they send probe honest chains. Hashing 485 bytes with ahash's
+/// portable fallback cost ~420 instructions a lookup (callgrind, issue
+/// #15); the tail costs a tenth of that.
+struct Key(Box<[u8]>);
+
+/// A lookup by borrowed bytes, hashed as [`Key`] hashes.
+struct Lookup<'a>(&'a [u8]);
+
+#[inline]
+fn hash_token<H: Hasher>(token: &[u8], state: &mut H) {
+    state.write_usize(token.len());
+    state.write(&token[token.len().saturating_sub(HASHED_TAIL)..]);
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_token(&self.0, state)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Lookup<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_token(self.0, state)
+    }
+}
+
+impl hashbrown::Equivalent<Key> for Lookup<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *self.0 == *key.0
+    }
+}
+
+/// Bounded map from the full token to its verification.
 ///
 /// Eviction policy: when an insert finds the cache full, it first drops
 /// every expired entry; if fewer than 1/8 of the slots came free, it evicts
@@ -31,10 +80,9 @@ use super::verify::VerifiedToken;
 /// never holds more than `capacity` entries.
 pub struct VerifiedCache {
     /// Keys own the full token (≤ `MAX_TOKEN_LEN` bytes, and only tokens we
-    /// signed get here). The hasher is ahash with a random per-process seed:
-    /// tokens are attacker-chosen, so a fixed seed would allow collision
-    /// flooding.
-    map: hashbrown::HashMap<Box<str>, Rc<VerifiedToken>, ahash::RandomState>,
+    /// signed get here). The hasher is ahash with a random per-process seed
+    /// (see [`Key`] for what it hashes).
+    map: hashbrown::HashMap<Key, Rc<VerifiedToken>, ahash::RandomState>,
     /// Most entries held; bounds memory per core (roughly capacity × token
     /// size). 0 disables the cache.
     capacity: usize,
@@ -59,27 +107,27 @@ impl VerifiedCache {
 
     /// The verification of `token`, if cached and not expired at `now`
     /// (unix seconds). An entry whose `exp <= now` is removed and misses.
-    pub fn get(&mut self, token: &str, now: u64) -> Option<Rc<VerifiedToken>> {
+    /// `token` may be any bytes: only a token that verified can hit.
+    pub fn get(&mut self, token: &[u8], now: u64) -> Option<Rc<VerifiedToken>> {
         self.now = self.now.max(now);
-        let entry = self.map.get(token)?;
+        let entry = self.map.get(&Lookup(token))?;
         if entry.exp > now {
             return Some(Rc::clone(entry));
         }
-        self.map.remove(token);
+        self.map.remove(&Lookup(token));
         None
     }
 
     /// Caches a successful verification of `token`. Never insert a failure.
     /// Tokens already expired (by the clock of the last `get`) are ignored.
-    pub fn insert(&mut self, token: impl Into<Box<str>>, verified: Rc<VerifiedToken>) {
+    pub fn insert(&mut self, token: &[u8], verified: Rc<VerifiedToken>) {
         if self.capacity == 0 || verified.exp <= self.now {
             return;
         }
-        let token = token.into();
-        if self.map.len() >= self.capacity && !self.map.contains_key(&*token) {
+        if self.map.len() >= self.capacity && !self.map.contains_key(&Lookup(token)) {
             self.make_room();
         }
-        self.map.insert(token, verified);
+        self.map.insert(Key(token.into()), verified);
     }
 
     /// Drops expired entries, then evicts until 1/8 of the slots are free.
@@ -165,18 +213,24 @@ mod tests {
         let core = core();
         let mut cache = VerifiedCache::new(16);
         let (token, v) = verified(&core, 100);
-        assert!(cache.get(&token, 10).is_none());
-        cache.insert(token.as_str(), Rc::clone(&v));
-        assert_eq!(cache.get(&token, 10).as_deref(), Some(&*v));
-        assert_eq!(cache.get(&token, 99).as_deref(), Some(&*v));
+        assert!(cache.get(token.as_bytes(), 10).is_none());
+        cache.insert(token.as_bytes(), Rc::clone(&v));
+        assert_eq!(cache.get(token.as_bytes(), 10).as_deref(), Some(&*v));
+        assert_eq!(cache.get(token.as_bytes(), 99).as_deref(), Some(&*v));
         // A prefix or a longer string is another key.
-        assert!(cache.get(&token[..token.len() - 1], 10).is_none());
-        assert!(cache.get(&format!("{token}x"), 10).is_none());
+        assert!(cache
+            .get(&token.as_bytes()[..token.len() - 1], 10)
+            .is_none());
+        assert!(cache.get(format!("{token}x").as_bytes(), 10).is_none());
+        // Same length and the same hashed tail, another token: a miss.
+        let mut other = token.clone().into_bytes();
+        other[0] ^= 1;
+        assert!(cache.get(&other, 10).is_none());
         // exp <= now: removed, and a miss.
-        assert!(cache.get(&token, 100).is_none());
+        assert!(cache.get(token.as_bytes(), 100).is_none());
         assert_eq!(cache.len(), 0);
         // Already expired by the last clock seen: not stored.
-        cache.insert(token.as_str(), v);
+        cache.insert(token.as_bytes(), v);
         assert_eq!(cache.len(), 0);
     }
 
@@ -189,24 +243,27 @@ mod tests {
             .chain((0..4).map(|_| verified(&core, 1000)))
             .collect();
         for (t, v) in &tokens {
-            cache.insert(t.as_str(), Rc::clone(v));
+            cache.insert(t.as_bytes(), Rc::clone(v));
         }
         assert_eq!(cache.len(), 8);
         // Time passes: the first four expire; a new insert drops only them.
-        assert!(cache.get("nothing", 60).is_none());
+        assert!(cache.get(b"nothing", 60).is_none());
         let (t, v) = verified(&core, 1000);
-        cache.insert(t.as_str(), v);
+        cache.insert(t.as_bytes(), v);
         assert_eq!(cache.len(), 5);
         for (t, _) in &tokens[4..] {
-            assert!(cache.get(t, 60).is_some());
+            assert!(cache.get(t.as_bytes(), 60).is_some());
         }
 
         // Many live tokens: never more than capacity.
         for _ in 0..100 {
             let (t, v) = verified(&core, 1000);
-            cache.insert(t.clone(), v);
+            cache.insert(t.as_bytes(), v);
             assert!(cache.len() <= 8);
-            assert!(cache.get(&t, 60).is_some(), "the newest entry is kept");
+            assert!(
+                cache.get(t.as_bytes(), 60).is_some(),
+                "the newest entry is kept"
+            );
         }
     }
 
@@ -215,14 +272,14 @@ mod tests {
         let core = core();
         let mut cache = VerifiedCache::new(4);
         let (t, v) = verified(&core, 1000);
-        cache.insert(t.as_str(), Rc::clone(&v));
+        cache.insert(t.as_bytes(), Rc::clone(&v));
         assert_eq!(cache.len(), 1);
         cache.clear();
         assert!(cache.is_empty());
-        assert!(cache.get(&t, 1).is_none());
+        assert!(cache.get(t.as_bytes(), 1).is_none());
 
         let mut off = VerifiedCache::new(0);
-        off.insert(t.as_str(), v);
+        off.insert(t.as_bytes(), v);
         assert!(off.is_empty());
         assert!(!format!("{cache:?}").contains(&t));
     }
