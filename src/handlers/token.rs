@@ -1,6 +1,7 @@
 //! `POST /oauth/token`: the `password` and `client_credentials` grants
 //! (RFC 6749 §4.3, §4.4), answered per §5.1 / §5.2; the `refresh_token` grant
-//! is [`super::refresh`]'s.
+//! is [`super::refresh`]'s. `authorization_code` is refused like an unknown
+//! grant until codes are redeemed (issue #16).
 //!
 //! The password grant waits for PostgreSQL and argon2 on the blocking pool,
 //! never on the core. Failed logins are counted by
@@ -57,7 +58,15 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
     let (client, _basic) = client_auth::authenticate(&clients, req, &form)?;
     let grant_type = match form.get("grant_type") {
         None => return Err(OAuthError::InvalidRequest("grant_type is required")),
-        Some(g) => GrantType::parse(g).ok_or(OAuthError::UnsupportedGrantType)?,
+        Some(g) => match GrantType::parse(g) {
+            // Clients may be registered for it (issue #16), but no code is
+            // redeemed yet: answered like a grant tokend does not know, for
+            // every client, before asking whether this one may use it.
+            None | Some(GrantType::AuthorizationCode) => {
+                return Err(OAuthError::UnsupportedGrantType)
+            }
+            Some(g) => g,
+        },
     };
     if !client.allows(grant_type) {
         return Err(OAuthError::UnauthorizedClient(
@@ -70,6 +79,8 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
         }
         GrantType::ClientCredentials => client_credentials_grant(core, client, &form),
         GrantType::RefreshToken => super::refresh::refresh_grant(core, client, &form).await,
+        // Refused above.
+        GrantType::AuthorizationCode => Err(OAuthError::UnsupportedGrantType),
     }
 }
 

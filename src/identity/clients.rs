@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::passwords::{check_scope_token, RuleError};
+use super::redirect_uris::{check_redirect_uri, RedirectUriError, MAX_REDIRECT_URIS};
 use crate::config::TokensConfig;
 
 /// Prefix of every client secret, so that secret scanners (and people) can
@@ -57,14 +58,20 @@ pub enum GrantType {
     RefreshToken,
     /// `client_credentials`: RFC 6749 §4.4; confidential clients only.
     ClientCredentials,
+    /// `authorization_code`: RFC 6749 §4.1 with PKCE (RFC 7636), for
+    /// browser and mobile apps; needs registered redirect URIs. Clients may
+    /// be registered for it; the token endpoint does not redeem codes yet
+    /// (issue #16) and refuses it like a grant it does not know.
+    AuthorizationCode,
 }
 
 impl GrantType {
     /// Every grant type, in a stable order.
-    pub const ALL: [GrantType; 3] = [
+    pub const ALL: [GrantType; 4] = [
         GrantType::Password,
         GrantType::RefreshToken,
         GrantType::ClientCredentials,
+        GrantType::AuthorizationCode,
     ];
 
     /// The grant type named by `s` (its RFC 6749 `grant_type` value).
@@ -78,6 +85,7 @@ impl GrantType {
             GrantType::Password => "password",
             GrantType::RefreshToken => "refresh_token",
             GrantType::ClientCredentials => "client_credentials",
+            GrantType::AuthorizationCode => "authorization_code",
         }
     }
 }
@@ -90,7 +98,9 @@ impl fmt::Display for GrantType {
 
 /// Occurs when a grant type name is not one tokend knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown grant type (known: password, refresh_token, client_credentials)")]
+#[error(
+    "unknown grant type (known: password, refresh_token, client_credentials, authorization_code)"
+)]
 pub struct UnknownGrantType;
 
 impl FromStr for GrantType {
@@ -118,6 +128,16 @@ pub struct ClientRecord {
     /// Absolute lifetime of a refresh-token family (from its login) in
     /// seconds for this client; `None`: `tokens.refresh_max_lifetime`.
     pub refresh_max_lifetime: Option<u64>,
+    /// Where the authorization endpoint may send this client's users back
+    /// (RFC 6749 §3.1.2), compared by exact string match; at most
+    /// [`MAX_REDIRECT_URIS`], each checked by
+    /// [`check_redirect_uri`]. Empty unless the client has the
+    /// `authorization_code` grant, and never empty when it has.
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send this client's users back
+    /// (OpenID Connect RP-Initiated Logout 1.0 §3), the same way; only with
+    /// the `authorization_code` grant.
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 impl ClientRecord {
@@ -129,6 +149,47 @@ impl ClientRecord {
     /// Whether the client may use `grant`.
     pub fn allows(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
+    }
+
+    /// Whether `uri` is one of the client's redirect URIs, compared byte for
+    /// byte: no normalisation, no prefix or pattern match (RFC 9700 §2.1,
+    /// §4.1.3: anything looser has let attackers redirect codes to pages
+    /// they control). A loopback redirect URI of a native app is matched
+    /// with its port too; RFC 8252 §7.3 asks the authorization endpoint to
+    /// allow any port there, which is that endpoint's decision to make.
+    pub fn redirect_uri_registered(&self, uri: &str) -> bool {
+        self.redirect_uris.iter().any(|r| r == uri)
+    }
+
+    /// Whether `uri` is one of the client's post-logout redirect URIs,
+    /// compared byte for byte like [`ClientRecord::redirect_uri_registered`].
+    pub fn post_logout_redirect_uri_registered(&self, uri: &str) -> bool {
+        self.post_logout_redirect_uris.iter().any(|r| r == uri)
+    }
+}
+
+/// Which list of a client's URIs a [`ClientError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriKind {
+    /// `redirect_uris`: the authorization endpoint's.
+    Redirect,
+    /// `post_logout_redirect_uris`: RP-initiated logout's.
+    PostLogout,
+}
+
+impl UriKind {
+    /// How messages name the list's entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UriKind::Redirect => "redirect URI",
+            UriKind::PostLogout => "post-logout redirect URI",
+        }
+    }
+}
+
+impl fmt::Display for UriKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -143,8 +204,28 @@ pub enum ClientError {
     NoGrantTypes,
     /// Occurs when a public client is given the `client_credentials` grant,
     /// which authenticates with nothing but the client secret it lacks.
-    #[error("a public client may use only the password and refresh_token grants; client_credentials needs a confidential client")]
+    #[error("a public client may use only the password, refresh_token and authorization_code grants; client_credentials needs a confidential client")]
     PublicClientGrant,
+    /// Occurs when a client has the `authorization_code` grant but no
+    /// redirect URI to send codes to.
+    #[error("the authorization_code grant needs at least one redirect URI to send codes to")]
+    RedirectUriRequired,
+    /// Occurs when redirect URIs of either kind are given to a client
+    /// without the `authorization_code` grant, which alone uses them.
+    #[error("{0}s are used only by the authorization_code grant, which this client does not have")]
+    RedirectUriWithoutCodeGrant(UriKind),
+    /// Occurs when more than [`MAX_REDIRECT_URIS`] URIs of one kind are given.
+    #[error("a client may have at most {max} {0}s", max = MAX_REDIRECT_URIS)]
+    TooManyRedirectUris(UriKind),
+    /// Occurs when a URI breaks a rule of [`check_redirect_uri`].
+    /// (The rule is in the message, not a `source`: printed as a chain it
+    /// would show twice.)
+    #[error("{kind} {uri:?} {error}")]
+    RedirectUri {
+        kind: UriKind,
+        uri: String,
+        error: RedirectUriError,
+    },
     /// Occurs when a scope breaks RFC 6749 §3.3.
     #[error(transparent)]
     Scope(#[from] RuleError),
@@ -182,10 +263,27 @@ pub fn check_client_id(client_id: &str) -> Result<(), ClientError> {
     }
 }
 
-/// Creates a client. A confidential client (`public == false`) gets a new
-/// secret, returned here once and never again (only its SHA-256 is stored);
-/// a public client gets none and may only use the `password` and
-/// `refresh_token` grants. Duplicate grants and scopes are dropped.
+/// A client to register with [`create_client`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewClient<'a> {
+    /// The `client_id` (see [`check_client_id`]).
+    pub client_id: &'a str,
+    /// The grants it may use; duplicates are dropped.
+    pub grants: &'a [GrantType],
+    /// The scopes it may request; duplicates are dropped.
+    pub scopes: &'a [String],
+    /// A public client (RFC 6749 §2.1): no secret.
+    pub public: bool,
+    /// With the `authorization_code` grant (and only with it): where codes
+    /// may be sent; duplicates are dropped.
+    pub redirect_uris: &'a [String],
+    /// With the `authorization_code` grant (and only with it): where
+    /// RP-initiated logout may send users back; duplicates are dropped.
+    pub post_logout_redirect_uris: &'a [String],
+}
+
+/// Creates a client without redirect URIs: every grant but
+/// `authorization_code` (see [`create_client`]).
 pub fn create(
     client: &mut impl GenericClient,
     client_id: &str,
@@ -193,13 +291,33 @@ pub fn create(
     scopes: &[String],
     public: bool,
 ) -> Result<(ClientRecord, Option<String>), ClientError> {
+    create_client(
+        client,
+        &NewClient {
+            client_id,
+            grants,
+            scopes,
+            public,
+            ..NewClient::default()
+        },
+    )
+}
+
+/// Creates a client. A confidential client (`public == false`) gets a new
+/// secret, returned here once and never again (only its SHA-256 is stored);
+/// a public client gets none and may not use `client_credentials`. The
+/// `authorization_code` grant needs at least one redirect URI, and redirect
+/// URIs of either kind need that grant; every URI must pass
+/// [`check_redirect_uri`]. Duplicate grants, scopes and URIs are dropped.
+pub fn create_client(
+    client: &mut impl GenericClient,
+    new: &NewClient<'_>,
+) -> Result<(ClientRecord, Option<String>), ClientError> {
+    let NewClient {
+        client_id, public, ..
+    } = *new;
     check_client_id(client_id)?;
-    let mut grant_types: Vec<GrantType> = Vec::new();
-    for &g in grants {
-        if !grant_types.contains(&g) {
-            grant_types.push(g);
-        }
-    }
+    let grant_types = dedup(new.grants);
     if grant_types.is_empty() {
         return Err(ClientError::NoGrantTypes);
     }
@@ -207,11 +325,21 @@ pub fn create(
         return Err(ClientError::PublicClientGrant);
     }
     let mut scope_list: Vec<String> = Vec::new();
-    for s in scopes {
+    for s in new.scopes {
         check_scope_token(s)?;
         if !scope_list.contains(s) {
             scope_list.push(s.clone());
         }
+    }
+    let code_grant = grant_types.contains(&GrantType::AuthorizationCode);
+    let redirect_uris = check_uris(UriKind::Redirect, new.redirect_uris, code_grant)?;
+    let post_logout = check_uris(
+        UriKind::PostLogout,
+        new.post_logout_redirect_uris,
+        code_grant,
+    )?;
+    if code_grant && redirect_uris.is_empty() {
+        return Err(ClientError::RedirectUriRequired);
     }
     let secret = (!public).then(generate_secret);
     let digest = secret.as_deref().map(sha256);
@@ -219,11 +347,20 @@ pub fn create(
     let grant_names: Vec<&str> = grant_types.iter().map(|g| g.as_str()).collect();
     let row = client
         .query_one(
-            "INSERT INTO oauth_clients (client_id, secret_sha256, grant_types, scopes) \
-             VALUES ($1, $2, $3, $4) \
+            "INSERT INTO oauth_clients (client_id, secret_sha256, grant_types, scopes, \
+                                        redirect_uris, post_logout_redirect_uris) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              RETURNING client_id, secret_sha256, grant_types, scopes, \
-                       access_ttl_seconds, refresh_ttl_seconds, refresh_max_lifetime_seconds",
-            &[&client_id, &digest_bytes, &grant_names, &scope_list],
+                       access_ttl_seconds, refresh_ttl_seconds, refresh_max_lifetime_seconds, \
+                       redirect_uris, post_logout_redirect_uris",
+            &[
+                &client_id,
+                &digest_bytes,
+                &grant_names,
+                &scope_list,
+                &redirect_uris,
+                &post_logout,
+            ],
         )
         .map_err(|e| {
             let taken = e.code() == Some(&SqlState::UNIQUE_VIOLATION)
@@ -237,11 +374,51 @@ pub fn create(
     Ok((record_from_row(&row)?, secret))
 }
 
+/// `items` without duplicates, in their first order.
+fn dedup<T: PartialEq + Clone>(items: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(item) {
+            out.push(item.clone());
+        }
+    }
+    out
+}
+
+/// Checks a client's URIs of one `kind`: allowed only with the
+/// authorization code grant, at most [`MAX_REDIRECT_URIS`] (after dropping
+/// duplicates), each by [`check_redirect_uri`].
+fn check_uris(
+    kind: UriKind,
+    uris: &[String],
+    code_grant: bool,
+) -> Result<Vec<String>, ClientError> {
+    if uris.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !code_grant {
+        return Err(ClientError::RedirectUriWithoutCodeGrant(kind));
+    }
+    let uris = dedup(uris);
+    if uris.len() > MAX_REDIRECT_URIS {
+        return Err(ClientError::TooManyRedirectUris(kind));
+    }
+    for uri in &uris {
+        check_redirect_uri(uri).map_err(|error| ClientError::RedirectUri {
+            kind,
+            uri: uri.clone(),
+            error,
+        })?;
+    }
+    Ok(uris)
+}
+
 /// Every client, ordered by id.
 pub fn list(client: &mut impl GenericClient) -> Result<Vec<ClientRecord>, ClientError> {
     let rows = client.query(
         "SELECT client_id, secret_sha256, grant_types, scopes, \
-                access_ttl_seconds, refresh_ttl_seconds, refresh_max_lifetime_seconds \
+                access_ttl_seconds, refresh_ttl_seconds, refresh_max_lifetime_seconds, \
+                redirect_uris, post_logout_redirect_uris \
          FROM oauth_clients ORDER BY client_id",
         &[],
     )?;
@@ -285,6 +462,8 @@ fn record_from_row(row: &Row) -> Result<ClientRecord, ClientError> {
         access_ttl: ttl(4)?,
         refresh_ttl: ttl(5)?,
         refresh_max_lifetime: ttl(6)?,
+        redirect_uris: row.try_get(7)?,
+        post_logout_redirect_uris: row.try_get(8)?,
         client_id,
     })
 }
@@ -467,7 +646,11 @@ mod tests {
             assert_eq!(g.as_str().parse::<GrantType>(), Ok(g));
         }
         assert_eq!(GrantType::parse("Password"), None);
-        assert_eq!(GrantType::parse("authorization_code"), None);
+        assert_eq!(
+            GrantType::parse("authorization_code"),
+            Some(GrantType::AuthorizationCode)
+        );
+        assert_eq!(GrantType::parse("authorization-code"), None);
         assert!("implicit".parse::<GrantType>().is_err());
     }
 
@@ -481,6 +664,8 @@ mod tests {
             access_ttl: access,
             refresh_ttl: refresh,
             refresh_max_lifetime: None,
+            redirect_uris: vec![],
+            post_logout_redirect_uris: vec![],
         };
         let tokens = TokensConfig {
             access_ttl: Duration::from_secs(900),
@@ -649,6 +834,311 @@ mod tests {
         let e = create(&mut pg, "dup", &[GrantType::Password], &[], false).unwrap_err();
         assert!(matches!(e, ClientError::Taken), "{e}");
         assert_eq!(list(&mut pg).unwrap().len(), 1);
+    }
+
+    /// A record with the given redirect URIs, for the matching tests.
+    fn code_client(redirects: &[&str], post_logout: &[&str]) -> ClientRecord {
+        ClientRecord {
+            client_id: "web".into(),
+            secret_sha256: None,
+            grant_types: vec![GrantType::AuthorizationCode],
+            scopes: vec![],
+            access_ttl: None,
+            refresh_ttl: None,
+            refresh_max_lifetime: None,
+            redirect_uris: s(redirects),
+            post_logout_redirect_uris: s(post_logout),
+        }
+    }
+
+    /// RFC 9700 §2.1: exact string match, nothing looser.
+    #[test]
+    fn redirect_uris_match_exactly() {
+        let c = code_client(
+            &[
+                "https://app.example.com/callback",
+                "http://127.0.0.1:8400/cb",
+            ],
+            &["https://app.example.com/bye"],
+        );
+        assert!(c.redirect_uri_registered("https://app.example.com/callback"));
+        assert!(c.redirect_uri_registered("http://127.0.0.1:8400/cb"));
+        for other in [
+            "",
+            "https://app.example.com/callback/",
+            "https://app.example.com/callback?x=1",
+            "https://app.example.com/callback#",
+            "https://app.example.com/callbackx",
+            "https://app.example.com/",
+            "https://APP.example.com/callback",
+            "HTTPS://app.example.com/callback",
+            "https://app.example.com:443/callback",
+            "https://app.example.com/%63allback",
+            "https://app.example.com.evil.example/callback",
+            "https://evil.example/?https://app.example.com/callback",
+            " https://app.example.com/callback",
+            "http://127.0.0.1:8401/cb",
+            // A post-logout URI is not a redirect URI, nor the other way.
+            "https://app.example.com/bye",
+        ] {
+            assert!(!c.redirect_uri_registered(other), "{other:?}");
+        }
+        assert!(c.post_logout_redirect_uri_registered("https://app.example.com/bye"));
+        assert!(!c.post_logout_redirect_uri_registered("https://app.example.com/bye/"));
+        assert!(!c.post_logout_redirect_uri_registered("https://app.example.com/callback"));
+        let none = code_client(&[], &[]);
+        assert!(!none.redirect_uri_registered(""));
+        assert!(!none.post_logout_redirect_uri_registered(""));
+    }
+
+    #[test]
+    fn code_flow_clients_are_stored_and_loaded_with_their_uris() {
+        let db = TestDb::new();
+        let mut pg = db.client();
+        let redirects = s(&[
+            "https://app.example.com/callback",
+            "com.example.app:/oauth2redirect",
+            "http://127.0.0.1:8400/cb",
+            "https://app.example.com/callback",
+        ]);
+        let bye = s(&["https://app.example.com/bye"]);
+        // A public client of the code flow: a browser or mobile app.
+        let (spa, secret) = create_client(
+            &mut pg,
+            &NewClient {
+                client_id: "spa",
+                grants: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+                scopes: &s(&["openid", "read"]),
+                public: true,
+                redirect_uris: &redirects,
+                post_logout_redirect_uris: &bye,
+            },
+        )
+        .unwrap();
+        assert!(secret.is_none());
+        assert!(spa.is_public() && spa.allows(GrantType::AuthorizationCode));
+        // Duplicates dropped, order kept.
+        assert_eq!(spa.redirect_uris, redirects[..3]);
+        assert_eq!(spa.post_logout_redirect_uris, bye);
+        // A confidential one, beside a client of the other grants.
+        let (web, secret) = create_client(
+            &mut pg,
+            &NewClient {
+                client_id: "web",
+                grants: &[GrantType::AuthorizationCode, GrantType::Password],
+                redirect_uris: &s(&["https://web.example.com/cb"]),
+                ..NewClient::default()
+            },
+        )
+        .unwrap();
+        assert!(secret.is_some());
+        assert!(web.post_logout_redirect_uris.is_empty());
+        let (svc, _) = create(&mut pg, "svc", &[GrantType::ClientCredentials], &[], false).unwrap();
+        assert!(svc.redirect_uris.is_empty());
+
+        let table = load_all(&mut pg).unwrap();
+        assert_eq!(table.get("spa"), Some(&spa));
+        assert_eq!(table.get("web"), Some(&web));
+        assert_eq!(list(&mut pg).unwrap(), vec![spa.clone(), svc, web]);
+        let loaded = table.get("spa").unwrap();
+        assert!(loaded.redirect_uri_registered("com.example.app:/oauth2redirect"));
+        assert!(!loaded.redirect_uri_registered("com.example.app:/oauth2redirect/"));
+        assert!(loaded.post_logout_redirect_uri_registered("https://app.example.com/bye"));
+        // A public client authenticates with its id alone, as before.
+        assert_eq!(table.authenticate("spa", None), Ok(loaded));
+    }
+
+    #[test]
+    fn code_flow_clients_are_refused_with_the_rule_named() {
+        let db = TestDb::new();
+        let mut pg = db.client();
+        let new = |grants: &'static [GrantType]| NewClient {
+            client_id: "app",
+            grants,
+            ..NewClient::default()
+        };
+        let code: &[GrantType] = &[GrantType::AuthorizationCode];
+        let one = s(&["https://app.example.com/cb"]);
+
+        // The code grant without a redirect URI.
+        let e = create_client(&mut pg, &new(code)).unwrap_err();
+        assert!(matches!(e, ClientError::RedirectUriRequired), "{e}");
+        assert!(e.to_string().contains("at least one redirect URI"), "{e}");
+
+        // Redirect URIs of either kind without the code grant.
+        let e = create_client(
+            &mut pg,
+            &NewClient {
+                redirect_uris: &one,
+                ..new(&[GrantType::Password])
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClientError::RedirectUriWithoutCodeGrant(UriKind::Redirect)
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "redirect URIs are used only by the authorization_code grant, which this client does not have"
+        );
+        let e = create_client(
+            &mut pg,
+            &NewClient {
+                post_logout_redirect_uris: &one,
+                ..new(&[GrantType::ClientCredentials])
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClientError::RedirectUriWithoutCodeGrant(UriKind::PostLogout)
+            ),
+            "{e}"
+        );
+        // Post-logout URIs alone do not make up for redirect URIs.
+        let e = create_client(
+            &mut pg,
+            &NewClient {
+                post_logout_redirect_uris: &one,
+                ..new(code)
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, ClientError::RedirectUriRequired), "{e}");
+
+        // A URI breaking a rule: the URI and the rule are named.
+        for (kind, uri, rule) in [
+            (UriKind::Redirect, "http://app.example.com/cb", "127.0.0.1"),
+            (
+                UriKind::Redirect,
+                "https://app.example.com/cb#x",
+                "fragment",
+            ),
+            (UriKind::Redirect, "/cb", "absolute"),
+            (
+                UriKind::PostLogout,
+                "https://u:p@app.example.com/",
+                "user name",
+            ),
+        ] {
+            let uris = s(&[uri]);
+            let nc = match kind {
+                UriKind::Redirect => NewClient {
+                    redirect_uris: &uris,
+                    ..new(code)
+                },
+                UriKind::PostLogout => NewClient {
+                    redirect_uris: &one,
+                    post_logout_redirect_uris: &uris,
+                    ..new(code)
+                },
+            };
+            let e = create_client(&mut pg, &nc).unwrap_err();
+            assert!(
+                matches!(&e, ClientError::RedirectUri { kind: k, uri: u, .. } if *k == kind && u == uri),
+                "{e}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!("{kind} {uri:?} ")) && text.contains(rule),
+                "{text}"
+            );
+        }
+
+        // At most 16 of each kind (after dropping duplicates).
+        let many: Vec<String> = (0..17)
+            .map(|i| format!("https://app.example.com/cb{i}"))
+            .collect();
+        let e = create_client(
+            &mut pg,
+            &NewClient {
+                redirect_uris: &many,
+                ..new(code)
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, ClientError::TooManyRedirectUris(UriKind::Redirect)),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "a client may have at most 16 redirect URIs");
+        let mut sixteen = many[..16].to_vec();
+        sixteen.push(many[0].clone());
+        create_client(
+            &mut pg,
+            &NewClient {
+                redirect_uris: &sixteen,
+                ..new(code)
+            },
+        )
+        .unwrap();
+
+        // Public clients: client_credentials still refused, the code grant
+        // allowed.
+        let e = create_client(
+            &mut pg,
+            &NewClient {
+                client_id: "spa",
+                public: true,
+                redirect_uris: &one,
+                ..new(&[GrantType::AuthorizationCode, GrantType::ClientCredentials])
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, ClientError::PublicClientGrant), "{e}");
+        assert_eq!(list(&mut pg).unwrap().len(), 1);
+    }
+
+    /// The schema refuses what the code refuses, for rows written by hand.
+    #[test]
+    fn the_schema_keeps_the_code_flow_rules() {
+        let db = TestDb::new();
+        let mut pg = db.client();
+        let insert = |pg: &mut postgres::Client, sql: &str| pg.batch_execute(sql).err();
+        for (sql, constraint) in [
+            (
+                "INSERT INTO oauth_clients (client_id, grant_types) VALUES ('a', '{authorization_code}')",
+                "oauth_clients_code_grant_redirects_check",
+            ),
+            (
+                "INSERT INTO oauth_clients (client_id, grant_types, redirect_uris) \
+                 VALUES ('a', '{password}', '{https://a.example/cb}')",
+                "oauth_clients_code_grant_redirects_check",
+            ),
+            (
+                "INSERT INTO oauth_clients (client_id, grant_types, post_logout_redirect_uris) \
+                 VALUES ('a', '{password}', '{https://a.example/}')",
+                "oauth_clients_code_grant_redirects_check",
+            ),
+            (
+                "INSERT INTO oauth_clients (client_id, grant_types) VALUES ('a', '{client_credentials}')",
+                "oauth_clients_public_grants_check",
+            ),
+            (
+                "INSERT INTO oauth_clients (client_id, grant_types) VALUES ('a', '{implicit}')",
+                "oauth_clients_grant_types_check",
+            ),
+            (
+                "INSERT INTO oauth_clients (client_id, grant_types, redirect_uris) \
+                 VALUES ('a', '{authorization_code}', ARRAY['https://a.example/cb', NULL])",
+                "oauth_clients_redirect_uris_check",
+            ),
+        ] {
+            let e = insert(&mut pg, sql).unwrap_or_else(|| panic!("accepted: {sql}"));
+            let got = e.as_db_error().and_then(|d| d.constraint()).map(str::to_owned);
+            assert_eq!(got.as_deref(), Some(constraint), "{sql}: {e}");
+        }
+        assert!(insert(
+            &mut pg,
+            "INSERT INTO oauth_clients (client_id, grant_types, redirect_uris) \
+             VALUES ('spa', '{authorization_code,refresh_token}', '{https://a.example/cb}')"
+        )
+        .is_none());
     }
 
     #[test]

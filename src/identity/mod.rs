@@ -7,6 +7,8 @@
 //! - [`clients`]: the `oauth_clients` table, and the immutable
 //!   [`ClientTable`] snapshot that authenticates clients on the event loop
 //!   (given the client id and secret already decoded from the request).
+//! - [`redirect_uris`]: the rules a client's registered redirect URIs
+//!   follow (RFC 6749 §3.1.2, RFC 8252 §7).
 //!
 //! Everything that touches PostgreSQL or argon2 here is synchronous and runs
 //! on the blocking pool, never on a worker core. The exceptions, cheap enough
@@ -15,9 +17,13 @@
 
 pub mod clients;
 pub mod passwords;
+pub mod redirect_uris;
 pub mod users;
 
-pub use clients::{ClientAuthError, ClientError, ClientRecord, ClientTable, GrantType, Lifetimes};
+pub use clients::{
+    ClientAuthError, ClientError, ClientRecord, ClientTable, GrantType, Lifetimes, NewClient,
+    UriKind,
+};
 pub use passwords::{Hasher, PasswordError, RuleError, Verified};
 pub use users::{LoginOutcome, User, UserError};
 

@@ -697,6 +697,8 @@ mod tests {
                 access_ttl: None,
                 refresh_ttl: None,
                 refresh_max_lifetime: None,
+                redirect_uris: vec![],
+                post_logout_redirect_uris: vec![],
             }]));
             assert_eq!(core.clients().len(), 1);
         });

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0002_refresh_max_lifetime.sql",
         include_str!("../../migrations/0002_refresh_max_lifetime.sql"),
     ),
+    (
+        3,
+        "0003_authorization_code_clients.sql",
+        include_str!("../../migrations/0003_authorization_code_clients.sql"),
+    ),
 ];
 
 /// Advisory-lock key of the runner ("tokend" in ASCII).

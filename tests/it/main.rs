@@ -31,3 +31,6 @@ mod robustness_pg;
 // Issue #13: the token-lifecycle holes (marks that outlive every token).
 mod sessions;
 mod topology;
+// Issue #16, the groundwork: authorization_code refused until codes are
+// redeemed.
+mod grants;

@@ -1,0 +1,138 @@
+//! Issue #16, the groundwork: grants the token endpoint refuses. Clients of
+//! the authorization code flow can be registered, but no code is redeemed
+//! yet, so `authorization_code` is answered like any grant tokend does not
+//! serve (RFC 6749 §5.2 `unsupported_grant_type`).
+
+use tokend::identity::{clients, GrantType, NewClient};
+
+use crate::harness::*;
+use crate::tokens::{seed, PASSWORD};
+
+/// The users and clients of [`crate::tokens::deployment`], plus `web`
+/// (confidential: authorization_code, password, refresh_token) and `spa`
+/// (public: authorization_code, password); returns the secrets of `app`,
+/// `svc` and `web`.
+fn seed_with_code_clients(db: &TestDb) -> (String, String, String) {
+    let (app, svc) = seed(db);
+    let mut c = db.client();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (_, web) = clients::create_client(
+        &mut c,
+        &NewClient {
+            client_id: "web",
+            grants: &[
+                GrantType::AuthorizationCode,
+                GrantType::Password,
+                GrantType::RefreshToken,
+            ],
+            scopes: &s(&["read"]),
+            redirect_uris: &s(&["https://web.example.com/cb"]),
+            ..NewClient::default()
+        },
+    )
+    .unwrap();
+    clients::create_client(
+        &mut c,
+        &NewClient {
+            client_id: "spa",
+            grants: &[GrantType::AuthorizationCode, GrantType::Password],
+            scopes: &s(&["read"]),
+            public: true,
+            redirect_uris: &s(&["com.example.app:/cb"]),
+            post_logout_redirect_uris: &s(&["https://app.example.com/"]),
+        },
+    )
+    .unwrap();
+    (app, svc, web.unwrap())
+}
+
+fn start(db: &TestDb, env: &[(&str, &str)], prefix: Option<String>) -> TestServer {
+    TestServer::with(Options {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        db_url: Some(db.url.clone()),
+        prefix,
+        cores: 1,
+    })
+}
+
+/// `(status, error, error_description)` of a token-endpoint answer, which
+/// must not be cached either way (RFC 6749 §5.1, §5.2).
+fn outcome(r: &Response) -> (u16, String, String) {
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{}", r.text());
+    let body = r.json();
+    let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    (r.status, text("error"), text("error_description"))
+}
+
+fn grants_supported(server: &TestServer) -> serde_json::Value {
+    let r = server.get("/.well-known/oauth-authorization-server");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["grant_types_supported"].clone()
+}
+
+/// A code exchange, by every kind of client, gets exactly what a grant
+/// tokend has never heard of gets: `400 unsupported_grant_type` with the
+/// same description, whether or not the client is registered for the
+/// grant; the client is authenticated first, as for any grant.
+#[test]
+fn authorization_code_is_refused_like_a_grant_tokend_does_not_serve() {
+    let db = TestDb::new();
+    let (app, _, web) = seed_with_code_clients(&db);
+    let server = start(&db, &[], None);
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", "SplxlOBeZQQYbYS6WxSbIA"),
+        ("redirect_uri", "https://web.example.com/cb"),
+        (
+            "code_verifier",
+            "dBjftJeZ4CVP-mJ0fjJl0nLbE45Bno0RjI2Vz0D2bYM",
+        ),
+    ];
+    let unknown = outcome(&server.post_form(
+        "/oauth/token",
+        Some(("web", &web)),
+        &[("grant_type", "urn:ietf:params:oauth:grant-type:device_code")],
+    ));
+    assert_eq!(
+        unknown,
+        (
+            400,
+            "unsupported_grant_type".into(),
+            "grant_type must be password, refresh_token or client_credentials".into()
+        )
+    );
+    // Registered for it (confidential, Basic), registered for it (public,
+    // client_id in the form), not registered for it.
+    let mut spa = vec![("client_id", "spa")];
+    spa.extend(exchange);
+    for r in [
+        server.post_form("/oauth/token", Some(("web", &web)), &exchange),
+        server.post_form("/oauth/token", None, &spa),
+        server.post_form("/oauth/token", Some(("app", &app)), &exchange),
+    ] {
+        assert_eq!(outcome(&r), unknown);
+    }
+    // Client authentication still comes first.
+    let r = server.post_form("/oauth/token", Some(("web", "tokend_cs_wrong")), &exchange);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"], "invalid_client");
+    // Not advertised either (RFC 8414 §2).
+    assert_eq!(
+        grants_supported(&server),
+        serde_json::json!(["password", "refresh_token", "client_credentials"])
+    );
+    // The password grant of a client that also has the code grant works.
+    let r = server.post_form(
+        "/oauth/token",
+        Some(("web", &web)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
