@@ -130,17 +130,37 @@ enum UserCommand {
 enum ClientCommand {
     /// Register an OAuth client. A confidential client gets a 256-bit secret,
     /// printed once and stored only as its SHA-256.
+    ///
+    /// A browser or mobile app signing users in with the authorization code
+    /// flow: --grant authorization_code with one --redirect-uri or more
+    /// (and --public when it cannot keep a secret).
     Add {
         /// Client id: 1-64 characters of A-Z a-z 0-9 . _ -.
         id: String,
-        /// A grant the client may use: password, refresh_token or
-        /// client_credentials; repeat for several.
+        /// A grant the client may use: password, refresh_token,
+        /// client_credentials or authorization_code; repeat for several.
         #[arg(long = "grant", value_name = "GRANT", required = true)]
         grants: Vec<String>,
         /// A scope the client may request; repeat for several.
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
-        /// A public client: no secret (password and refresh_token grants only).
+        /// Where the authorization code flow may send the user back with a
+        /// code; repeat for several (at most 16). Required with --grant
+        /// authorization_code, refused without it. Compared with the
+        /// request's redirect_uri by exact string match. Each must be https,
+        /// http on a loopback host (127.0.0.1, [::1], localhost) for a
+        /// native app, or a native app's private-use scheme with a dot
+        /// (com.example.app:/callback); absolute, no fragment, no user@,
+        /// at most 2048 bytes.
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// Where logging out (OpenID Connect RP-initiated logout) may send
+        /// the user back; repeat for several (at most 16). Only with --grant
+        /// authorization_code; the same rules as --redirect-uri.
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+        post_logout_redirect_uris: Vec<String>,
+        /// A public client (a browser or mobile app that cannot keep a
+        /// secret): no secret; every grant but client_credentials.
         #[arg(long)]
         public: bool,
         /// Access-token lifetime for this client (e.g. 5m); default tokens.access_ttl.
@@ -158,8 +178,13 @@ enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List clients.
-    List,
+    /// List clients, with their redirect URIs.
+    List {
+        /// Print a JSON array of the clients (never their secrets, which
+        /// tokend does not keep).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -332,6 +357,36 @@ fn set_not_before_in_redis(
     Ok(())
 }
 
+/// A refusal of `client add`, named by the flags the operator typed.
+fn client_add_error(e: tokend::identity::ClientError) -> anyhow::Error {
+    use tokend::identity::{ClientError, UriKind};
+    let flag = |kind| match kind {
+        UriKind::Redirect => "--redirect-uri",
+        UriKind::PostLogout => "--post-logout-redirect-uri",
+    };
+    match e {
+        ClientError::RedirectUriRequired => anyhow::anyhow!(
+            "--grant authorization_code needs at least one --redirect-uri: where the user is sent back with a code"
+        ),
+        ClientError::RedirectUriWithoutCodeGrant(kind) => anyhow::anyhow!(
+            "{} is only for clients of the authorization code flow: add --grant authorization_code, or drop it",
+            flag(kind)
+        ),
+        ClientError::TooManyRedirectUris(kind) => anyhow::anyhow!(
+            "at most {} {} URIs per client",
+            tokend::identity::redirect_uris::MAX_REDIRECT_URIS,
+            flag(kind)
+        ),
+        ClientError::RedirectUri { kind, uri, error } => {
+            anyhow::anyhow!("{} {uri:?} {error}", flag(kind))
+        }
+        ClientError::PublicClientGrant => anyhow::anyhow!(
+            "--public with --grant client_credentials: a public client has no secret to authenticate that grant with; drop --public (a confidential client gets a secret) or the grant"
+        ),
+        e => anyhow::anyhow!(e),
+    }
+}
+
 fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
     use tokend::identity::{clients, GrantType};
     let mut db = tokend::store::pg::connect(&config.database)?;
@@ -340,6 +395,8 @@ fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
             id,
             grants,
             scopes,
+            redirect_uris,
+            post_logout_redirect_uris,
             public,
             json,
             access_ttl,
@@ -350,7 +407,7 @@ fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|g| {
                     GrantType::parse(g).ok_or_else(|| {
-                        anyhow::anyhow!("unknown grant {g:?}: use password, refresh_token or client_credentials")
+                        anyhow::anyhow!("unknown grant {g:?}: use password, refresh_token, client_credentials or authorization_code")
                     })
                 })
                 .collect::<anyhow::Result<_>>()?;
@@ -364,7 +421,18 @@ fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
                 }
             }
             let mut tx = db.transaction()?;
-            let (record, secret) = clients::create(&mut tx, &id, &grants, &scopes, public)?;
+            let (record, secret) = clients::create_client(
+                &mut tx,
+                &clients::NewClient {
+                    client_id: &id,
+                    grants: &grants,
+                    scopes: &scopes,
+                    public,
+                    redirect_uris: &redirect_uris,
+                    post_logout_redirect_uris: &post_logout_redirect_uris,
+                },
+            )
+            .map_err(client_add_error)?;
             let secs = |t: Option<Duration>| t.map(|t| t.as_secs() as i32);
             tx.execute(
                 "UPDATE oauth_clients SET access_ttl_seconds = $2, refresh_ttl_seconds = $3, \
@@ -391,28 +459,65 @@ fn client_command(config: &Config, cmd: ClientCommand) -> anyhow::Result<()> {
                     }
                     None => println!("public client: no secret"),
                 }
+                for uri in &record.redirect_uris {
+                    println!("redirect_uri:  {uri}");
+                }
+                for uri in &record.post_logout_redirect_uris {
+                    println!("post_logout_redirect_uri: {uri}");
+                }
                 println!("running nodes pick the client up within keys.reload_interval, or at once on SIGHUP");
             }
         }
-        ClientCommand::List => {
+        ClientCommand::List { json } => {
+            let all = clients::list(&mut db)?;
+            let kind = |c: &clients::ClientRecord| {
+                if c.is_public() {
+                    "public"
+                } else {
+                    "confidential"
+                }
+            };
+            if json {
+                let list: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "client_id": c.client_id,
+                            "type": kind(c),
+                            "grant_types": c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+                            "scopes": c.scopes,
+                            "redirect_uris": c.redirect_uris,
+                            "post_logout_redirect_uris": c.post_logout_redirect_uris,
+                            "access_ttl_seconds": c.access_ttl,
+                            "refresh_ttl_seconds": c.refresh_ttl,
+                            "refresh_max_lifetime_seconds": c.refresh_max_lifetime,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+                return Ok(());
+            }
             println!(
                 "{:<24}  {:<12}  {:<40}  scopes",
                 "client_id", "type", "grants"
             );
-            for c in clients::list(&mut db)? {
-                let kind = if c.is_public() {
-                    "public"
-                } else {
-                    "confidential"
-                };
+            for c in &all {
                 let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
                 println!(
                     "{:<24}  {:<12}  {:<40}  {}",
                     c.client_id,
-                    kind,
+                    kind(c),
                     grants.join(","),
                     c.scopes.join(" ")
                 );
+                // One line per URI under its client: they are long, and a
+                // line each keeps them whole for reading and for grep.
+                for uri in &c.redirect_uris {
+                    println!("    redirect_uri {uri}");
+                }
+                for uri in &c.post_logout_redirect_uris {
+                    println!("    post_logout_redirect_uri {uri}");
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ mod harness;
 mod server;
 // Attacks on the running server while a well-behaved client keeps validating.
 mod attack;
-// The command line: migrate, config check.
+// The command line: migrate, config check, client add and list.
 mod cli;
 // Login, discovery, validation, introspection and the user API.
 mod tokens;
