@@ -45,7 +45,7 @@ pub enum ConfigError {
     #[error("invalid config key `{key}`: {message}")]
     Key { key: String, message: String },
     /// Occurs when an environment override names no known section.
-    #[error("environment variable {var}: unknown config section `{section}` (known: server, database, redis, tokens, passwords, limits, keys, users)")]
+    #[error("environment variable {var}: unknown config section `{section}` (known: server, database, redis, tokens, passwords, limits, keys, users, oauth)")]
     EnvSection { var: String, section: String },
 }
 
@@ -58,7 +58,7 @@ impl ConfigError {
     }
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "server",
     "database",
     "redis",
@@ -67,6 +67,7 @@ const SECTIONS: [&str; 8] = [
     "limits",
     "keys",
     "users",
+    "oauth",
 ];
 
 /// The checked configuration every part of tokend reads.
@@ -81,6 +82,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub keys: KeysConfig,
     pub users: UsersConfig,
+    pub oauth: OAuthConfig,
 }
 
 /// Which monoio driver each core runs.
@@ -616,6 +618,26 @@ impl Default for KeysConfig {
 pub struct UsersConfig {
     /// Lets anyone `POST /users` (without scopes). Default `false`.
     pub self_registration: bool,
+}
+
+/// `[oauth]`: which ways of signing users in the token endpoint offers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// The password grant (RFC 6749 §4.3): the app sees the user's password,
+    /// which the OAuth 2.0 Security BCP (RFC 9700 §2.4) says must not happen
+    /// and OAuth 2.1 removes. `false` refuses it for every client with
+    /// `400 unsupported_grant_type` and drops it from the metadata
+    /// document; refresh tokens issued before go on working. Default `true`.
+    pub password_grant: bool,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            password_grant: true,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,43 @@ fn defaults_hold() {
     assert_eq!(c.server.write_timeout, Duration::from_secs(10));
 }
 
+/// `oauth.password_grant`: on by default, switched off from the file or
+/// the environment, and nothing but a boolean.
+#[test]
+fn password_grant_switch() {
+    assert!(load("", &[]).unwrap().oauth.password_grant);
+    let c = load("[oauth]\npassword_grant = false\n", &[]).unwrap();
+    assert!(!c.oauth.password_grant);
+    let c = load("", &[("TOKEND_OAUTH_PASSWORD_GRANT", "false")]).unwrap();
+    assert!(!c.oauth.password_grant);
+    // The environment wins over the file.
+    let c = load(
+        "[oauth]\npassword_grant = false\n",
+        &[("TOKEND_OAUTH_PASSWORD_GRANT", "TRUE")],
+    )
+    .unwrap();
+    assert!(c.oauth.password_grant);
+    let e = load("", &[("TOKEND_OAUTH_PASSWORD_GRANT", "no")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("oauth.password_grant") && e.contains("true or false"),
+        "{e}"
+    );
+    let e = load("[oauth]\npassword_grant = \"off\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("oauth.password_grant"), "{e}");
+    let e = load("[oauth]\npasword_grant = false\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("oauth.pasword_grant"), "{e}");
+    // Printed, it reads back.
+    let c = load("[oauth]\npassword_grant = false\n", &[]).unwrap();
+    let again = load(&c.redacted_toml(), &[]).unwrap();
+    assert!(!again.oauth.password_grant);
+}
+
 #[test]
 fn write_timeout_is_read_and_checked() {
     let c = load("", &[("TOKEND_SERVER_WRITE_TIMEOUT", "250ms")]).unwrap();
@@ -297,7 +334,7 @@ fn env_kinds_cover_every_key() {
         let _ = T::deserialize(&mut f);
         f.0
     }
-    let sections: [(&str, Vec<&str>); 8] = [
+    let sections: [(&str, Vec<&str>); 9] = [
         ("server", fields::<ServerConfig>()),
         ("database", fields::<DatabaseConfig>()),
         ("redis", fields::<RedisConfig>()),
@@ -306,6 +343,7 @@ fn env_kinds_cover_every_key() {
         ("limits", fields::<LimitsConfig>()),
         ("keys", fields::<KeysConfig>()),
         ("users", fields::<UsersConfig>()),
+        ("oauth", fields::<OAuthConfig>()),
     ];
     assert_eq!(fields::<Config>(), SECTIONS);
     let sample = toml::Value::try_from(Config::sample_with_every_key()).unwrap();
@@ -324,6 +362,7 @@ fn env_kinds_cover_every_key() {
     assert_eq!(env_kind("server", "access_log"), EnvKind::Boolean);
     assert_eq!(env_kind("server", "cores"), EnvKind::String);
     assert_eq!(env_kind("database", "pool_size"), EnvKind::Integer);
+    assert_eq!(env_kind("oauth", "password_grant"), EnvKind::Boolean);
     assert_eq!(env_kind("server", "no_such_key"), EnvKind::String);
 }
 

@@ -39,8 +39,9 @@ pub enum OAuthError {
     InvalidGrant(&'static str),
     /// Occurs when the client may not use this grant type.
     UnauthorizedClient(&'static str),
-    /// Occurs when the grant type is unknown.
-    UnsupportedGrantType,
+    /// Occurs when the grant type is unknown, not served yet, or switched
+    /// off (`oauth.password_grant`); the description names what is served.
+    UnsupportedGrantType(&'static str),
     /// Occurs when a requested scope is not allowed.
     InvalidScope(&'static str),
     /// Occurs when a bearer token is missing or malformed (RFC 6750 §3.1).
@@ -70,7 +71,7 @@ impl OAuthError {
             OAuthError::InvalidClient { .. } => "invalid_client",
             OAuthError::InvalidGrant(_) => "invalid_grant",
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
-            OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidToken(_) => "invalid_token",
             OAuthError::InsufficientScope(_) => "insufficient_scope",
@@ -104,14 +105,12 @@ impl OAuthError {
             | OAuthError::InvalidClient { description: d, .. }
             | OAuthError::InvalidGrant(d)
             | OAuthError::UnauthorizedClient(d)
+            | OAuthError::UnsupportedGrantType(d)
             | OAuthError::InvalidScope(d)
             | OAuthError::InvalidToken(d)
             | OAuthError::InsufficientScope(d)
             | OAuthError::Forbidden(d)
             | OAuthError::TemporarilyUnavailable(d) => d,
-            OAuthError::UnsupportedGrantType => {
-                "grant_type must be password, refresh_token or client_credentials"
-            }
             OAuthError::TooManyRequests { .. } => "too many failed logins; try again later",
             OAuthError::ServerError => "internal error",
         }
@@ -257,7 +256,10 @@ mod tests {
             },
             OAuthError::InvalidGrant("invalid username or password"),
             OAuthError::UnauthorizedClient("grant not allowed"),
-            OAuthError::UnsupportedGrantType,
+            OAuthError::UnsupportedGrantType(
+                "grant_type must be password, refresh_token or client_credentials",
+            ),
+            OAuthError::UnsupportedGrantType("the password grant is disabled on this server"),
             OAuthError::InvalidScope("scope not allowed"),
             OAuthError::BearerInvalidRequest("missing bearer token"),
             OAuthError::InvalidToken("token expired"),

@@ -1,6 +1,7 @@
 //! `POST /oauth/token`: the `password` and `client_credentials` grants
 //! (RFC 6749 §4.3, §4.4), answered per §5.1 / §5.2; the `refresh_token` grant
-//! is [`super::refresh`]'s. `authorization_code` is refused like an unknown
+//! is [`super::refresh`]'s. The password grant can be switched off
+//! (`oauth.password_grant`); `authorization_code` is refused like an unknown
 //! grant until codes are redeemed (issue #16).
 //!
 //! The password grant waits for PostgreSQL and argon2 on the blocking pool,
@@ -62,8 +63,12 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
             // Clients may be registered for it (issue #16), but no code is
             // redeemed yet: answered like a grant tokend does not know, for
             // every client, before asking whether this one may use it.
-            None | Some(GrantType::AuthorizationCode) => {
-                return Err(OAuthError::UnsupportedGrantType)
+            None | Some(GrantType::AuthorizationCode) => return Err(unsupported(core)),
+            // Switched off for every client, whatever it was registered for.
+            Some(GrantType::Password) if !core.config().oauth.password_grant => {
+                return Err(OAuthError::UnsupportedGrantType(
+                    "the password grant is disabled on this server",
+                ))
             }
             Some(g) => g,
         },
@@ -80,8 +85,18 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
         GrantType::ClientCredentials => client_credentials_grant(core, client, &form),
         GrantType::RefreshToken => super::refresh::refresh_grant(core, client, &form).await,
         // Refused above.
-        GrantType::AuthorizationCode => Err(OAuthError::UnsupportedGrantType),
+        GrantType::AuthorizationCode => Err(unsupported(core)),
     }
+}
+
+/// RFC 6749 §5.2 `unsupported_grant_type`, naming the grants this server
+/// serves.
+fn unsupported(core: &Core) -> OAuthError {
+    OAuthError::UnsupportedGrantType(if core.config().oauth.password_grant {
+        "grant_type must be password, refresh_token or client_credentials"
+    } else {
+        "grant_type must be refresh_token or client_credentials"
+    })
 }
 
 /// Intersects what was asked with what is allowed: a requested scope that is

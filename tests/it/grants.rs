@@ -1,7 +1,8 @@
 //! Issue #16, the groundwork: grants the token endpoint refuses. Clients of
 //! the authorization code flow can be registered, but no code is redeemed
 //! yet, so `authorization_code` is answered like any grant tokend does not
-//! serve (RFC 6749 §5.2 `unsupported_grant_type`).
+//! serve; and `oauth.password_grant = false` switches the password grant
+//! off for every client (RFC 6749 §5.2 `unsupported_grant_type`).
 
 use tokend::identity::{clients, GrantType, NewClient};
 
@@ -128,6 +129,122 @@ fn authorization_code_is_refused_like_a_grant_tokend_does_not_serve() {
     let r = server.post_form(
         "/oauth/token",
         Some(("web", &web)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// `oauth.password_grant = false`: every client's password login is
+/// refused before any password is looked at (no argon2, nothing counted
+/// against the login limits), the other grants go on, and refresh tokens
+/// issued before the switch keep refreshing.
+#[test]
+fn password_grant_switched_off_refuses_it_for_every_client() {
+    let db = TestDb::new();
+    let (app, svc, web) = seed_with_code_clients(&db);
+
+    // A session opened while the password grant was on.
+    let mut before = start(&db, &[], None);
+    let r = before.post_form(
+        "/oauth/token",
+        Some(("app", &app)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+    assert!(before.terminate().success());
+
+    // The same deployment (database and Redis prefix), switched off.
+    let server = start(
+        &db,
+        &[("TOKEND_OAUTH_PASSWORD_GRANT", "false")],
+        Some(before.prefix.clone()),
+    );
+    let off = (
+        400,
+        "unsupported_grant_type".to_string(),
+        "the password grant is disabled on this server".to_string(),
+    );
+    let login = |basic: Option<(&str, &str)>, extra: &[(&str, &str)], password: &str| {
+        let mut form = vec![
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", password),
+        ];
+        form.extend_from_slice(extra);
+        server.post_form("/oauth/token", basic, &form)
+    };
+    // Confidential clients, a public one, right and wrong passwords: more
+    // attempts than limits.login_failures_per_user (10) allows, and never a
+    // 429, since none is counted.
+    for _ in 0..6 {
+        for r in [
+            login(Some(("app", &app)), &[], PASSWORD),
+            login(Some(("web", &web)), &[], "wrong password"),
+            login(None, &[("client_id", "spa")], PASSWORD),
+        ] {
+            assert_eq!(outcome(&r), off);
+        }
+    }
+    // A client not registered for the grant gets the same answer: the
+    // switch comes before the client's own grants.
+    let r = login(Some(("svc", &svc)), &[], PASSWORD);
+    assert_eq!(outcome(&r), off);
+    // Client authentication still comes first.
+    let r = login(Some(("app", "tokend_cs_wrong")), &[], PASSWORD);
+    assert_eq!(r.status, 401, "{}", r.text());
+    // An unknown grant's description no longer offers the password grant.
+    let r = server.post_form(
+        "/oauth/token",
+        Some(("app", &app)),
+        &[("grant_type", "authorization_code"), ("code", "x")],
+    );
+    assert_eq!(
+        outcome(&r),
+        (
+            400,
+            "unsupported_grant_type".into(),
+            "grant_type must be refresh_token or client_credentials".into()
+        )
+    );
+    assert_eq!(
+        grants_supported(&server),
+        serde_json::json!(["refresh_token", "client_credentials"])
+    );
+
+    // The other grants are untouched.
+    let r = server.post_form(
+        "/oauth/token",
+        Some(("svc", &svc)),
+        &[("grant_type", "client_credentials")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = server.post_form(
+        "/oauth/token",
+        Some(("app", &app)),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["access_token"].as_str().unwrap().to_string();
+    let r = server.get_auth("/validate", &format!("Bearer {token}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-auth-username"), Some("alice"));
+
+    // Switched on again, the same client logs in at once: nothing was
+    // counted while it was off.
+    drop(server);
+    let again = start(&db, &[], Some(before.prefix.clone()));
+    let r = again.post_form(
+        "/oauth/token",
+        Some(("app", &app)),
         &[
             ("grant_type", "password"),
             ("username", "alice"),

@@ -32,5 +32,5 @@ mod robustness_pg;
 mod sessions;
 mod topology;
 // Issue #16, the groundwork: authorization_code refused until codes are
-// redeemed.
+// redeemed, and `oauth.password_grant = false`.
 mod grants;
