@@ -12,11 +12,13 @@
 # when not root. Works with or without systemd (containers, WSL, CI).
 #
 # Usage: scripts/services.sh [--for-tests]
-#   --for-tests  also install the Redis programs the tests start themselves
-#                (redis-server, and Sentinel from Debian's redis-sentinel
-#                package, for the failover tests) even where a Redis already
-#                answers on 6379; the sentinel service Debian starts on
-#                install is stopped again (the tests run their own).
+#   --for-tests  also install the programs the tests start themselves, even
+#                where a Redis already answers on 6379: redis-server, and
+#                Sentinel from Debian's redis-sentinel package, for the
+#                failover tests; nginx (Debian's nginx-light) for the test of
+#                the README's auth_request snippet. The sentinel and nginx
+#                services Debian starts on install are stopped again and
+#                kept from starting at boot (the tests run their own).
 #
 # Environment:
 #   TOKEND_SERVICES_WAIT   seconds to wait for the services (default 30)
@@ -74,14 +76,18 @@ tokend_psql() {
 # ---------------------------------------------------------------- install
 
 apt_updated=0
-apt_install() {
+apt_update() {
     command -v apt-get >/dev/null 2>&1 ||
-        die "apt-get not found: this script installs packages on Debian/Ubuntu only. Install $* yourself (PostgreSQL >= 13 on $PG_HOST:$PG_PORT, Redis on $REDIS_HOST:$REDIS_PORT) and run it again."
+        die "apt-get not found: this script installs packages on Debian/Ubuntu only. Install $* yourself (PostgreSQL >= 13 on $PG_HOST:$PG_PORT, Redis on $REDIS_HOST:$REDIS_PORT, and nginx for the tests) and run it again."
     if [ "$apt_updated" -eq 0 ]; then
         say "apt-get update"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
         apt_updated=1
     fi
+}
+
+apt_install() {
+    apt_update "$@"
     say "installing: $*"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
 }
@@ -120,6 +126,12 @@ install_missing() {
     if [ "$sentinel" = 1 ]; then
         stop_packaged_sentinel
     fi
+    # tests/it/nginx.rs runs the README's auth_request snippet with a real
+    # nginx, which it starts itself. Debian keeps nginx in /usr/sbin, which
+    # is not on every user's PATH.
+    if [ "$FOR_TESTS" = 1 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+        install_nginx
+    fi
 }
 
 # Debian's redis-sentinel starts a sentinel on 26379 when installed (under
@@ -130,6 +142,43 @@ stop_packaged_sentinel() {
         as_root systemctl disable --now redis-sentinel >/dev/null 2>&1 || true
     elif [ -x /etc/init.d/redis-sentinel ]; then
         as_root /etc/init.d/redis-sentinel stop >/dev/null 2>&1 || true
+    fi
+}
+
+# Installs nginx without letting the package start it. Debian's nginx
+# packages start nginx on port 80 as they install, and their installation
+# fails when something else already holds port 80; the test needs neither.
+# A policy-rc.d that refuses every start (what Debian's Docker images ship)
+# covers the install, under systemd (deb-systemd-invoke reads it too) or
+# not; one that is already there is left alone. nginx-light is Debian 12's
+# smallest nginx with auth_request; later releases have only `nginx`.
+install_nginx() {
+    local policy=/usr/sbin/policy-rc.d ours=0 ok=1 pkg=nginx
+    apt_update nginx
+    if apt-cache show nginx-light >/dev/null 2>&1; then
+        pkg=nginx-light
+    fi
+    if [ ! -e "$policy" ]; then
+        as_root sh -c "printf '#!/bin/sh\n# scripts/services.sh: no service starts while nginx is installed\nexit 101\n' > $policy && chmod 755 $policy"
+        ours=1
+    fi
+    apt_install "$pkg" || ok=0
+    if [ "$ours" = 1 ]; then
+        as_root rm -f "$policy"
+    fi
+    [ "$ok" = 1 ] || die "could not install $pkg (apt-get install $pkg); the nginx test needs it"
+    stop_packaged_nginx
+}
+
+# Makes sure the packaged nginx service neither runs nor starts at boot (a
+# policy-rc.d of the machine's own may have let it start): the test runs its
+# own nginx on a free port, and port 80 is none of the tests' business.
+stop_packaged_nginx() {
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now nginx >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/nginx ]; then
+        as_root /etc/init.d/nginx stop >/dev/null 2>&1 || true
+        as_root update-rc.d nginx disable >/dev/null 2>&1 || true
     fi
 }
 

@@ -3,8 +3,8 @@
 #
 #   1. scripts/services.sh --for-tests
 #                                   PostgreSQL and Redis on loopback, and
-#                                   the Redis programs the tests start
-#                                   themselves (redis-server, redis-sentinel)
+#                                   the programs the tests start themselves
+#                                   (redis-server, redis-sentinel, nginx)
 #   2. cargo fmt --check            formatting
 #   3. cargo clippy --all-targets -- -D warnings
 #   4. the module layering          tests/it/layers.rs: every top-level module

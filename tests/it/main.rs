@@ -34,3 +34,5 @@ mod topology;
 // Issue #16, the groundwork: authorization_code refused until codes are
 // redeemed, and `oauth.password_grant = false`.
 mod grants;
+// The README's nginx auth_request snippet, run with a real nginx.
+mod nginx;
