@@ -344,14 +344,15 @@ fn password_change_and_admin_disable(mirror: bool) {
     assert_mirror_answered(&d.server, mirror);
 }
 
-/// A private redis-server this test can stop, start and flush.
-struct PrivateRedis {
+/// A private redis-server a test can stop, start and flush (also used by
+/// `nginx`).
+pub(crate) struct PrivateRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
-    fn start() -> PrivateRedis {
+    pub(crate) fn start() -> PrivateRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -362,7 +363,7 @@ impl PrivateRedis {
         r
     }
 
-    fn run(&mut self) {
+    pub(crate) fn run(&mut self) {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -384,14 +385,14 @@ impl PrivateRedis {
         }));
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 

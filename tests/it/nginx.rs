@@ -312,8 +312,9 @@ impl Drop for Nginx {
 
 /// Users alice (read) and carol (read admin), client `app` (password;
 /// scopes read admin) and `svc` (client_credentials; scope read) in a new
-/// database, and tokend on it; returns the server and the secrets.
-fn deployment() -> (TestServer, TestDb, String, String) {
+/// database, and tokend on it using the Redis at `redis_url`; returns the
+/// server and the secrets.
+fn deployment(redis_url: &str) -> (TestServer, TestDb, String, String) {
     let db = TestDb::new();
     let mut c = db.client();
     let hasher = Hasher::new(&tokend::config::PasswordsConfig {
@@ -350,6 +351,7 @@ fn deployment() -> (TestServer, TestDb, String, String) {
     .unwrap();
     let server = TestServer::with(Options {
         db_url: Some(db.url.clone()),
+        env: vec![("TOKEND_REDIS_URL".into(), redis_url.into())],
         cores: 1,
         ..Options::default()
     });
@@ -400,7 +402,9 @@ fn the_readme_auth_request_snippet_forwards_the_identity_and_requires_scopes() {
         );
         return;
     };
-    let (server, _db, app_secret, svc_secret) = deployment();
+    // A Redis of its own, to stop it at the end.
+    let mut redis = crate::lifecycle::PrivateRedis::start();
+    let (server, _db, app_secret, svc_secret) = deployment(&redis.url());
     let app = App::start();
 
     let snippet = readme_snippet();
@@ -518,4 +522,23 @@ fn the_readme_auth_request_snippet_forwards_the_identity_and_requires_scopes() {
     let r = nginx.get("/admin/users", Some(&carol), "");
     assert_eq!(r.status, 401, "{}", r.text());
     assert!(app.take().is_empty());
+
+    // Redis down: tokend answers 503 (it cannot tell whether the token was
+    // revoked), which auth_request turns into 500. Never a 200.
+    redis.stop();
+    for path in ["/api/hello", "/admin/users"] {
+        let r = nginx.get(path, Some(&alice), "");
+        assert_eq!(r.status, 500, "{path}: {}\n{}", r.text(), nginx.log());
+    }
+    assert!(app.take().is_empty());
+    // And back by itself when Redis is.
+    redis.run();
+    assert!(
+        eventually(Duration::from_secs(10), || nginx
+            .get("/api/hello", Some(&alice), "")
+            .status
+            == 200),
+        "no 200 after Redis came back\n{}",
+        server.log()
+    );
 }
