@@ -10,9 +10,12 @@
 //! Never imports: `net`, `cores` or a store: the client table comes from
 //! `state` (`Core::clients`), the Basic decoding from `http`.
 
+use std::rc::Rc;
+
 use crate::handlers::oauth::{Form, OAuthError};
 use crate::http::{parse_basic, Request};
-use crate::identity::{ClientRecord, ClientTable};
+use crate::identity::{authenticate_remembered, ClientRecord, ClientTable};
+use crate::state::Core;
 
 /// One description for every failure, so answers don't tell which client
 /// ids exist.
@@ -23,10 +26,12 @@ const FAILED: &str = "client authentication failed";
 /// per request), and whether Basic was used (for `WWW-Authenticate` on later
 /// errors).
 pub fn authenticate<'t>(
-    clients: &'t ClientTable,
+    core: &Core,
+    clients: &'t Rc<ClientTable>,
     req: &Request<'_>,
     form: &Form,
 ) -> Result<(&'t ClientRecord, bool), OAuthError> {
+    let mut memo = core.secret_memo();
     if req.authorization_count > 1 {
         return Err(OAuthError::InvalidRequest(
             "more than one Authorization header",
@@ -43,7 +48,7 @@ pub fn authenticate<'t>(
                 "use only one client authentication method",
             ));
         }
-        return match clients.authenticate(&id, Some(&secret)) {
+        return match authenticate_remembered(clients, &mut memo, &id, Some(&secret)) {
             Ok(c) => Ok((c, true)),
             Err(_) => Err(OAuthError::InvalidClient {
                 basic: true,
@@ -57,7 +62,7 @@ pub fn authenticate<'t>(
             description: "client authentication required",
         });
     };
-    match clients.authenticate(id, form.get("client_secret")) {
+    match authenticate_remembered(clients, &mut memo, id, form.get("client_secret")) {
         Ok(c) => Ok((c, false)),
         Err(_) => Err(OAuthError::InvalidClient {
             basic: false,

@@ -31,7 +31,7 @@ pub async fn introspect(
         Err(e) => return oauth::write_error(out, ctx, e),
     };
     let clients = core.clients();
-    let client = match client_auth::authenticate(&clients, req, &form) {
+    let client = match client_auth::authenticate(core, &clients, req, &form) {
         // RFC 7662 §2.1: the caller must authenticate, which a public client
         // (no secret) cannot; the metadata lists no `none` method either.
         Ok((c, _)) if c.is_public() => {

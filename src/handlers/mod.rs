@@ -91,7 +91,7 @@ pub async fn handle(
     };
     let (slot, status) = match router::route(req.method, req.path) {
         Routed::Found(route, param) => {
-            let start = RequestLatency::records(route).then(std::time::Instant::now);
+            let start = RequestLatency::records(route).then(crate::clock::monotonic_nanos);
             let status = match route {
                 Route::Healthz => health::healthz(&ctx, out),
                 Route::Metrics => metrics::metrics(core, &ctx, out),
@@ -109,7 +109,9 @@ pub async fn handle(
                 Route::UserDisable => users::disable(core, req, param, &ctx, out).await,
             };
             if let Some(start) = start {
-                core.counters().latency.observe(route, start.elapsed());
+                core.counters()
+                    .latency
+                    .observe(route, crate::clock::elapsed_since(start));
             }
             (route.slot(), status)
         }

@@ -41,7 +41,7 @@ pub async fn revoke(
 async fn run(core: &Core, req: &Request<'_>) -> Result<(), OAuthError> {
     let form = client_auth::form_body(req)?;
     let clients = core.clients();
-    let (client, _) = client_auth::authenticate(&clients, req, &form)?;
+    let (client, _) = client_auth::authenticate(core, &clients, req, &form)?;
     let Some(token) = form.get("token") else {
         return Err(OAuthError::InvalidRequest("token is required"));
     };

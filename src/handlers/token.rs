@@ -56,7 +56,7 @@ pub async fn token(
 async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<Issued, OAuthError> {
     let form = client_auth::form_body(req)?;
     let clients = core.clients();
-    let (client, _basic) = client_auth::authenticate(&clients, req, &form)?;
+    let (client, _basic) = client_auth::authenticate(core, &clients, req, &form)?;
     let grant_type = match form.get("grant_type") {
         None => return Err(OAuthError::InvalidRequest("grant_type is required")),
         Some(g) => match GrantType::parse(g) {

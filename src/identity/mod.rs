@@ -21,8 +21,8 @@ pub mod redirect_uris;
 pub mod users;
 
 pub use clients::{
-    ClientAuthError, ClientError, ClientRecord, ClientTable, GrantType, Lifetimes, NewClient,
-    UriKind,
+    authenticate_remembered, ClientAuthError, ClientError, ClientRecord, ClientTable, GrantType,
+    Lifetimes, NewClient, SecretMemo, UriKind,
 };
 pub use passwords::{Hasher, PasswordError, RuleError, Verified};
 pub use users::{LoginOutcome, User, UserError};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::shared::Shared;
 use crate::config::{Config, Driver, TokensConfig};
 use crate::http::{DateCache, Limits};
-use crate::identity::{ClientTable, Hasher};
+use crate::identity::{ClientTable, Hasher, SecretMemo};
 use crate::metrics::{CoreCounters, SharedHistogram};
 use crate::redis::{RedisConn, Writes};
 use crate::refresh::{RecordMac, RefreshStore};
@@ -54,6 +54,9 @@ pub struct Core {
     /// issue #15).
     clients: RefCell<Rc<ClientTable>>,
     clients_version: Cell<u64>,
+    /// The secrets this core's clients last authenticated with (see
+    /// [`SecretMemo`]).
+    secret_memo: RefCell<SecretMemo>,
     /// Open connections on this core; bounded by `server.max_connections_per_core`.
     open: Cell<usize>,
     /// Requests being handled now; shutdown waits for this to reach zero.
@@ -141,6 +144,7 @@ impl Core {
             cache: RefCell::new(VerifiedCache::new(tokens.verified_cache_size)),
             clients: RefCell::new(Rc::new(ClientTable::clone(&shared.client_table()))),
             clients_version: Cell::new(shared.clients_version()),
+            secret_memo: RefCell::new(SecretMemo::default()),
             counters,
             date: DateCache::default(),
             redis,
@@ -513,6 +517,13 @@ impl Core {
             self.clients_version.set(published);
         }
         self.clients.borrow().clone()
+    }
+
+    /// The memory of client secrets that authenticated on this core, for
+    /// [`crate::identity::authenticate_remembered`]. Borrow it only for a
+    /// synchronous check, never across an `.await`.
+    pub fn secret_memo(&self) -> std::cell::RefMut<'_, SecretMemo> {
+        self.secret_memo.borrow_mut()
     }
 
     /// Asks the control thread for a key-set reload (a token named a `kid`
