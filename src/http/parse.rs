@@ -211,8 +211,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ParseErro
         // Absolute-form and authority-form targets are for proxies.
         return Err(ParseError::Malformed);
     }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, q),
+    // A byte search: `str::split_once('?')` goes through the generic char
+    // searcher, ~100 instructions for a short path (callgrind, issue #15).
+    let (path, query) = match target.bytes().position(|b| b == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
         None => (target, ""),
     };
 

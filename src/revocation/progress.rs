@@ -135,6 +135,17 @@ impl ProgressSlot {
         &self.all.0.cores[self.index]
     }
 
+    /// [`Self::behind`] now; reads the clock only when some entry is
+    /// unapplied (never on the usual path).
+    #[inline]
+    pub(super) fn behind_now(&self) -> bool {
+        let shared = &self.all.0;
+        if self.get().applied.load(Ordering::Relaxed) >= shared.written.0.load(Ordering::Acquire) {
+            return false;
+        }
+        self.behind(Instant::now())
+    }
+
     /// Whether this core's mirror has not yet applied an entry this process
     /// answered for less than `mirror_max_lag` before `now`: it must not
     /// answer until it has (or until then). Loads of its own line and of
