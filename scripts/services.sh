@@ -142,6 +142,9 @@ stop_packaged_sentinel() {
         as_root systemctl disable --now redis-sentinel >/dev/null 2>&1 || true
     elif [ -x /etc/init.d/redis-sentinel ]; then
         as_root /etc/init.d/redis-sentinel stop >/dev/null 2>&1 || true
+        # Without systemd the package's sysvinit links would start it at
+        # the next boot.
+        as_root update-rc.d redis-sentinel disable >/dev/null 2>&1 || true
     fi
 }
 
