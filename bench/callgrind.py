@@ -33,10 +33,13 @@ scripts read them):
   validate_malformed GET /validate with a bearer value that is no JWT
   validate_forged    GET /validate with a real token whose signature is
                      altered: one full signature verification per request
+  validate_expired   GET /validate with a real token whose `exp` is moved
+                     into the past: refused before the signature
   introspect         POST /oauth/introspect of a valid access token, HTTP Basic
   client_credentials POST /oauth/token grant_type=client_credentials, HTTP
                      Basic: one token signed per request
 """
+import base64
 import glob
 import json
 import os
@@ -58,6 +61,16 @@ def forged(token):
     mid = len(sig) // 2
     repl = "A" if sig[mid] != "A" else "B"
     return f"{head}.{sig[:mid]}{repl}{sig[mid + 1:]}"
+
+
+def expired(token):
+    """`token` with its payload's `exp` moved into the past (so its signature
+    no longer matches): tokend refuses it before the signature."""
+    head, payload, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["exp"] = claims["iat"] - 1
+    body = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).decode().rstrip("=")
+    return f"{head}.{body}.{sig}"
 
 
 def requests_for(scenario, host, results):
@@ -85,6 +98,8 @@ def requests_for(scenario, host, results):
         return get("/validate", ["Authorization: Bearer not-a-jwt"]), 401
     if scenario == "validate_forged":
         return get("/validate", [f"Authorization: Bearer {forged(token())}"]), 401
+    if scenario == "validate_expired":
+        return get("/validate", [f"Authorization: Bearer {expired(token())}"]), 401
     if scenario == "introspect":
         return post("/oauth/introspect", "token=" + urllib.parse.quote(token(), safe="")), 200
     if scenario == "client_credentials":

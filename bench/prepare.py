@@ -426,7 +426,7 @@ def instructions_text(ins):
          "|---|---:|---:|---:|---:|---:|"]
     base = (ins.get("baseline") or {}).get("serving_thread")
     order = ["baseline", "healthz", "validate", "validate_401", "validate_malformed", "introspect",
-             "client_credentials", "validate_forged"]
+             "client_credentials", "validate_forged", "validate_expired"]
     for name in order + sorted(k for k in ins if k not in order):
         c = ins.get(name)
         if not c:

@@ -18,7 +18,8 @@
 #     mixed; the measured tokend runs with redis.revocation_mirror = true;
 #   - instructions per request on the serving core's thread, counted by
 #     callgrind (bench/callgrind.py, CALLGRIND_REQUESTS requests a scenario
-#     after a warm-up) for healthz, validate, the 401 paths, a forged
+#     after a warm-up) for healthz, validate, the 401 paths, an expired
+#     token (refused before its signature), a forged
 #     signature, introspect, client_credentials and the baseline;
 #   - argon2id's single-thread rate (sequential logins, one pool thread);
 #   - constant rate at RATES req/s: wrk2 (validate and mixed) when installed,
@@ -395,7 +396,7 @@ else
     sleep 0.2
   done
   taskset -c "$CLIENT_CPU" python3 bench/callgrind.py "$CG_PID" "http://127.0.0.1:$CG_PORT" "$RES" "$RAW" \
-    "$CALLGRIND_REQUESTS" healthz validate validate_401 validate_malformed validate_forged introspect \
+    "$CALLGRIND_REQUESTS" healthz validate validate_401 validate_malformed validate_forged validate_expired introspect \
     client_credentials >>"$RAW/callgrind.jsonl" || say "callgrind.py failed for tokend (see above)"
   cg_stop
   cg_serve "$CG_BASELINE_PORT" / BASELINE_WORKERS=1 "$BASELINE_BIN" "127.0.0.1:$CG_BASELINE_PORT"
