@@ -19,6 +19,9 @@
       latest.json and summary.md.
   prepare.py brief   wrk|wrk2|oha|hold|callgrind FILE
       One line about one raw output, for bench/run.sh's progress messages.
+  prepare.py instructions FILE
+      The instructions-per-request table from bench/callgrind.py's JSON
+      lines (FILE), as summary.md shows it.
 """
 import base64
 import concurrent.futures
@@ -675,8 +678,16 @@ def memory_text(mem):
     return L
 
 
+def cmd_instructions(path):
+    """The instructions table alone, from bench/callgrind.py's JSON lines
+    (bench/run.sh with ONLY=callgrind prints it)."""
+    ins = {c["scenario"]: c for c in read_callgrind(path)}
+    print("\n".join(instructions_text(ins)))
+
+
 if __name__ == "__main__":
-    cmds = {"tokens": cmd_tokens, "argon2": cmd_argon2, "report": cmd_report, "brief": cmd_brief}
+    cmds = {"tokens": cmd_tokens, "argon2": cmd_argon2, "report": cmd_report, "brief": cmd_brief,
+            "instructions": cmd_instructions}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         raise SystemExit(__doc__)
     cmds[sys.argv[1]](*sys.argv[2:])

@@ -35,7 +35,10 @@
 # Env: DURATION (10s), RUNS (3), CONNECTIONS (64), RATES ("5000 10000 20000
 # 40000"), RATE_TOOL (auto: wrk2 when installed, else oha; or wrk2, oha),
 # STORM_RATE (20000), STORM_CONNECTIONS (8), HOLD_CONNECTIONS (10000),
-# CALLGRIND_REQUESTS (2000; 0 skips the counts), PORT (18080),
+# CALLGRIND_REQUESTS (2000; 0 skips the counts), ONLY (empty: everything;
+# ONLY=callgrind: the instruction counts alone, printed as a table, in about
+# a minute once the builds are done; summary.md is left as it was),
+# PORT (18080),
 # REDIS_CHECK_PORT (PORT + 1), callgrind's tokend on PORT + 2, the TLS
 # tokend on PORT + 3 and its redis-server on PORT + 4,
 # BASELINE_PORT (18090), callgrind's baseline on BASELINE_PORT + 1,
@@ -56,6 +59,10 @@ RATE_TOOL="${RATE_TOOL:-auto}"
 STORM_RATE="${STORM_RATE-20000}"; STORM_CONNECTIONS="${STORM_CONNECTIONS:-8}"
 HOLD_CONNECTIONS="${HOLD_CONNECTIONS:-10000}"
 CALLGRIND_REQUESTS="${CALLGRIND_REQUESTS:-2000}"
+ONLY="${ONLY:-}"
+case "$ONLY" in "" | callgrind) ;; *) echo "ONLY must be empty or callgrind (got '$ONLY')" >&2; exit 1 ;; esac
+[ "$ONLY" = callgrind ] && [ "$CALLGRIND_REQUESTS" -eq 0 ] && { echo "ONLY=callgrind needs CALLGRIND_REQUESTS > 0" >&2; exit 1; }
+NOTES=()
 [[ "$CALLGRIND_REQUESTS" =~ ^[0-9]+$ ]] || { echo "CALLGRIND_REQUESTS must be a number (got '$CALLGRIND_REQUESTS')" >&2; exit 1; }
 PORT="${PORT:-18080}"; BASELINE_PORT="${BASELINE_PORT:-18090}"
 SERVER_CPU="${SERVER_CPU:-0}"; CLIENT_CPU="${CLIENT_CPU:-1}"
@@ -104,7 +111,7 @@ BASELINE_BIN=$PWD/bench/baseline/target/release/tokend-baseline
 
 # The constant-rate tool (RATES and the login storm): wrk2 when installed,
 # otherwise oha.
-if [ -z "$RATES" ] && [ -z "$STORM_RATE" ]; then
+if { [ -z "$RATES" ] && [ -z "$STORM_RATE" ]; } || [ "$ONLY" = callgrind ]; then
   RATE_TOOL=none
 elif [ "$RATE_TOOL" = auto ]; then
   if command -v wrk2 >/dev/null; then RATE_TOOL=wrk2; else RATE_TOOL=oha; fi
@@ -230,11 +237,13 @@ python3 bench/prepare.py tokens "$URL" "$RES" 8
 stop_tokend
 
 # argon2id single-thread rate: one blocking-pool thread, sequential logins.
-say "argon2id single-thread rate"
-start_tokend TOKEND_SERVER_CORES=1 TOKEND_LIMITS_BLOCKING_THREADS=1 taskset -c "$SERVER_CPU"
-ARGON2=$(python3 bench/prepare.py argon2 "$URL" "$RES" 40)
-stop_tokend
-say "argon2: $ARGON2"
+if [ "$ONLY" != callgrind ]; then
+  say "argon2id single-thread rate"
+  start_tokend TOKEND_SERVER_CORES=1 TOKEND_LIMITS_BLOCKING_THREADS=1 taskset -c "$SERVER_CPU"
+  ARGON2=$(python3 bench/prepare.py argon2 "$URL" "$RES" 40)
+  stop_tokend
+  say "argon2: $ARGON2"
+fi
 
 # The measured servers, all pinned to SERVER_CPU (an idle one costs
 # nothing): tokend with the in-memory revocation mirror on
@@ -316,6 +325,8 @@ SCENARIOS=(
 )
 export TOKEND_BENCH_THREADS=1
 : >"$RAW/index.tsv"
+# ONLY=callgrind: no full-speed runs (nor the profile of one) before the counts.
+[ "$ONLY" = callgrind ] && RUNS=0
 for run in $(seq "$RUNS"); do
   for s in "${SCENARIOS[@]}"; do
     IFS='|' read -r name url script args <<<"$s"
@@ -334,7 +345,7 @@ done
 # The report's top entries (by DSO and symbol) and the split by DSO go into
 # the summary. Skipped, with a note, where perf is missing or not permitted.
 : >"$RAW/profile.symbols.txt"; : >"$RAW/profile.dsos.txt"
-if command -v perf >/dev/null; then
+if [ "$ONLY" != callgrind ] && command -v perf >/dev/null; then
   say "profile: validate at full speed under perf record -e cpu-clock"
   taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s bench/validate.lua "$URL" >"$RAW/profile.wrk.txt" 2>&1 &
   PROFILE_WRK=$!
@@ -405,11 +416,17 @@ else
   cg_stop
   say "instructions per request: $(python3 bench/prepare.py brief callgrind "$RAW/callgrind.jsonl")"
 fi
+if [ "$ONLY" = callgrind ]; then
+  # The table alone, on stdout; summary.md and latest.json are left as the
+  # last full run wrote them.
+  python3 bench/prepare.py instructions "$RAW/callgrind.jsonl"
+  say "done in $((SECONDS - START))s (ONLY=callgrind: $RAW/callgrind.jsonl)"
+  exit 0
+fi
 
 # Constant rate. wrk2 -U prints its HdrHistogram percentiles corrected for
 # coordinated omission, then uncorrected; the scripts' done() print status
 # counts on stderr.
-NOTES=()
 rate_wrk2() { # out scenario rate connections
   taskset -c "$CLIENT_CPU" wrk2 -t1 -c"$4" -d"$DURATION" -R"$3" -U -s "bench/$2.lua" "$URL" >"$1" 2>"$1.err" ||
     say "wrk2 failed for $2 @ $3/s (see $1 and $1.err)"
