@@ -94,6 +94,9 @@ pub struct Request<'a> {
     pub forwarded_for: Option<&'a [u8]>,
     /// `Forwarded` (RFC 7239; the last one when repeated), likewise.
     pub forwarded: Option<&'a [u8]>,
+    /// `Cookie` (the last one when repeated; browsers send one, RFC 6265
+    /// §5.4): the browser session of the sign-in pages.
+    pub cookie: Option<&'a [u8]>,
     pub body: &'a [u8],
 }
 
@@ -227,6 +230,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ParseErro
     let mut content_type = None;
     let mut forwarded_for = None;
     let mut forwarded = None;
+    let mut cookie = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match name.len() {
@@ -255,6 +259,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ParseErro
             12 if name.eq_ignore_ascii_case(b"content-type") => content_type = Some(h.value),
             15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => forwarded_for = Some(h.value),
             9 if name.eq_ignore_ascii_case(b"forwarded") => forwarded = Some(h.value),
+            6 if name.eq_ignore_ascii_case(b"cookie") => cookie = Some(h.value),
             _ => {}
         }
     }
@@ -290,6 +295,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ParseErro
             content_type,
             forwarded_for,
             forwarded,
+            cookie,
             body: &buf[head_len..total],
         },
         total,
@@ -341,6 +347,10 @@ mod tests {
         assert_eq!(r.authorization_count, 1);
         let (r, _) = complete(b"GET / HTTP/1.1\r\nAuthorization: a\r\nauthorization: b\r\n\r\n");
         assert_eq!(r.authorization_count, 2);
+        assert_eq!(r.cookie, None);
+        let (r, _) =
+            complete(b"GET /authorize HTTP/1.1\r\nAccept: */*\r\nCOOKIE: a=1; b=2\r\n\r\n");
+        assert_eq!(r.cookie, Some(&b"a=1; b=2"[..]));
     }
 
     #[test]
