@@ -27,6 +27,9 @@
 //!   - [`refresh`]: refresh-token families in Redis: issue, rotation with
 //!     reuse detection, revocation.
 //!   - [`ratelimit`]: failed-login counters in Redis, checked before argon2.
+//!   - [`codes`]: authorization codes in Redis: single use, bound to the
+//!     client, redirect URI, PKCE challenge and user; reuse revokes what
+//!     the code gave.
 //!   - [`identity`]: users, OAuth clients and passwords: PostgreSQL and
 //!     argon2 on the blocking pool, the in-memory client table.
 //! - stores:
@@ -57,6 +60,7 @@
 
 pub mod access;
 pub mod clock;
+pub mod codes;
 pub mod config;
 pub mod cores;
 pub mod handlers;

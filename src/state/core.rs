@@ -16,6 +16,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use super::shared::Shared;
+use crate::codes::{CodeMac, CodeStore};
 use crate::config::{Config, Driver, TokensConfig};
 use crate::http::{DateCache, Limits};
 use crate::identity::{ClientTable, Hasher, SecretMemo};
@@ -41,6 +42,8 @@ pub struct Core {
     mirror: Option<Rc<Mirror>>,
     /// Refresh tokens (rotation in one Lua script).
     refresh: RefreshStore,
+    /// Authorization codes (issue #16).
+    codes: CodeStore,
     /// What a valid token must say (issuer, audience, leeway).
     expect: Expectations,
     /// This core's own parsed keys, and the published version they came from.
@@ -136,6 +139,12 @@ impl Core {
                 // Records are tagged under a key derived from the KEK, which
                 // Redis never sees (issue #13).
                 RecordMac::new(&shared.kek().derive(RecordMac::PURPOSE)),
+            )
+            .with_writes(writes.clone()),
+            codes: CodeStore::new(
+                redis.clone(),
+                config.redis.prefix.clone(),
+                CodeMac::new(&shared.kek().derive(CodeMac::PURPOSE)),
             )
             .with_writes(writes),
             expect,
@@ -299,6 +308,12 @@ impl Core {
     #[inline]
     pub fn refresh_tokens(&self) -> &RefreshStore {
         &self.refresh
+    }
+
+    /// Authorization codes (single use, in one Lua script).
+    #[inline]
+    pub fn codes(&self) -> &CodeStore {
+        &self.codes
     }
 
     /// After a revocation write whose stream entry is `seq`: waits until

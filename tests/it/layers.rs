@@ -34,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "revocation",
             "refresh",
             "ratelimit",
+            "codes",
             "identity",
             "redis",
             "store",
@@ -61,6 +62,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "revocation",
             "refresh",
             "ratelimit",
+            "codes",
             "identity",
             "redis",
             "store",
@@ -91,6 +93,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "revocation",
             "refresh",
             "ratelimit",
+            "codes",
             "identity",
             "redis",
             "store",
@@ -113,6 +116,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["tokens", "redis", "metrics", "config", "clock"],
     ),
     ("ratelimit", &["redis", "metrics", "config", "clock"]),
+    // Authorization codes: Redis only (the refresh family they revoke is a
+    // key name, not an import of `refresh`).
+    ("codes", &["redis", "metrics", "config", "clock"]),
     ("tokens", &["store", "metrics", "config", "clock"]),
     ("identity", &["store", "metrics", "config", "clock"]),
     // Stores.
