@@ -30,6 +30,9 @@
 //!   - [`codes`]: authorization codes in Redis: single use, bound to the
 //!     client, redirect URI, PKCE challenge and user; reuse revokes what
 //!     the code gave.
+//!   - [`signin`]: the browser side of sign-in: authorization requests
+//!     pending while the user fills in the sign-in page, with their CSRF
+//!     tokens.
 //!   - [`identity`]: users, OAuth clients and passwords: PostgreSQL and
 //!     argon2 on the blocking pool, the in-memory client table.
 //! - stores:
@@ -73,6 +76,7 @@ pub mod redis;
 pub mod refresh;
 pub mod revocation;
 pub mod router;
+pub mod signin;
 pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]

@@ -52,6 +52,10 @@ routes! {
     UsersMeLogoutAll => "users_me_logout_all",
     /// `POST /users/{username}/disable`
     UserDisable => "user_disable",
+    /// `GET /authorize`: the authorization endpoint (issue #16).
+    Authorize => "authorize",
+    /// `POST /login`: the sign-in page's form.
+    Login => "login",
 }
 
 impl Route {
@@ -120,6 +124,10 @@ pub fn route(method: Method, path: &str) -> Routed<'_> {
         "/users" => (Users, false),
         "/users/me/password" => (UsersMePassword, false),
         "/users/me/logout-all" => (UsersMeLogoutAll, false),
+        // The sign-in routes come after every route of the validation
+        // path's (issue #16).
+        "/authorize" => (Authorize, true),
+        "/login" => (Login, false),
         _ => {
             if let Some(name) = path
                 .strip_prefix("/users/")
@@ -175,6 +183,22 @@ mod tests {
         );
         assert_eq!(route(Method::Post, "/users//disable"), Routed::NotFound);
         assert_eq!(route(Method::Post, "/users/a/b/disable"), Routed::NotFound);
+        assert_eq!(
+            route(Method::Get, "/authorize"),
+            Routed::Found(Route::Authorize, "")
+        );
+        assert_eq!(
+            route(Method::Post, "/authorize"),
+            Routed::MethodNotAllowed("GET, HEAD")
+        );
+        assert_eq!(
+            route(Method::Post, "/login"),
+            Routed::Found(Route::Login, "")
+        );
+        assert_eq!(
+            route(Method::Get, "/login"),
+            Routed::MethodNotAllowed("POST")
+        );
     }
 
     #[test]

@@ -79,6 +79,22 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
+        let name = &self.oauth.display_name;
+        if name.trim().is_empty()
+            || name.chars().count() > 100
+            || name.chars().any(char::is_control)
+        {
+            return Err(ConfigError::key(
+                "oauth.display_name",
+                "must be 1 to 100 characters, without control characters",
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.oauth.code_ttl) {
+            return Err(ConfigError::key(
+                "oauth.code_ttl",
+                "must be between 1s and 10m (RFC 6749 §4.1.2)",
+            ));
+        }
         if l.max_head_bytes < 256 {
             return Err(ConfigError::key(
                 "limits.max_head_bytes",

@@ -620,7 +620,8 @@ pub struct UsersConfig {
     pub self_registration: bool,
 }
 
-/// `[oauth]`: which ways of signing users in the token endpoint offers.
+/// `[oauth]`: which ways of signing users in tokend offers, and the
+/// browser sign-in (authorization code flow, issue #16).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OAuthConfig {
@@ -630,12 +631,25 @@ pub struct OAuthConfig {
     /// `400 unsupported_grant_type` and drops it from the metadata
     /// document; refresh tokens issued before go on working. Default `true`.
     pub password_grant: bool,
+    /// The name the sign-in page shows users, as its title and heading
+    /// ("Sign in to {display_name}"): your product's name. 1 to 100
+    /// characters, no control characters. Default `"tokend"`.
+    pub display_name: String,
+    /// Lifetime of an authorization code, from the redirect to its
+    /// redemption at the token endpoint. RFC 6749 §4.1.2 recommends at
+    /// most 10 minutes; a client redeems its code at once, so a short one
+    /// narrows the window of a stolen code. Between `1s` and `10m`.
+    /// Default `60s`.
+    #[serde(with = "duration")]
+    pub code_ttl: Duration,
 }
 
 impl Default for OAuthConfig {
     fn default() -> Self {
         OAuthConfig {
             password_grant: true,
+            display_name: "tokend".into(),
+            code_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -26,6 +26,34 @@ fn defaults_hold() {
     assert_eq!(c.server.write_timeout, Duration::from_secs(10));
 }
 
+/// `oauth.display_name` and `oauth.code_ttl`: defaults, and the bad
+/// values refused with the key named.
+#[test]
+fn sign_in_keys() {
+    let c = load("", &[]).unwrap();
+    assert_eq!(c.oauth.display_name, "tokend");
+    assert_eq!(c.oauth.code_ttl, Duration::from_secs(60));
+    let c = load(
+        "[oauth]\ndisplay_name = \"Example <Corp>\"\ncode_ttl = \"5s\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.oauth.display_name, "Example <Corp>");
+    assert_eq!(c.oauth.code_ttl, Duration::from_secs(5));
+    for bad in ["\"\"", "\"  \"", "\"a\\nb\""] {
+        let e = load(&format!("[oauth]\ndisplay_name = {bad}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("oauth.display_name"), "{e}");
+    }
+    for bad in ["\"0s\"", "\"11m\""] {
+        let e = load(&format!("[oauth]\ncode_ttl = {bad}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("oauth.code_ttl") && e.contains("10m"), "{e}");
+    }
+}
+
 /// `oauth.password_grant`: on by default, switched off from the file or
 /// the environment, and nothing but a boolean.
 #[test]
@@ -363,6 +391,7 @@ fn env_kinds_cover_every_key() {
     assert_eq!(env_kind("server", "cores"), EnvKind::String);
     assert_eq!(env_kind("database", "pool_size"), EnvKind::Integer);
     assert_eq!(env_kind("oauth", "password_grant"), EnvKind::Boolean);
+    assert_eq!(env_kind("oauth", "display_name"), EnvKind::String);
     assert_eq!(env_kind("server", "no_such_key"), EnvKind::String);
 }
 

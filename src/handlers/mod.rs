@@ -52,13 +52,16 @@
 //! (`core.pg()`, `core.pool()`, `core.redis()`), naming `store` only for a
 //! function or an error type (`store::pg::ping`, `store::PoolError`).
 
+pub mod authorize;
 #[cfg(test)]
 mod budget;
 pub mod client_auth;
 pub mod health;
 pub mod introspect;
+pub mod login;
 pub mod metrics;
 pub mod oauth;
+pub mod pages;
 pub mod refresh;
 pub mod revoke;
 pub mod token;
@@ -107,6 +110,8 @@ pub async fn handle(
                 Route::UsersMePassword => users::change_password(core, req, peer, &ctx, out).await,
                 Route::UsersMeLogoutAll => users::logout_all(core, req, &ctx, out).await,
                 Route::UserDisable => users::disable(core, req, param, &ctx, out).await,
+                Route::Authorize => authorize::authorize(core, req, &ctx, out).await,
+                Route::Login => login::login(core, req, peer, &ctx, out).await,
             };
             if let Some(start) = start {
                 core.counters()

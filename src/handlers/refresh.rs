@@ -18,7 +18,7 @@ use crate::handlers::oauth::{Form, OAuthError};
 use crate::handlers::token::{issue_access, Issued};
 use crate::identity::passwords::parse_scope;
 use crate::identity::ClientRecord;
-use crate::refresh::{FamilyInfo, RefreshError};
+use crate::refresh::{FamilyId, FamilyInfo, RefreshError};
 use crate::state::Core;
 
 /// Prefix of every refresh token, so secret scanners can spot leaked ones.
@@ -47,6 +47,21 @@ pub async fn issue_refresh(
     scope: &str,
     now: u64,
 ) -> Result<Option<String>, OAuthError> {
+    issue_refresh_family(core, client, sub, username, scope, now)
+        .await
+        .map(|(token, _)| Some(token))
+}
+
+/// [`issue_refresh`], also naming the new family (an authorization code
+/// binds it, to revoke it if the code comes back).
+pub async fn issue_refresh_family(
+    core: &Core,
+    client: &ClientRecord,
+    sub: &str,
+    username: Option<&str>,
+    scope: &str,
+    now: u64,
+) -> Result<(String, FamilyId), OAuthError> {
     // The first token of a family, like every later one, ends with the
     // family's absolute lifetime at the latest.
     let max = refresh_max_lifetime(core, client);
@@ -59,7 +74,7 @@ pub async fn issue_refresh(
         .issue(sub, username, &client.client_id, scope, ttl, now)
         .await
     {
-        Ok((token, _)) => Ok(Some(token)),
+        Ok((token, record)) => Ok((token, record.family)),
         Err(_) => Err(OAuthError::TemporarilyUnavailable(
             "refresh-token store unavailable",
         )),

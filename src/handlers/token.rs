@@ -25,7 +25,7 @@ use crate::handlers::client_auth;
 use crate::handlers::oauth::{Form, OAuthError};
 use crate::http::{response, Request, ResponseCtx};
 use crate::identity::passwords::{parse_scope, MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
-use crate::identity::{ClientRecord, GrantType, LoginOutcome};
+use crate::identity::{ClientRecord, GrantType, LoginOutcome, User};
 use crate::ratelimit::{Admission, LimitError, LoginLimits};
 use crate::state::Core;
 use crate::store::PoolError;
@@ -34,6 +34,10 @@ use crate::tokens::{new_jti, sign_access, AccessClaims};
 /// What a successful grant produces.
 pub struct Issued {
     pub access_token: String,
+    /// The access token's `jti` and `exp`, to revoke it (a reused
+    /// authorization code).
+    pub jti: String,
+    pub expires_at: u64,
     pub expires_in: u64,
     pub scope: String,
     pub refresh_token: Option<String>,
@@ -156,6 +160,45 @@ async fn password_grant(
         parse_scope(s).map_err(|_| OAuthError::InvalidScope("malformed scope"))?;
     }
 
+    let user = check_password(core, username, password, client_ip).await?;
+
+    let allowed: Vec<String> = user
+        .scopes
+        .iter()
+        .filter(|s| client.scopes.contains(s))
+        .cloned()
+        .collect();
+    let scope = grant_scope(form.get("scope"), &allowed)?.join(" ");
+    let now = unix_now();
+    let mut issued = issue_access(core, client, &user.id, Some(&user.username), &scope, now)?;
+    if client.allows(GrantType::RefreshToken) {
+        issued.refresh_token = super::refresh::issue_refresh(
+            core,
+            client,
+            &user.id,
+            Some(&user.username),
+            &scope,
+            now,
+        )
+        .await?;
+    }
+    Ok(issued)
+}
+
+/// Checks a username and password under the brute-force limits, on the
+/// blocking pool: what the password grant and the sign-in page
+/// (`POST /login`) share, so both cost the same argon2 time, for unknown
+/// users too (the dummy verify), and count against the same limits.
+/// Refusals: `InvalidGrant` for a wrong password or an unknown or disabled
+/// user (one answer for all three), `TooManyRequests` at a limit,
+/// `TemporarilyUnavailable` when Redis, PostgreSQL or the pool cannot
+/// answer.
+pub(super) async fn check_password(
+    core: &Rc<Core>,
+    username: &str,
+    password: &str,
+    client_ip: IpAddr,
+) -> Result<User, OAuthError> {
     // Brute-force limits: the attempt is admitted and counted before argon2
     // runs. Redis trouble fails closed.
     let limits = LoginLimits::new(
@@ -213,27 +256,7 @@ async fn password_grant(
     // the address's.
     let _ = limits.succeeded().await;
 
-    let allowed: Vec<String> = user
-        .scopes
-        .iter()
-        .filter(|s| client.scopes.contains(s))
-        .cloned()
-        .collect();
-    let scope = grant_scope(form.get("scope"), &allowed)?.join(" ");
-    let now = unix_now();
-    let mut issued = issue_access(core, client, &user.id, Some(&user.username), &scope, now)?;
-    if client.allows(GrantType::RefreshToken) {
-        issued.refresh_token = super::refresh::issue_refresh(
-            core,
-            client,
-            &user.id,
-            Some(&user.username),
-            &scope,
-            now,
-        )
-        .await?;
-    }
-    Ok(issued)
+    Ok(user)
 }
 
 fn client_credentials_grant(
@@ -281,6 +304,8 @@ pub fn issue_access(
     })?;
     Ok(Issued {
         access_token,
+        jti: claims.jti,
+        expires_at: claims.exp,
         expires_in: ttl,
         scope: scope.to_owned(),
         refresh_token: None,

@@ -25,6 +25,7 @@ use crate::redis::{RedisConn, Writes};
 use crate::refresh::{RecordMac, RefreshStore};
 use crate::revocation::mirror::{self, Mirror, Progress};
 use crate::revocation::RedisRevocations;
+use crate::signin::PendingStore;
 use crate::store::{BlockingPool, PgPool, PgProbe};
 use crate::tokens::{CoreKeys, Expectations, KeyError, KeyMaterial, VerifiedCache, VerifiedToken};
 
@@ -44,6 +45,8 @@ pub struct Core {
     refresh: RefreshStore,
     /// Authorization codes (issue #16).
     codes: CodeStore,
+    /// Authorization requests waiting on the sign-in page (issue #16).
+    pending: PendingStore,
     /// What a valid token must say (issuer, audience, leeway).
     expect: Expectations,
     /// This core's own parsed keys, and the published version they came from.
@@ -147,6 +150,7 @@ impl Core {
                 CodeMac::new(&shared.kek().derive(CodeMac::PURPOSE)),
             )
             .with_writes(writes),
+            pending: PendingStore::new(redis.clone(), config.redis.prefix.clone()),
             expect,
             keys: RefCell::new(Rc::new(keys)),
             keys_version: Cell::new(shared.keys_version()),
@@ -314,6 +318,12 @@ impl Core {
     #[inline]
     pub fn codes(&self) -> &CodeStore {
         &self.codes
+    }
+
+    /// Authorization requests waiting on the sign-in page.
+    #[inline]
+    pub fn pending_authorizations(&self) -> &PendingStore {
+        &self.pending
     }
 
     /// After a revocation write whose stream entry is `seq`: waits until

@@ -35,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "refresh",
             "ratelimit",
             "codes",
+            "signin",
             "identity",
             "redis",
             "store",
@@ -63,6 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "refresh",
             "ratelimit",
             "codes",
+            "signin",
             "identity",
             "redis",
             "store",
@@ -94,6 +96,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "refresh",
             "ratelimit",
             "codes",
+            "signin",
             "identity",
             "redis",
             "store",
@@ -119,6 +122,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Authorization codes: Redis only (the refresh family they revoke is a
     // key name, not an import of `refresh`).
     ("codes", &["redis", "metrics", "config", "clock"]),
+    // Pending authorization requests of the sign-in page: Redis only.
+    ("signin", &["redis", "metrics", "config", "clock"]),
     ("tokens", &["store", "metrics", "config", "clock"]),
     ("identity", &["store", "metrics", "config", "clock"]),
     // Stores.

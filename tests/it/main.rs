@@ -36,3 +36,6 @@ mod topology;
 mod grants;
 // The README's nginx auth_request snippet, run with a real nginx.
 mod nginx;
+// Issue #16: GET /authorize, the sign-in page and its form, over raw HTTP,
+// and the attacks on them.
+mod authorize;

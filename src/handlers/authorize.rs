@@ -1,0 +1,319 @@
+//! `GET /authorize`: the authorization endpoint of the authorization code
+//! flow (RFC 6749 §4.1.1, RFC 7636, RFC 9700 §2.1, OpenID Connect Core
+//! §3.1.2), issue #16.
+//!
+//! The checks run in the order RFC 6749 §4.1.2.1 needs: first the client
+//! and the redirect URI, whose failures go to an error page (`400`) and
+//! never to a URI: a redirect URI is used only when it is registered for
+//! the client, compared as an exact string. Every later failure goes back
+//! to that URI as `error`, `error_description`, `state` (unchanged) and
+//! `iss` (RFC 9207). A request that passes is kept in Redis
+//! ([`crate::signin`]) and answered with the sign-in page, whose form goes
+//! to `POST /login` ([`super::login`]).
+//!
+//! Decisions where the RFCs leave room (README, "Sign-in for browser
+//! apps"): `redirect_uri` is required (OpenID Connect requires it; an exact
+//! match needs something to match); PKCE is required for every client with
+//! `S256` only (`plain` is refused, RFC 9700 §2.1.1); `prompt` takes `none`
+//! and `login`; a request without `scope` asks for every scope the client is
+//! registered with, as at the token endpoint.
+//!
+//! Owns: the authorization request's checks and its error answers. Never
+//! imports: `net`, `cores` or a store: Redis through `state`.
+
+use std::rc::Rc;
+
+use crate::codes::is_valid_s256_challenge;
+use crate::handlers::oauth::Form;
+use crate::handlers::pages::{self, LoginPage};
+use crate::handlers::token::grant_scope;
+use crate::http::{Request, ResponseCtx};
+use crate::identity::{ClientRecord, GrantType};
+use crate::signin::{random_id, PendingAuthorization};
+use crate::state::Core;
+
+/// Longest `nonce` taken: it is copied into every id_token of the code.
+const MAX_NONCE_CHARS: usize = 512;
+
+/// An authorization error sent back to the redirect URI (RFC 6749
+/// §4.1.2.1, OpenID Connect Core §3.1.2.6). The description is static text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthzError {
+    pub code: &'static str,
+    pub description: &'static str,
+}
+
+impl AuthzError {
+    pub const fn invalid_request(description: &'static str) -> AuthzError {
+        AuthzError {
+            code: "invalid_request",
+            description,
+        }
+    }
+}
+
+/// Writes the `303` carrying `err` back to `redirect_uri`.
+pub fn redirect_error(
+    core: &Core,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+    redirect_uri: &str,
+    state: Option<&str>,
+    err: AuthzError,
+) -> u16 {
+    let location = pages::redirect_location(
+        redirect_uri,
+        &[
+            ("error", Some(err.code)),
+            ("error_description", Some(err.description)),
+            ("state", state),
+            ("iss", Some(core.issuer())),
+        ],
+    );
+    pages::write_redirect(out, ctx, &location, &core.config().oauth.display_name)
+}
+
+/// The error page for what cannot go back to the app.
+#[cold]
+pub fn refuse_page(
+    core: &Core,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+    status: u16,
+    message: &str,
+) -> u16 {
+    pages::write_error_page(
+        out,
+        ctx,
+        status,
+        &core.config().oauth.display_name,
+        message,
+        "Go back to the app and try again. If this keeps happening, tell the app's administrator.",
+    )
+}
+
+/// `GET /authorize`.
+pub async fn authorize(
+    core: &Rc<Core>,
+    req: &Request<'_>,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+) -> u16 {
+    // RFC 6749 §3.1: no parameter may be repeated; the query is decoded like
+    // a form.
+    let form = match Form::parse(req.query.as_bytes()) {
+        Ok(f) => f,
+        Err(e) => {
+            return refuse_page(
+                core,
+                ctx,
+                out,
+                400,
+                &format!("The sign-in request is malformed: {}.", e.as_str()),
+            )
+        }
+    };
+    let clients = core.clients();
+    let Some(client_id) = form.get("client_id") else {
+        return refuse_page(
+            core,
+            ctx,
+            out,
+            400,
+            "The sign-in request names no app (client_id is missing).",
+        );
+    };
+    let Some(client) = clients.get(client_id) else {
+        return refuse_page(
+            core,
+            ctx,
+            out,
+            400,
+            "The app that sent you here is not registered with this server (unknown client_id).",
+        );
+    };
+    let Some(redirect_uri) = form.get("redirect_uri") else {
+        return refuse_page(core, ctx, out, 400, "The sign-in request has no redirect_uri: the app must name the exact redirect URI registered for it.");
+    };
+    if !client.redirect_uri_registered(redirect_uri) {
+        // Never a redirect to it (RFC 6749 §4.1.2.1, RFC 9700 §4.1).
+        return refuse_page(core, ctx, out, 400, "The redirect_uri of the sign-in request is not registered for this app; for your safety you are not sent there.");
+    }
+    let state = form.get("state");
+    match check(client, &form) {
+        Ok(pending) => pending_sign_in(core, ctx, out, client, pending, state).await,
+        Err(err) => redirect_error(core, ctx, out, redirect_uri, state, err),
+    }
+}
+
+/// The checks after the client and the redirect URI: on success the
+/// pending request (without its CSRF token yet).
+fn check(client: &ClientRecord, form: &Form) -> Result<PendingAuthorization, AuthzError> {
+    if !client.allows(GrantType::AuthorizationCode) {
+        return Err(AuthzError {
+            code: "unauthorized_client",
+            description: "this client may not use the authorization code flow",
+        });
+    }
+    // OpenID Connect Core §6: request objects are not supported.
+    if form.get("request").is_some() {
+        return Err(AuthzError {
+            code: "request_not_supported",
+            description: "request objects are not supported",
+        });
+    }
+    if form.get("request_uri").is_some() {
+        return Err(AuthzError {
+            code: "request_uri_not_supported",
+            description: "request_uri is not supported",
+        });
+    }
+    match form.get("response_type") {
+        None => return Err(AuthzError::invalid_request("response_type is required")),
+        Some("code") => {}
+        Some(_) => {
+            return Err(AuthzError {
+                code: "unsupported_response_type",
+                description: "response_type must be code",
+            })
+        }
+    }
+    if form.get("response_mode").is_some_and(|m| m != "query") {
+        return Err(AuthzError::invalid_request("response_mode must be query"));
+    }
+    let Some(challenge) = form.get("code_challenge") else {
+        return Err(AuthzError::invalid_request(
+            "code_challenge is required (PKCE with S256)",
+        ));
+    };
+    // RFC 7636 §4.3: an absent method means `plain`, which is refused.
+    if form.get("code_challenge_method") != Some("S256") {
+        return Err(AuthzError::invalid_request(
+            "code_challenge_method must be S256",
+        ));
+    }
+    if !is_valid_s256_challenge(challenge) {
+        return Err(AuthzError::invalid_request(
+            "code_challenge must be 43 characters of base64url (S256)",
+        ));
+    }
+    let scope = grant_scope(form.get("scope"), &client.scopes).map_err(|e| AuthzError {
+        code: "invalid_scope",
+        description: e.description(),
+    })?;
+    let prompt = parse_prompt(form.get("prompt"))?;
+    if let Some(max_age) = form.get("max_age") {
+        if max_age.parse::<u64>().is_err() {
+            return Err(AuthzError::invalid_request(
+                "max_age must be a number of seconds",
+            ));
+        }
+    }
+    let nonce = form.get("nonce");
+    if nonce.is_some_and(|n| n.chars().count() > MAX_NONCE_CHARS) {
+        return Err(AuthzError::invalid_request(
+            "nonce is longer than 512 characters",
+        ));
+    }
+    if prompt == Prompt::None {
+        // No browser sessions yet: a request that must not show the
+        // sign-in page cannot be answered (OpenID Connect Core §3.1.2.6).
+        return Err(AuthzError {
+            code: "login_required",
+            description: "the user is not signed in",
+        });
+    }
+    Ok(PendingAuthorization {
+        client_id: client.client_id.clone(),
+        redirect_uri: form.get("redirect_uri").unwrap_or_default().to_owned(),
+        code_challenge: challenge.to_owned(),
+        scope: scope.join(" "),
+        state: form.get("state").map(str::to_owned),
+        nonce: nonce.map(str::to_owned),
+        csrf: String::new(),
+    })
+}
+
+/// What `prompt` asks (OpenID Connect Core §3.1.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prompt {
+    /// Absent: sign in if needed.
+    Default,
+    /// Never show a page: answer at once or `login_required`.
+    None,
+    /// Ask for the password even when signed in.
+    Login,
+}
+
+fn parse_prompt(raw: Option<&str>) -> Result<Prompt, AuthzError> {
+    let Some(raw) = raw else {
+        return Ok(Prompt::Default);
+    };
+    let mut prompt = Prompt::Default;
+    for value in raw.split(' ').filter(|v| !v.is_empty()) {
+        prompt = match (prompt, value) {
+            (Prompt::Default | Prompt::Login, "login") => Prompt::Login,
+            (Prompt::Default | Prompt::None, "none") => Prompt::None,
+            (_, "none" | "login") => {
+                return Err(AuthzError::invalid_request(
+                    "prompt=none cannot be combined with another value",
+                ))
+            }
+            _ => return Err(AuthzError::invalid_request("prompt must be none or login")),
+        };
+    }
+    Ok(prompt)
+}
+
+/// Keeps the request in Redis and shows the sign-in page.
+async fn pending_sign_in(
+    core: &Core,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+    client: &ClientRecord,
+    mut pending: PendingAuthorization,
+    state: Option<&str>,
+) -> u16 {
+    pending.csrf = random_id();
+    let id = match core.pending_authorizations().put(&pending).await {
+        Ok(id) => id,
+        Err(_) => {
+            return redirect_error(
+                core,
+                ctx,
+                out,
+                &pending.redirect_uri,
+                state,
+                AuthzError {
+                    code: "temporarily_unavailable",
+                    description: "the sign-in store is unavailable",
+                },
+            )
+        }
+    };
+    let page = LoginPage {
+        display_name: &core.config().oauth.display_name,
+        client_id: &client.client_id,
+        request: &id,
+        csrf: &pending.csrf,
+        username: "",
+        error: None,
+    };
+    pages::write_login(out, ctx, 200, &page, &pending.redirect_uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts() {
+        assert_eq!(parse_prompt(None), Ok(Prompt::Default));
+        assert_eq!(parse_prompt(Some("login")), Ok(Prompt::Login));
+        assert_eq!(parse_prompt(Some("none")), Ok(Prompt::None));
+        assert_eq!(parse_prompt(Some("login login")), Ok(Prompt::Login));
+        assert!(parse_prompt(Some("none login")).is_err());
+        assert!(parse_prompt(Some("login none")).is_err());
+        assert!(parse_prompt(Some("consent")).is_err());
+    }
+}

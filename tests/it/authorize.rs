@@ -1,0 +1,485 @@
+//! Issue #16: the authorization code flow over raw HTTP: `GET /authorize`
+//! (RFC 6749 §4.1.1, RFC 7636, RFC 9207, RFC 9700 §2.1), the sign-in page
+//! and its form (`POST /login`), and the attacks on them: unregistered and
+//! look-alike redirect URIs (§4.1.2.1: an error page, never a redirect),
+//! `plain` PKCE, a missing or wrong CSRF token, a replayed form.
+
+use sha2::{Digest, Sha256};
+use tokend::identity::{clients, GrantType, NewClient};
+
+use crate::harness::*;
+use crate::tokens::{seed, PASSWORD};
+
+pub const WEB_CB: &str = "https://web.example.com/cb";
+pub const SPA_CB: &str = "com.example.app:/cb";
+
+/// The users and clients of [`crate::tokens::deployment`], plus `web`
+/// (confidential: authorization_code, refresh_token; openid read write;
+/// two redirect URIs, one with a query) and `spa` (public:
+/// authorization_code, refresh_token; openid read). Returns `web`'s
+/// secret.
+pub fn seed_code_clients(db: &TestDb) -> String {
+    seed(db);
+    let mut c = db.client();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (_, web) = clients::create_client(
+        &mut c,
+        &NewClient {
+            client_id: "web",
+            grants: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+            scopes: &s(&["openid", "read", "write"]),
+            redirect_uris: &s(&[WEB_CB, "https://web.example.com/cb2?tenant=a"]),
+            ..NewClient::default()
+        },
+    )
+    .unwrap();
+    clients::create_client(
+        &mut c,
+        &NewClient {
+            client_id: "spa",
+            grants: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+            scopes: &s(&["openid", "read"]),
+            public: true,
+            redirect_uris: &s(&[SPA_CB]),
+            ..NewClient::default()
+        },
+    )
+    .unwrap();
+    web.unwrap()
+}
+
+pub fn start(db: &TestDb, env: &[(&str, &str)]) -> TestServer {
+    TestServer::with(Options {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        db_url: Some(db.url.clone()),
+        cores: 1,
+        ..Options::default()
+    })
+}
+
+/// A PKCE pair (RFC 7636 §4.1, §4.2): a random verifier and its S256
+/// challenge.
+pub fn pkce() -> (String, String) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let verifier = b64.encode(rand::random::<[u8; 32]>());
+    let challenge = b64.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// `/authorize?…` with `params` encoded.
+pub fn authorize_path(params: &[(&str, &str)]) -> String {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    format!("/authorize?{q}")
+}
+
+/// The usual parameters of `client`, `redirect_uri` and `challenge`.
+pub fn params<'a>(
+    client: &'a str,
+    redirect_uri: &'a str,
+    challenge: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", client),
+        ("redirect_uri", redirect_uri),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("scope", "openid read"),
+        ("state", "st/ä te&x=1"),
+        ("nonce", "n-0S6_WzA2Mj"),
+    ]
+}
+
+/// The value of the hidden input `name` of a page.
+pub fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].to_string()
+}
+
+/// The query parameters of a redirect's `Location`, which must start with
+/// `base` followed by `?` or `&`.
+pub fn location_params(r: &Response, base: &str) -> Vec<(String, String)> {
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let loc = r.header("location").expect("a Location").to_string();
+    let rest = loc
+        .strip_prefix(base)
+        .unwrap_or_else(|| panic!("{loc} does not start with {base}"));
+    assert!(rest.starts_with('?') || rest.starts_with('&'), "{loc}");
+    form_urlencoded::parse(&rest.as_bytes()[1..])
+        .into_owned()
+        .collect()
+}
+
+pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The issuer the server puts in `iss` (its public URL).
+pub fn issuer(server: &TestServer) -> String {
+    server.get("/.well-known/oauth-authorization-server").json()["issuer"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Asserts an HTML page with the sign-in headers and no redirect.
+fn assert_page(r: &Response, status: u16) -> String {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.header("location"), None);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let csp = r.header("content-security-policy").unwrap();
+    for part in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    r.text()
+}
+
+/// Signs in on the page of `authorize` with `username`/`password`;
+/// returns the answer to the form.
+pub fn sign_in(server: &TestServer, authorize: &str, username: &str, password: &str) -> Response {
+    let page = server.get(authorize);
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    server.post_form(
+        "/login",
+        None,
+        &[
+            ("request", &hidden(&html, "request")),
+            ("csrf_token", &hidden(&html, "csrf_token")),
+            ("username", username),
+            ("password", password),
+        ],
+    )
+}
+
+/// RFC 6749 §4.1.2.1, RFC 9700 §4.1: a missing, unknown or unregistered
+/// client or redirect URI gets an error page, never a redirect; look-alike
+/// URIs (another path, an added query, another host or port, a fragment,
+/// another case) are not the registered one; nothing of the request is
+/// reflected unescaped.
+#[test]
+fn bad_clients_and_redirect_uris_get_an_error_page_never_a_redirect() {
+    let db = TestDb::new();
+    seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let (_, challenge) = pkce();
+    let page = |client: &str, uri: Option<&str>| {
+        let mut p = params(client, uri.unwrap_or(""), &challenge);
+        if uri.is_none() {
+            p.retain(|(k, _)| *k != "redirect_uri");
+        }
+        let r = server.get(&authorize_path(&p));
+        assert_page(&r, 400)
+    };
+    let html = page("nobody", Some(WEB_CB));
+    assert!(html.contains("unknown client_id"), "{html}");
+    let html = page("<script>alert(1)</script>", Some(WEB_CB));
+    assert!(!html.contains("<script>alert"), "{html}");
+    let html = page("web", None);
+    assert!(html.contains("no redirect_uri"), "{html}");
+    for evil in [
+        "https://evil.example/cb",
+        "https://web.example.com/cb/",
+        "https://web.example.com/cb/../evil",
+        "https://web.example.com/cb?next=https://evil.example",
+        "https://web.example.com/cb#x",
+        "https://web.example.com:444/cb",
+        "https://web.example.com.evil.example/cb",
+        "https://evil.example@web.example.com/cb",
+        "HTTPS://WEB.EXAMPLE.COM/cb",
+        "http://web.example.com/cb",
+        "https://web.example.com/cb2",
+        "https://web.example.com/cb2?tenant=b",
+        // Registered for another client.
+        SPA_CB,
+    ] {
+        let html = page("web", Some(evil));
+        assert!(html.contains("not registered"), "{evil}: {html}");
+        assert!(!html.contains("evil.example"), "{evil}: reflected: {html}");
+    }
+    // A repeated parameter (RFC 6749 §3.1) cannot be trusted either.
+    let r = server.get(&format!(
+        "{}&redirect_uri=https%3A%2F%2Fevil.example%2Fcb",
+        authorize_path(&params("web", WEB_CB, &challenge))
+    ));
+    let html = assert_page(&r, 400);
+    assert!(html.contains("repeated"), "{html}");
+    // GET only.
+    let r = server.post_form("/authorize", None, &params("web", WEB_CB, &challenge));
+    assert_eq!(r.status, 405);
+}
+
+/// Once the client and the redirect URI are valid, errors go back to the
+/// app (RFC 6749 §4.1.2.1) with `state` unchanged and `iss` (RFC 9207):
+/// `response_type`, PKCE required and S256 only (RFC 7636 §4.4.1, RFC 9700
+/// §2.1.1: `plain` refused), scopes, `prompt`, `max_age`.
+#[test]
+fn request_errors_go_back_to_the_app_with_state_and_iss() {
+    let db = TestDb::new();
+    seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let iss = issuer(&server);
+    let (verifier, challenge) = pkce();
+    // Each case: parameters replaced (`Some`) or removed (`None`), and the
+    // error the app gets.
+    let check = |change: &[(&str, Option<&str>)], error: &str, description: &str| {
+        let mut p = params("web", WEB_CB, &challenge);
+        for (name, value) in change {
+            p.retain(|(k, _)| k != name);
+            if let Some(v) = value {
+                p.push((name, v));
+            }
+        }
+        let r = server.get(&authorize_path(&p));
+        let got = location_params(&r, WEB_CB);
+        assert_eq!(param(&got, "error"), Some(error), "{got:?}");
+        assert_eq!(param(&got, "error_description"), Some(description));
+        assert_eq!(param(&got, "state"), Some("st/ä te&x=1"));
+        assert_eq!(param(&got, "iss"), Some(iss.as_str()));
+        assert_eq!(param(&got, "code"), None);
+    };
+    check(
+        &[("response_type", Some("token"))],
+        "unsupported_response_type",
+        "response_type must be code",
+    );
+    check(
+        &[("response_type", None)],
+        "invalid_request",
+        "response_type is required",
+    );
+    check(
+        &[("code_challenge", None)],
+        "invalid_request",
+        "code_challenge is required (PKCE with S256)",
+    );
+    check(
+        &[("code_challenge_method", Some("plain"))],
+        "invalid_request",
+        "code_challenge_method must be S256",
+    );
+    // RFC 7636 §4.3: no method means plain.
+    check(
+        &[("code_challenge_method", None)],
+        "invalid_request",
+        "code_challenge_method must be S256",
+    );
+    // `plain` in disguise: a verifier as the challenge.
+    let longer = format!("{verifier}x");
+    check(
+        &[("code_challenge", Some(&longer))],
+        "invalid_request",
+        "code_challenge must be 43 characters of base64url (S256)",
+    );
+    check(
+        &[("scope", Some("openid tokend:admin"))],
+        "invalid_scope",
+        "a requested scope is not allowed",
+    );
+    check(
+        &[("prompt", Some("none"))],
+        "login_required",
+        "the user is not signed in",
+    );
+    check(
+        &[("prompt", Some("consent"))],
+        "invalid_request",
+        "prompt must be none or login",
+    );
+    check(
+        &[("max_age", Some("-1"))],
+        "invalid_request",
+        "max_age must be a number of seconds",
+    );
+    check(
+        &[("request", Some("eyJ"))],
+        "request_not_supported",
+        "request objects are not supported",
+    );
+    // A client not registered for the flow.
+    let r = server.get(&authorize_path(&params("app", WEB_CB, &challenge)));
+    // `app` has no redirect URI at all: the page, not a redirect.
+    assert_page(&r, 400);
+}
+
+/// The sign-in page (issue #16 item 2): its headers, accessible labels,
+/// hidden request and CSRF token; a wrong password and an unknown user get
+/// the same words; the right password sends the browser back with a code,
+/// `state` unchanged and `iss`; the form cannot be replayed.
+#[test]
+fn the_sign_in_page_signs_in_and_sends_a_code() {
+    let db = TestDb::new();
+    seed_code_clients(&db);
+    let server = start(&db, &[("TOKEND_OAUTH_DISPLAY_NAME", "Example <Corp>")]);
+    let iss = issuer(&server);
+    let (_, challenge) = pkce();
+    let authorize = authorize_path(&params("web", WEB_CB, &challenge));
+    let r = server.get(&authorize);
+    let html = assert_page(&r, 200);
+    // The form may be answered with a redirect to the app's origin.
+    assert!(r
+        .header("content-security-policy")
+        .unwrap()
+        .ends_with("form-action 'self' https://web.example.com"));
+    assert!(
+        html.contains("Sign in to Example &#60;Corp&#62;")
+            || html.contains("Sign in to Example &lt;Corp&gt;"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<label for="username">Username</label>"#));
+    assert!(html.contains(r#"<label for="password">Password</label>"#));
+    assert!(html.contains(r#"action="/login""#));
+    assert!(!html.contains("<script"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "external asset: {html}"
+    );
+    let request = hidden(&html, "request");
+    let csrf = hidden(&html, "csrf_token");
+    assert_ne!(request, csrf);
+    assert_eq!(csrf.len(), 43);
+
+    let post = |username: &str, password: &str| {
+        server.post_form(
+            "/login",
+            None,
+            &[
+                ("request", &request),
+                ("csrf_token", &csrf),
+                ("username", username),
+                ("password", password),
+            ],
+        )
+    };
+    let wrong = post("alice", "wrong password");
+    let unknown = post("nobody", PASSWORD);
+    for r in [&wrong, &unknown] {
+        let html = assert_page(r, 200);
+        assert!(html.contains("Incorrect username or password."), "{html}");
+        assert!(html.contains(&csrf));
+    }
+    // The typed username comes back escaped.
+    let r = post("\"><b>x</b>", "pw");
+    let html = assert_page(&r, 200);
+    assert!(!html.contains("<b>x</b>"), "{html}");
+
+    let ok = post("alice", PASSWORD);
+    let got = location_params(&ok, WEB_CB);
+    let code = param(&got, "code").unwrap();
+    assert!(code.starts_with("tokend_ac_") && code.len() == 53, "{code}");
+    assert_eq!(param(&got, "state"), Some("st/ä te&x=1"));
+    assert_eq!(param(&got, "iss"), Some(iss.as_str()));
+    // The same form again: the request was used.
+    let again = post("alice", PASSWORD);
+    let html = assert_page(&again, 400);
+    assert!(html.contains("expired or was already used"), "{html}");
+
+    // A registered URI with a query keeps it; another request gets
+    // another code.
+    let cb2 = "https://web.example.com/cb2?tenant=a";
+    let r = sign_in(
+        &server,
+        &authorize_path(&params("web", cb2, &challenge)),
+        "alice",
+        PASSWORD,
+    );
+    let got = location_params(&r, cb2);
+    assert_ne!(param(&got, "code"), Some(code));
+}
+
+/// The CSRF token (issue #16 item 2): a form without it, or with another
+/// page's, signs nobody in, and no password is checked (the right one
+/// included).
+#[test]
+fn a_form_without_its_csrf_token_signs_nobody_in() {
+    let db = TestDb::new();
+    seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let (_, challenge) = pkce();
+    let authorize = authorize_path(&params("web", WEB_CB, &challenge));
+    let first = server.get(&authorize).text();
+    let other = server.get(&authorize).text();
+    let request = hidden(&first, "request");
+    for csrf in [
+        None,
+        Some(String::new()),
+        Some(hidden(&other, "csrf_token")),
+        Some(hidden(&first, "csrf_token")[1..].to_string()),
+    ] {
+        let mut form = vec![
+            ("request", request.as_str()),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ];
+        if let Some(c) = &csrf {
+            form.push(("csrf_token", c));
+        }
+        let r = server.post_form("/login", None, &form);
+        let html = assert_page(&r, 400);
+        assert!(html.contains("CSRF token is missing or wrong"), "{html}");
+    }
+    // The request is still usable with its own token.
+    let r = server.post_form(
+        "/login",
+        None,
+        &[
+            ("request", &request),
+            ("csrf_token", &hidden(&first, "csrf_token")),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert!(param(&location_params(&r, WEB_CB), "code").is_some());
+    // An unknown request id.
+    let r = server.post_form(
+        "/login",
+        None,
+        &[
+            ("request", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            ("csrf_token", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_page(&r, 400);
+}
+
+/// The sign-in page counts failures against the password grant's limits
+/// (`limits.login_failures_per_user`): past them it answers 429 and checks
+/// no password, the right one included.
+#[test]
+fn the_sign_in_page_shares_the_login_limits() {
+    let db = TestDb::new();
+    seed_code_clients(&db);
+    let server = start(&db, &[("TOKEND_LIMITS_LOGIN_FAILURES_PER_USER", "3")]);
+    let (_, challenge) = pkce();
+    let authorize = authorize_path(&params("web", WEB_CB, &challenge));
+    for _ in 0..3 {
+        let r = sign_in(&server, &authorize, "bob", "wrong");
+        assert_eq!(r.status, 200);
+    }
+    let r = sign_in(&server, &authorize, "bob", PASSWORD);
+    let html = assert_page(&r, 429);
+    assert!(html.contains("Too many failed sign-ins"), "{html}");
+}
