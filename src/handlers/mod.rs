@@ -52,6 +52,7 @@
 //! (`core.pg()`, `core.pool()`, `core.redis()`), naming `store` only for a
 //! function or an error type (`store::pg::ping`, `store::PoolError`).
 
+pub mod authorization_code;
 pub mod authorize;
 #[cfg(test)]
 mod budget;

@@ -1,8 +1,8 @@
 //! `POST /oauth/token`: the `password` and `client_credentials` grants
 //! (RFC 6749 §4.3, §4.4), answered per §5.1 / §5.2; the `refresh_token` grant
-//! is [`super::refresh`]'s. The password grant can be switched off
-//! (`oauth.password_grant`); `authorization_code` is refused like an unknown
-//! grant until codes are redeemed (issue #16).
+//! is [`super::refresh`]'s, `authorization_code` is
+//! [`super::authorization_code`]'s (issue #16). The password grant can be
+//! switched off (`oauth.password_grant`).
 //!
 //! The password grant waits for PostgreSQL and argon2 on the blocking pool,
 //! never on the core. Failed logins are counted by
@@ -64,10 +64,7 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
     let grant_type = match form.get("grant_type") {
         None => return Err(OAuthError::InvalidRequest("grant_type is required")),
         Some(g) => match GrantType::parse(g) {
-            // Clients may be registered for it (issue #16), but no code is
-            // redeemed yet: answered like a grant tokend does not know, for
-            // every client, before asking whether this one may use it.
-            None | Some(GrantType::AuthorizationCode) => return Err(unsupported(core)),
+            None => return Err(unsupported(core)),
             // Switched off for every client, whatever it was registered for.
             Some(GrantType::Password) if !core.config().oauth.password_grant => {
                 return Err(OAuthError::UnsupportedGrantType(
@@ -88,8 +85,11 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
         }
         GrantType::ClientCredentials => client_credentials_grant(core, client, &form),
         GrantType::RefreshToken => super::refresh::refresh_grant(core, client, &form).await,
-        // Refused above.
-        GrantType::AuthorizationCode => Err(unsupported(core)),
+        GrantType::AuthorizationCode => {
+            super::authorization_code::authorization_code_grant(core, client, &form)
+                .await
+                .map(|(issued, _)| issued)
+        }
     }
 }
 
@@ -97,9 +97,9 @@ async fn grant(core: &Rc<Core>, req: &Request<'_>, peer: SocketAddr) -> Result<I
 /// serves.
 fn unsupported(core: &Core) -> OAuthError {
     OAuthError::UnsupportedGrantType(if core.config().oauth.password_grant {
-        "grant_type must be password, refresh_token or client_credentials"
+        "grant_type must be authorization_code, password, refresh_token or client_credentials"
     } else {
-        "grant_type must be refresh_token or client_credentials"
+        "grant_type must be authorization_code, refresh_token or client_credentials"
     })
 }
 

@@ -39,21 +39,30 @@ pub fn metadata(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
         .collect();
     scopes.sort();
     scopes.dedup();
-    // What the token endpoint serves (not `authorization_code`: clients can
-    // be registered for it, but no code is redeemed yet).
+    // What the token endpoint serves.
     let grants: &[&str] = if core.config().oauth.password_grant {
-        &["password", "refresh_token", "client_credentials"]
+        &[
+            "authorization_code",
+            "password",
+            "refresh_token",
+            "client_credentials",
+        ]
     } else {
-        &["refresh_token", "client_credentials"]
+        &["authorization_code", "refresh_token", "client_credentials"]
     };
     let doc = serde_json::json!({
         "issuer": core.issuer(),
+        "authorization_endpoint": format!("{base}/authorize"),
         "token_endpoint": format!("{base}/oauth/token"),
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "grant_types_supported": grants,
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        // RFC 9207: every authorization response carries `iss`.
+        "authorization_response_iss_parameter_supported": true,
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],

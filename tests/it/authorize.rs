@@ -483,3 +483,243 @@ fn the_sign_in_page_shares_the_login_limits() {
     let html = assert_page(&r, 429);
     assert!(html.contains("Too many failed sign-ins"), "{html}");
 }
+
+/// Signs alice in for `client` at `redirect_uri` with `challenge`; returns
+/// the code.
+pub fn code_for(server: &TestServer, client: &str, redirect_uri: &str, challenge: &str) -> String {
+    let r = sign_in(
+        server,
+        &authorize_path(&params(client, redirect_uri, challenge)),
+        "alice",
+        PASSWORD,
+    );
+    param(&location_params(&r, redirect_uri), "code")
+        .unwrap()
+        .to_string()
+}
+
+/// `grant_type=authorization_code` for `web` (Basic) or, without a secret,
+/// for the public `spa` (`client_id` in the form).
+pub fn exchange(
+    server: &TestServer,
+    web_secret: Option<&str>,
+    code: &str,
+    redirect_uri: &str,
+    verifier: Option<&str>,
+) -> Response {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+    ];
+    if let Some(v) = verifier {
+        form.push(("code_verifier", v));
+    }
+    match web_secret {
+        Some(secret) => server.post_form("/oauth/token", Some(("web", secret)), &form),
+        None => {
+            form.push(("client_id", "spa"));
+            server.post_form("/oauth/token", None, &form)
+        }
+    }
+}
+
+fn invalid_grant(r: &Response) -> String {
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let body = r.json();
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    body["error_description"].as_str().unwrap().to_string()
+}
+
+/// RFC 6749 §4.1.3, RFC 7636 §4.6: a confidential client (Basic) and a
+/// public one (`client_id` only) exchange their codes for an access token
+/// bound to the user who signed in (it validates, with the username) and a
+/// refresh token that refreshes; the granted scope is what the client asked
+/// that the user holds.
+#[test]
+fn codes_are_exchanged_for_tokens_by_confidential_and_public_clients() {
+    let db = TestDb::new();
+    let web = seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let (verifier, challenge) = pkce();
+
+    let code = code_for(&server, "web", WEB_CB, &challenge);
+    let r = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let body = r.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "openid read");
+    let access = body["access_token"].as_str().unwrap();
+    let v = server.get_auth("/validate", &format!("Bearer {access}"));
+    assert_eq!(v.status, 200, "{}", v.text());
+    assert_eq!(v.header("x-auth-username"), Some("alice"));
+    assert_eq!(v.header("x-auth-client-id"), Some("web"));
+    assert_eq!(v.header("x-auth-scope"), Some("openid read"));
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let r = server.post_form(
+        "/oauth/token",
+        Some(("web", &web)),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A public client: no secret, PKCE only.
+    let code = code_for(&server, "spa", SPA_CB, &challenge);
+    let r = exchange(&server, None, &code, SPA_CB, Some(&verifier));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["refresh_token"].is_string());
+    // A public client that sends a secret is not authenticated.
+    let code = code_for(&server, "spa", SPA_CB, &challenge);
+    let r = server.post_form(
+        "/oauth/token",
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", SPA_CB),
+            ("code_verifier", &verifier),
+            ("client_id", "spa"),
+            ("client_secret", "x"),
+        ],
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+}
+
+/// RFC 7636 §4.6 and RFC 6749 §4.1.3: a missing or wrong `code_verifier`,
+/// another `redirect_uri`, another client: `invalid_grant`, and the code is
+/// used up.
+#[test]
+fn a_code_needs_its_verifier_redirect_uri_and_client() {
+    let db = TestDb::new();
+    let web = seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let (verifier, challenge) = pkce();
+    let (other_verifier, _) = pkce();
+    let cases: [(&str, Option<&str>, Option<&str>, &str); 5] = [
+        (WEB_CB, Some(&web), None, "code_verifier is required (PKCE)"),
+        (
+            WEB_CB,
+            Some(&web),
+            Some(&other_verifier),
+            "code_verifier does not match the code_challenge",
+        ),
+        // `plain`: the challenge itself as the verifier.
+        (
+            WEB_CB,
+            Some(&web),
+            Some(&challenge),
+            "code_verifier does not match the code_challenge",
+        ),
+        (
+            "https://web.example.com/cb2?tenant=a",
+            Some(&web),
+            Some(&verifier),
+            "redirect_uri does not match the authorization request",
+        ),
+        (
+            WEB_CB,
+            None,
+            Some(&verifier),
+            "the authorization code was issued to another client",
+        ),
+    ];
+    for (redirect_uri, secret, v, description) in cases {
+        let code = code_for(&server, "web", WEB_CB, &challenge);
+        let r = exchange(&server, secret, &code, redirect_uri, v);
+        assert_eq!(invalid_grant(&r), description);
+        // Used up: the right request now finds a used code.
+        let r = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+        assert!(invalid_grant(&r).contains("already used"));
+    }
+    // A code tokend never issued, and no code at all.
+    let r = exchange(&server, Some(&web), "tokend_ac_x", WEB_CB, Some(&verifier));
+    assert_eq!(invalid_grant(&r), "invalid or expired authorization code");
+    let r = server.post_form(
+        "/oauth/token",
+        Some(("web", &web)),
+        &[("grant_type", "authorization_code")],
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_request");
+}
+
+/// RFC 6749 §4.1.2: a code used twice is refused, and the access and
+/// refresh tokens issued from it the first time are revoked.
+#[test]
+fn a_reused_code_revokes_the_tokens_it_gave() {
+    let db = TestDb::new();
+    let web = seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&server, "web", WEB_CB, &challenge);
+    let first = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+    assert_eq!(first.status, 200, "{}", first.text());
+    let body = first.json();
+    let access = body["access_token"].as_str().unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        server
+            .get_auth("/validate", &format!("Bearer {access}"))
+            .status,
+        200
+    );
+
+    let again = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+    assert_eq!(
+        invalid_grant(&again),
+        "the authorization code was already used; the tokens issued from it are revoked"
+    );
+    let v = server.get_auth("/validate", &format!("Bearer {access}"));
+    assert_eq!(v.status, 401, "{}", v.text());
+    let r = server.post_form(
+        "/oauth/token",
+        Some(("web", &web)),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    );
+    invalid_grant(&r);
+    // Recorded durably, like any revocation (re-seeded into a Redis that
+    // lost its data).
+    let mut c = db.client();
+    let kinds: Vec<String> = c
+        .query("SELECT kind FROM revocations ORDER BY kind", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kinds, ["access", "refresh_family"]);
+}
+
+/// An expired code (`oauth.code_ttl`) is refused as invalid, never as
+/// reused.
+#[test]
+fn an_expired_code_is_refused() {
+    let db = TestDb::new();
+    let web = seed_code_clients(&db);
+    let server = start(&db, &[("TOKEND_OAUTH_CODE_TTL", "1s")]);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&server, "web", WEB_CB, &challenge);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+    assert_eq!(invalid_grant(&r), "invalid or expired authorization code");
+}
+
+/// A logout everywhere between the sign-in and the exchange voids the code.
+#[test]
+fn logout_everywhere_voids_a_code_not_yet_exchanged() {
+    let db = TestDb::new();
+    let web = seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let (verifier, challenge) = pkce();
+    // A bearer token of alice's, to log out everywhere with.
+    let code = code_for(&server, "web", WEB_CB, &challenge);
+    let r = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+    let access = r.json()["access_token"].as_str().unwrap().to_string();
+    let code = code_for(&server, "web", WEB_CB, &challenge);
+    // The mark voids what was signed in at or before its second.
+    let r = server.post_json("/users/me/logout-all", Some(&access), "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+    assert_eq!(invalid_grant(&r), "invalid or expired authorization code");
+}

@@ -1,8 +1,7 @@
-//! Issue #16, the groundwork: grants the token endpoint refuses. Clients of
-//! the authorization code flow can be registered, but no code is redeemed
-//! yet, so `authorization_code` is answered like any grant tokend does not
-//! serve; and `oauth.password_grant = false` switches the password grant
-//! off for every client (RFC 6749 §5.2 `unsupported_grant_type`).
+//! Issue #16, the groundwork: which client may use `authorization_code`
+//! (the flow itself is `authorize.rs`'s), and `oauth.password_grant =
+//! false`, which switches the password grant off for every client (RFC 6749
+//! §5.2 `unsupported_grant_type`).
 
 use tokend::identity::{clients, GrantType, NewClient};
 
@@ -74,12 +73,13 @@ fn grants_supported(server: &TestServer) -> serde_json::Value {
     r.json()["grant_types_supported"].clone()
 }
 
-/// A code exchange, by every kind of client, gets exactly what a grant
-/// tokend has never heard of gets: `400 unsupported_grant_type` with the
-/// same description, whether or not the client is registered for the
-/// grant; the client is authenticated first, as for any grant.
+/// A code exchange is served: a client registered for it gets
+/// `invalid_grant` for a code tokend never issued (confidential with Basic,
+/// public with `client_id`), a client not registered for it
+/// `unauthorized_client`; the client is authenticated first, as for any
+/// grant; an unknown grant names the ones served.
 #[test]
-fn authorization_code_is_refused_like_a_grant_tokend_does_not_serve() {
+fn authorization_code_is_served_to_the_clients_registered_for_it() {
     let db = TestDb::new();
     let (app, _, web) = seed_with_code_clients(&db);
     let server = start(&db, &[], None);
@@ -102,28 +102,46 @@ fn authorization_code_is_refused_like_a_grant_tokend_does_not_serve() {
         (
             400,
             "unsupported_grant_type".into(),
-            "grant_type must be password, refresh_token or client_credentials".into()
+            "grant_type must be authorization_code, password, refresh_token or client_credentials"
+                .into()
         )
     );
-    // Registered for it (confidential, Basic), registered for it (public,
-    // client_id in the form), not registered for it.
+    let invalid = (
+        400,
+        "invalid_grant".to_string(),
+        "invalid or expired authorization code".to_string(),
+    );
     let mut spa = vec![("client_id", "spa")];
     spa.extend(exchange);
-    for r in [
-        server.post_form("/oauth/token", Some(("web", &web)), &exchange),
-        server.post_form("/oauth/token", None, &spa),
-        server.post_form("/oauth/token", Some(("app", &app)), &exchange),
-    ] {
-        assert_eq!(outcome(&r), unknown);
-    }
+    assert_eq!(
+        outcome(&server.post_form("/oauth/token", Some(("web", &web)), &exchange)),
+        invalid
+    );
+    assert_eq!(
+        outcome(&server.post_form("/oauth/token", None, &spa)),
+        invalid
+    );
+    assert_eq!(
+        outcome(&server.post_form("/oauth/token", Some(("app", &app)), &exchange)),
+        (
+            400,
+            "unauthorized_client".into(),
+            "this client may not use this grant type".into()
+        )
+    );
     // Client authentication still comes first.
     let r = server.post_form("/oauth/token", Some(("web", "tokend_cs_wrong")), &exchange);
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.json()["error"], "invalid_client");
-    // Not advertised either (RFC 8414 §2).
+    // Advertised (RFC 8414 §2).
     assert_eq!(
         grants_supported(&server),
-        serde_json::json!(["password", "refresh_token", "client_credentials"])
+        serde_json::json!([
+            "authorization_code",
+            "password",
+            "refresh_token",
+            "client_credentials"
+        ])
     );
     // The password grant of a client that also has the code grant works.
     let r = server.post_form(
@@ -205,19 +223,19 @@ fn password_grant_switched_off_refuses_it_for_every_client() {
     let r = server.post_form(
         "/oauth/token",
         Some(("app", &app)),
-        &[("grant_type", "authorization_code"), ("code", "x")],
+        &[("grant_type", "implicit"), ("code", "x")],
     );
     assert_eq!(
         outcome(&r),
         (
             400,
             "unsupported_grant_type".into(),
-            "grant_type must be refresh_token or client_credentials".into()
+            "grant_type must be authorization_code, refresh_token or client_credentials".into()
         )
     );
     assert_eq!(
         grants_supported(&server),
-        serde_json::json!(["refresh_token", "client_credentials"])
+        serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
     );
 
     // The other grants are untouched.
