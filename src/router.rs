@@ -56,6 +56,10 @@ routes! {
     Authorize => "authorize",
     /// `POST /login`: the sign-in page's form.
     Login => "login",
+    /// `GET` / `POST /userinfo` (OpenID Connect).
+    UserInfo => "userinfo",
+    /// `GET /.well-known/openid-configuration`.
+    OpenIdConfiguration => "openid_configuration",
 }
 
 impl Route {
@@ -128,6 +132,15 @@ pub fn route(method: Method, path: &str) -> Routed<'_> {
         // path's (issue #16).
         "/authorize" => (Authorize, true),
         "/login" => (Login, false),
+        "/.well-known/openid-configuration" => (OpenIdConfiguration, true),
+        // OpenID Connect Core §5.3: GET and POST.
+        "/userinfo" => {
+            return if get || post {
+                Routed::Found(UserInfo, "")
+            } else {
+                Routed::MethodNotAllowed("GET, HEAD, POST")
+            };
+        }
         _ => {
             if let Some(name) = path
                 .strip_prefix("/users/")
@@ -198,6 +211,17 @@ mod tests {
         assert_eq!(
             route(Method::Get, "/login"),
             Routed::MethodNotAllowed("POST")
+        );
+        for m in [Method::Get, Method::Head, Method::Post] {
+            assert_eq!(route(m, "/userinfo"), Routed::Found(Route::UserInfo, ""));
+        }
+        assert_eq!(
+            route(Method::Put, "/userinfo"),
+            Routed::MethodNotAllowed("GET, HEAD, POST")
+        );
+        assert_eq!(
+            route(Method::Get, "/.well-known/openid-configuration"),
+            Routed::Found(Route::OpenIdConfiguration, "")
         );
     }
 

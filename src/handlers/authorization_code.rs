@@ -23,6 +23,7 @@ use crate::handlers::token::{issue_access, Issued};
 use crate::identity::{ClientRecord, GrantType};
 use crate::refresh::{FamilyId, FamilyInfo};
 use crate::state::Core;
+use crate::tokens::{sign_id_token, IdTokenClaims};
 
 /// The one description of an unknown, expired or tampered code.
 const INVALID_CODE: &str = "invalid or expired authorization code";
@@ -125,7 +126,12 @@ pub async fn authorization_code_grant(
         .bind_issued(code, &issued.jti, issued.expires_at, family.as_deref(), now)
         .await
     {
-        Ok(Bound::Ok) => Ok((issued, grant)),
+        Ok(Bound::Ok) => {
+            if grant.scope.split(' ').any(|s| s == "openid") {
+                issued.id_token = Some(id_token(core, client, &grant, &issued, now)?);
+            }
+            Ok((issued, grant))
+        }
         // Presented again meanwhile: the family is revoked, and what was
         // issued here never leaves the server.
         Ok(Bound::Revoked) => Err(OAuthError::InvalidGrant(REUSED_CODE)),
@@ -135,6 +141,34 @@ pub async fn authorization_code_grant(
             "authorization code store unavailable",
         )),
     }
+}
+
+/// The ID token of a code exchange with `openid` (OpenID Connect Core
+/// §3.1.3.3): signed with the key that signed the access token, living as
+/// long as it.
+fn id_token(
+    core: &Core,
+    client: &ClientRecord,
+    grant: &CodeGrant,
+    issued: &Issued,
+    now: u64,
+) -> Result<String, OAuthError> {
+    let claims = IdTokenClaims {
+        iss: core.issuer().to_owned(),
+        sub: grant.sub.clone(),
+        aud: client.client_id.clone(),
+        exp: now + issued.expires_in,
+        iat: now,
+        auth_time: grant.auth_time,
+        nonce: grant.nonce.clone(),
+        at_hash: String::new(),
+        azp: client.client_id.clone(),
+        preferred_username: Some(grant.username.clone()),
+    };
+    sign_id_token(&core.keys(), &claims, &issued.access_token, now).map_err(|e| {
+        tracing::error!("cannot sign an ID token: {e}");
+        OAuthError::ServerError
+    })
 }
 
 /// How long a redeemed code's marker is kept: as long as an access token

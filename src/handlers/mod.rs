@@ -66,6 +66,7 @@ pub mod pages;
 pub mod refresh;
 pub mod revoke;
 pub mod token;
+pub mod userinfo;
 pub mod users;
 pub mod validate;
 pub mod wellknown;
@@ -113,6 +114,8 @@ pub async fn handle(
                 Route::UserDisable => users::disable(core, req, param, &ctx, out).await,
                 Route::Authorize => authorize::authorize(core, req, &ctx, out).await,
                 Route::Login => login::login(core, req, peer, &ctx, out).await,
+                Route::UserInfo => userinfo::userinfo(core, req, &ctx, out).await,
+                Route::OpenIdConfiguration => wellknown::openid_configuration(core, &ctx, out),
             };
             if let Some(start) = start {
                 core.counters()

@@ -41,6 +41,8 @@ pub struct Issued {
     pub expires_in: u64,
     pub scope: String,
     pub refresh_token: Option<String>,
+    /// The OpenID Connect ID token (a code exchange with `openid`).
+    pub id_token: Option<String>,
 }
 
 /// `POST /oauth/token`.
@@ -309,6 +311,7 @@ pub fn issue_access(
         expires_in: ttl,
         scope: scope.to_owned(),
         refresh_token: None,
+        id_token: None,
     })
 }
 
@@ -321,6 +324,9 @@ fn write_success(out: &mut Vec<u8>, ctx: &ResponseCtx<'_>, issued: &Issued) -> u
     });
     if let Some(rt) = &issued.refresh_token {
         body["refresh_token"] = serde_json::Value::String(rt.clone());
+    }
+    if let Some(id) = &issued.id_token {
+        body["id_token"] = serde_json::Value::String(id.clone());
     }
     response::write_json_with(
         out,

@@ -89,6 +89,72 @@ pub fn sign_access(keys: &CoreKeys, claims: &AccessClaims, now: u64) -> Result<S
     jsonwebtoken::encode(header, claims, key).map_err(SignError::Jwt)
 }
 
+/// The claims of an OpenID Connect ID token (OpenID Connect Core §2,
+/// §3.1.3.6). Times are unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    /// The user id, as in the access token.
+    pub sub: String,
+    /// The client id.
+    pub aud: String,
+    pub exp: u64,
+    pub iat: u64,
+    /// When the user last typed their password.
+    pub auth_time: u64,
+    /// The authorization request's `nonce`, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Left half of the access token's hash (§3.1.3.6); filled in by
+    /// [`sign_id_token`] for the signing key's algorithm.
+    #[serde(default)]
+    pub at_hash: String,
+    /// The client id (the authorized party).
+    pub azp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+}
+
+/// The `typ` of ID tokens.
+pub const ID_TOKEN_TYP: &str = "JWT";
+
+/// `at_hash` of `access_token` for a key of algorithm `alg` (OpenID Connect
+/// Core §3.1.3.6): base64url of the left half of the hash that goes with
+/// `alg`: SHA-256 for ES256 and RS256, SHA-512 for EdDSA with Ed25519
+/// (OpenID Connect Core errata set 2; what `openidconnect` and other
+/// relying parties check).
+pub fn at_hash(alg: jsonwebtoken::Algorithm, access_token: &str) -> String {
+    use sha2::{Digest, Sha256, Sha512};
+    let digest: Vec<u8> = match alg {
+        jsonwebtoken::Algorithm::EdDSA => Sha512::digest(access_token.as_bytes()).to_vec(),
+        jsonwebtoken::Algorithm::ES384 | jsonwebtoken::Algorithm::RS384 => {
+            sha2::Sha384::digest(access_token.as_bytes()).to_vec()
+        }
+        jsonwebtoken::Algorithm::RS512 => Sha512::digest(access_token.as_bytes()).to_vec(),
+        _ => Sha256::digest(access_token.as_bytes()).to_vec(),
+    };
+    URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+/// Signs an ID token for `access_token` with the key that signs at `now`
+/// (the one that signed the access token): header `typ: JWT`, the key's
+/// `kid` and `alg`; `at_hash` is computed for that algorithm.
+pub fn sign_id_token(
+    keys: &CoreKeys,
+    claims: &IdTokenClaims,
+    access_token: &str,
+    now: u64,
+) -> Result<String, SignError> {
+    let (key, header) = keys.signer_at(now).ok_or(SignError::NoSigningKey)?;
+    let mut header = header.clone();
+    header.typ = Some(ID_TOKEN_TYP.to_string());
+    let claims = IdTokenClaims {
+        at_hash: at_hash(header.alg, access_token),
+        ..claims.clone()
+    };
+    jsonwebtoken::encode(&header, &claims, key).map_err(SignError::Jwt)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +221,59 @@ mod tests {
             sign_access(&core, &claims, 1),
             Err(SignError::ControlCharacter("sub"))
         ));
+    }
+
+    /// OpenID Connect Core §3.1.3.6: the left half of the hash for the
+    /// key's algorithm; the ID token says `typ: JWT`, carries the signing
+    /// key's `kid`, and verifies with it.
+    #[test]
+    fn id_tokens_carry_at_hash_for_their_algorithm() {
+        use sha2::{Digest, Sha256, Sha512};
+        let token = "an access token";
+        let half = |d: &[u8]| URL_SAFE_NO_PAD.encode(&d[..d.len() / 2]);
+        assert_eq!(
+            at_hash(jsonwebtoken::Algorithm::EdDSA, token),
+            half(&Sha512::digest(token))
+        );
+        assert_eq!(
+            at_hash(jsonwebtoken::Algorithm::ES256, token),
+            half(&Sha256::digest(token))
+        );
+        assert_eq!(at_hash(jsonwebtoken::Algorithm::RS256, token).len(), 22);
+        assert_eq!(at_hash(jsonwebtoken::Algorithm::EdDSA, token).len(), 43);
+        for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+            let (_, m) = material(alg);
+            let core = CoreKeys::from_material(&m).unwrap();
+            let claims = IdTokenClaims {
+                iss: "https://issuer".into(),
+                sub: "u1".into(),
+                aud: "web".into(),
+                exp: 2_000_000_000,
+                iat: 1_000,
+                auth_time: 999,
+                nonce: Some("n".into()),
+                at_hash: String::new(),
+                azp: "web".into(),
+                preferred_username: Some("alice".into()),
+            };
+            let jwt = sign_id_token(&core, &claims, token, 1_000).unwrap();
+            let header = jsonwebtoken::decode_header(&jwt).unwrap();
+            assert_eq!(header.typ.as_deref(), Some("JWT"));
+            assert_eq!(header.kid.as_deref(), core.signing_kid_at(1_000));
+            let key = core.verifier(header.kid.as_deref().unwrap()).unwrap();
+            let mut v = jsonwebtoken::Validation::new(header.alg);
+            v.set_audience(&["web"]);
+            let got = jsonwebtoken::decode::<IdTokenClaims>(&jwt, &key.key, &v)
+                .unwrap()
+                .claims;
+            assert_eq!(got.at_hash, at_hash(header.alg, token));
+            assert_eq!(
+                got,
+                IdTokenClaims {
+                    at_hash: got.at_hash.clone(),
+                    ..claims
+                }
+            );
+        }
     }
 }

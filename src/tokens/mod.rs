@@ -34,6 +34,8 @@ pub mod keys;
 pub mod verify;
 
 pub use cache::VerifiedCache;
-pub use claims::{new_jti, sign_access, AccessClaims, SignError};
+pub use claims::{
+    at_hash, new_jti, sign_access, sign_id_token, AccessClaims, IdTokenClaims, SignError,
+};
 pub use keys::{CoreKeys, Kek, KeyError, KeyInfo, KeyMaterial, KeyState};
 pub use verify::{verify, Expectations, TokenError, VerifiedToken};

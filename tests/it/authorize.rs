@@ -723,3 +723,141 @@ fn logout_everywhere_voids_a_code_not_yet_exchanged() {
     let r = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
     assert_eq!(invalid_grant(&r), "invalid or expired authorization code");
 }
+
+/// The claims of a JWT, unverified (the RP test in `oidc.rs` verifies).
+fn jwt_claims(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// OpenID Connect Core §3.1.3.3, §3.1.3.6, §5.3: with `openid` the token
+/// response carries an ID token (iss, sub, aud = azp = client id, exp, iat,
+/// auth_time, nonce, at_hash for EdDSA: SHA-512's left half); without it,
+/// none; `/userinfo` answers GET and POST for a token with `openid`, and
+/// refuses one without.
+#[test]
+fn openid_gives_an_id_token_and_userinfo() {
+    let db = TestDb::new();
+    let web = seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let iss = issuer(&server);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&server, "web", WEB_CB, &challenge);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let r = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    let access = body["access_token"].as_str().unwrap();
+    let id = body["id_token"].as_str().expect("an id_token");
+    let c = jwt_claims(id);
+    assert_eq!(c["iss"], iss.as_str());
+    assert_eq!(c["aud"], "web");
+    assert_eq!(c["azp"], "web");
+    assert_eq!(c["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(c["preferred_username"], "alice");
+    assert_eq!(c["sub"], jwt_claims(access)["sub"]);
+    let auth_time = c["auth_time"].as_u64().unwrap();
+    assert!(auth_time <= before + 1 && auth_time + 60 > before, "{c}");
+    assert!(c["exp"].as_u64().unwrap() > c["iat"].as_u64().unwrap());
+    {
+        use base64::Engine;
+        use sha2::Sha512;
+        let h = Sha512::digest(access.as_bytes());
+        assert_eq!(
+            c["at_hash"],
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h[..32])
+        );
+    }
+    let header: serde_json::Value = {
+        use base64::Engine;
+        let h = id.split('.').next().unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["alg"], "EdDSA");
+
+    // UserInfo, GET and POST (OpenID Connect Core §5.3.1).
+    let get = server.get_auth("/userinfo", &format!("Bearer {access}"));
+    assert_eq!(get.status, 200, "{}", get.text());
+    assert_eq!(get.header("cache-control"), Some("no-store"));
+    assert_eq!(get.json()["preferred_username"], "alice");
+    assert_eq!(get.json()["sub"], c["sub"]);
+    let post = server.request(&format!(
+        "POST /userinfo HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {access}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!(post.status, 200, "{}", post.text());
+    assert_eq!(post.json(), get.json());
+    let none = server.get("/userinfo");
+    assert_eq!(none.status, 401);
+    assert!(none
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Bearer"));
+
+    // Without `openid`: no ID token, and no UserInfo.
+    let mut p = params("web", WEB_CB, &challenge);
+    p.retain(|(k, _)| *k != "scope");
+    p.push(("scope", "read"));
+    let r = sign_in(&server, &authorize_path(&p), "alice", PASSWORD);
+    let code = param(&location_params(&r, WEB_CB), "code")
+        .unwrap()
+        .to_string();
+    let r = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("id_token").is_none());
+    let access = r.json()["access_token"].as_str().unwrap().to_string();
+    let r = server.get_auth("/userinfo", &format!("Bearer {access}"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "insufficient_scope");
+}
+
+/// OpenID Connect Discovery 1.0 §3 beside RFC 8414: the endpoints, `code`
+/// only, S256 only, `iss` in authorization responses (RFC 9207), the
+/// signing algorithms of the keys.
+#[test]
+fn discovery_documents_describe_the_code_flow() {
+    let db = TestDb::new();
+    seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let oidc = server.get("/.well-known/openid-configuration");
+    assert_eq!(oidc.status, 200, "{}", oidc.text());
+    let d = oidc.json();
+    let iss = d["issuer"].as_str().unwrap();
+    assert_eq!(d["authorization_endpoint"], format!("{iss}/authorize"));
+    assert_eq!(d["token_endpoint"], format!("{iss}/oauth/token"));
+    assert_eq!(d["userinfo_endpoint"], format!("{iss}/userinfo"));
+    assert_eq!(d["jwks_uri"], format!("{iss}/.well-known/jwks.json"));
+    assert_eq!(d["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(d["subject_types_supported"], serde_json::json!(["public"]));
+    assert_eq!(
+        d["id_token_signing_alg_values_supported"],
+        serde_json::json!(["EdDSA"])
+    );
+    assert_eq!(
+        d["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+    assert!(d["scopes_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("openid")));
+    assert!(d["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("authorization_code")));
+    let rfc8414 = server.get("/.well-known/oauth-authorization-server").json();
+    assert_eq!(rfc8414, d);
+}
