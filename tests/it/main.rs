@@ -39,3 +39,6 @@ mod nginx;
 // Issue #16: GET /authorize, the sign-in page and its form, over raw HTTP,
 // and the attacks on them.
 mod authorize;
+// Issue #16 item 7: the flow run by a real OpenID Connect relying party
+// (the `openidconnect` crate).
+mod oidc;
