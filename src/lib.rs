@@ -33,6 +33,9 @@
 //!   - [`signin`]: the browser side of sign-in: authorization requests
 //!     pending while the user fills in the sign-in page, with their CSRF
 //!     tokens.
+//!   - [`sessions`]: browser sessions in Redis (single sign-on), with idle
+//!     and absolute lifetimes, ended by the user's not-before mark; not
+//!     wired to the endpoints yet (they need the `Cookie` header).
 //!   - [`identity`]: users, OAuth clients and passwords: PostgreSQL and
 //!     argon2 on the blocking pool, the in-memory client table.
 //! - stores:
@@ -76,6 +79,7 @@ pub mod redis;
 pub mod refresh;
 pub mod revocation;
 pub mod router;
+pub mod sessions;
 pub mod signin;
 pub mod state;
 pub mod store;

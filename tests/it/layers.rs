@@ -36,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ratelimit",
             "codes",
             "signin",
+            "sessions",
             "identity",
             "redis",
             "store",
@@ -65,6 +66,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ratelimit",
             "codes",
             "signin",
+            "sessions",
             "identity",
             "redis",
             "store",
@@ -97,6 +99,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ratelimit",
             "codes",
             "signin",
+            "sessions",
             "identity",
             "redis",
             "store",
@@ -124,6 +127,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("codes", &["redis", "metrics", "config", "clock"]),
     // Pending authorization requests of the sign-in page: Redis only.
     ("signin", &["redis", "metrics", "config", "clock"]),
+    // Browser sessions: Redis only (the not-before mark is a key name).
+    ("sessions", &["redis", "metrics", "config", "clock"]),
     ("tokens", &["store", "metrics", "config", "clock"]),
     ("identity", &["store", "metrics", "config", "clock"]),
     // Stores.
