@@ -30,9 +30,9 @@
 //!   - [`codes`]: authorization codes in Redis: single use, bound to the
 //!     client, redirect URI, PKCE challenge and user; reuse revokes what
 //!     the code gave.
-//!   - [`signin`]: the browser side of sign-in: authorization requests
-//!     pending while the user fills in the sign-in page, with their CSRF
-//!     tokens.
+//!   - [`signin`]: the browser side of sign-in: the authorization request
+//!     the sign-in page carries, sealed with an HMAC that is its CSRF
+//!     token.
 //!   - [`sessions`]: browser sessions in Redis (single sign-on), with idle
 //!     and absolute lifetimes, ended by the user's not-before mark; not
 //!     wired to the endpoints yet (they need the `Cookie` header).

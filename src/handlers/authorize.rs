@@ -7,9 +7,9 @@
 //! never to a URI: a redirect URI is used only when it is registered for
 //! the client, compared as an exact string. Every later failure goes back
 //! to that URI as `error`, `error_description`, `state` (unchanged) and
-//! `iss` (RFC 9207). A request that passes is kept in Redis
-//! ([`crate::signin`]) and answered with the sign-in page, whose form goes
-//! to `POST /login` ([`super::login`]).
+//! `iss` (RFC 9207). A request that passes is answered with the sign-in
+//! page, whose form carries it, sealed ([`crate::signin`]), to `POST
+//! /login` ([`super::login`]); nothing is stored.
 //!
 //! Decisions where the RFCs leave room (README, "Sign-in for browser
 //! apps"): `redirect_uri` is required (OpenID Connect requires it; an exact
@@ -19,17 +19,18 @@
 //! registered with, as at the token endpoint.
 //!
 //! Owns: the authorization request's checks and its error answers. Never
-//! imports: `net`, `cores` or a store: Redis through `state`.
+//! imports: `net`, `cores` or a store.
 
 use std::rc::Rc;
 
+use crate::clock::unix_now;
 use crate::codes::is_valid_s256_challenge;
 use crate::handlers::oauth::Form;
 use crate::handlers::pages::{self, LoginPage};
 use crate::handlers::token::grant_scope;
 use crate::http::{Request, ResponseCtx};
 use crate::identity::{ClientRecord, GrantType};
-use crate::signin::{random_id, PendingAuthorization};
+use crate::signin::{page_salt, PendingAuthorization, PENDING_TTL_SECS};
 use crate::state::Core;
 
 /// Longest `nonce` taken: it is copied into every id_token of the code.
@@ -141,13 +142,13 @@ pub async fn authorize(
     }
     let state = form.get("state");
     match check(client, &form) {
-        Ok(pending) => pending_sign_in(core, ctx, out, client, pending, state).await,
+        Ok(pending) => sign_in_page(core, ctx, out, client, &pending),
         Err(err) => redirect_error(core, ctx, out, redirect_uri, state, err),
     }
 }
 
 /// The checks after the client and the redirect URI: on success the
-/// pending request (without its CSRF token yet).
+/// pending request.
 fn check(client: &ClientRecord, form: &Form) -> Result<PendingAuthorization, AuthzError> {
     if !client.allows(GrantType::AuthorizationCode) {
         return Err(AuthzError {
@@ -230,7 +231,8 @@ fn check(client: &ClientRecord, form: &Form) -> Result<PendingAuthorization, Aut
         scope: scope.join(" "),
         state: form.get("state").map(str::to_owned),
         nonce: nonce.map(str::to_owned),
-        csrf: String::new(),
+        expires: unix_now() + PENDING_TTL_SECS,
+        salt: page_salt(),
     })
 }
 
@@ -265,37 +267,20 @@ fn parse_prompt(raw: Option<&str>) -> Result<Prompt, AuthzError> {
     Ok(prompt)
 }
 
-/// Keeps the request in Redis and shows the sign-in page.
-async fn pending_sign_in(
+/// The sign-in page, carrying the sealed request.
+fn sign_in_page(
     core: &Core,
     ctx: &ResponseCtx<'_>,
     out: &mut Vec<u8>,
     client: &ClientRecord,
-    mut pending: PendingAuthorization,
-    state: Option<&str>,
+    pending: &PendingAuthorization,
 ) -> u16 {
-    pending.csrf = random_id();
-    let id = match core.pending_authorizations().put(&pending).await {
-        Ok(id) => id,
-        Err(_) => {
-            return redirect_error(
-                core,
-                ctx,
-                out,
-                &pending.redirect_uri,
-                state,
-                AuthzError {
-                    code: "temporarily_unavailable",
-                    description: "the sign-in store is unavailable",
-                },
-            )
-        }
-    };
+    let (request, csrf) = core.signin_mac().seal(pending);
     let page = LoginPage {
         display_name: &core.config().oauth.display_name,
         client_id: &client.client_id,
-        request: &id,
-        csrf: &pending.csrf,
+        request: &request,
+        csrf: &csrf,
         username: "",
         error: None,
     };

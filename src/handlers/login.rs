@@ -22,7 +22,7 @@ use crate::handlers::token::check_password;
 use crate::http::{Request, ResponseCtx};
 use crate::identity::passwords::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 use crate::identity::ClientRecord;
-use crate::signin::{csrf_matches, PendingAuthorization};
+use crate::signin::{OpenError, PendingAuthorization};
 use crate::state::Core;
 
 /// The scopes of OpenID Connect itself: granted to every user of a client
@@ -45,7 +45,7 @@ pub async fn login(
         Ok(f) => f,
         Err(e) => return refuse_page(core, ctx, out, 400, e.description()),
     };
-    let Some(id) = form.get("request") else {
+    let Some(sealed) = form.get("request") else {
         return refuse_page(
             core,
             ctx,
@@ -54,25 +54,22 @@ pub async fn login(
             "The sign-in form is incomplete (no request).",
         );
     };
-    let pending = match core.pending_authorizations().get(id).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return expired(core, ctx, out),
-        Err(_) => return unavailable(core, ctx, out),
-    };
+    let csrf = form.get("csrf_token");
     // Before any password is looked at (and counted against the limits).
-    if !form
-        .get("csrf_token")
-        .is_some_and(|t| csrf_matches(&pending.csrf, t))
-    {
-        return refuse_page(
-            core,
-            ctx,
-            out,
-            400,
-            "The sign-in form was not sent by this sign-in page (its CSRF token is missing or wrong); \
-             nobody was signed in.",
-        );
-    }
+    let pending = match core.signin_mac().open(sealed, csrf, unix_now()) {
+        Ok(p) => p,
+        Err(OpenError::Expired) => return expired(core, ctx, out),
+        Err(OpenError::Forged) => {
+            return refuse_page(
+                core,
+                ctx,
+                out,
+                400,
+                "The sign-in form was not sent by this sign-in page (its CSRF token is missing or wrong); \
+                 nobody was signed in.",
+            )
+        }
+    };
     let clients = core.clients();
     // Checked again: the client may have changed, and Redis is not trusted
     // to say where a code goes.
@@ -94,8 +91,8 @@ pub async fn login(
         let page = LoginPage {
             display_name: &core.config().oauth.display_name,
             client_id: &client.client_id,
-            request: id,
-            csrf: &pending.csrf,
+            request: sealed,
+            csrf: csrf.unwrap_or_default(),
             username: if username.chars().count() <= MAX_USERNAME_CHARS {
                 username
             } else {
@@ -143,12 +140,6 @@ pub async fn login(
                 )
             }
         };
-    // Single use: of two submissions of one form, one gets the request.
-    let pending = match core.pending_authorizations().take(id).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return expired(core, ctx, out),
-        Err(_) => return unavailable(core, ctx, out),
-    };
     let scope = granted_scope(client, &pending.scope, &user.scopes);
     let grant = CodeGrant {
         client_id: client.client_id.clone(),
@@ -216,13 +207,7 @@ async fn issue_code(
 
 #[cold]
 fn expired(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16 {
-    refuse_page(
-        core,
-        ctx,
-        out,
-        400,
-        "This sign-in page has expired or was already used.",
-    )
+    refuse_page(core, ctx, out, 400, "This sign-in page has expired.")
 }
 
 #[cold]

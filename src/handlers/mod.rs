@@ -33,7 +33,12 @@
 //! - a bearer token: the token68 check (at most the head), then at most
 //!   `MAX_TOKEN_LEN` (8 KiB) decoded and one signature verified;
 //! - the user API's JSON (`POST /users` with self-registration on): at most
-//!   the body, parsed once by `serde_json` (nesting stops at 128 levels).
+//!   the body, parsed once by `serde_json` (nesting stops at 128 levels);
+//! - sign-in (issue #16): `GET /authorize` decodes its query like a form
+//!   (at most the head), renders the page and computes one HMAC, and
+//!   writes nothing to any store; `POST /login` decodes its form and
+//!   checks one HMAC (over at most 16 KiB) before the login limits and
+//!   argon2. Not yet in `budget`'s measurements.
 //!
 //! The worst case, measured in an optimised build (`budget`'s test: the
 //! slowest requests we could construct for each step, parse + handle, median

@@ -1,44 +1,37 @@
 //! Pending authorization requests (issue #16): what `GET /authorize`
-//! checked, kept in Redis while the user fills in the sign-in page, and
-//! taken back, once, when the form comes back to `POST /login`.
+//! checked, carried by the sign-in page's form to `POST /login`, sealed so
+//! that only a page tokend rendered for that request can sign anybody in.
 //!
-//! The page carries the request's id and a CSRF token, both 256-bit random
-//! values; the token is compared in constant time with the one stored here
-//! before any password is looked at. A request lives
-//! [`PENDING_TTL_SECS`] (the time a user may take to sign in) and is taken
-//! with `GETDEL` when the sign-in succeeds, so a form cannot be replayed into
-//! a second code.
+//! Nothing is stored: the form carries the request itself (`request`:
+//! base64url of its JSON, with an expiry [`PENDING_TTL_SECS`] ahead) and
+//! its CSRF token (`csrf_token`: an HMAC-SHA256 of it under a key derived
+//! from the KEK, [`SigninMac::PURPOSE`]). The token is checked, in constant
+//! time, before any password is looked at; a form made by another site, or
+//! one whose request was altered (another redirect URI, another PKCE
+//! challenge), or an expired one, signs nobody in. Keeping the request in
+//! the page rather than in Redis means an anonymous `GET /authorize` writes
+//! nothing anywhere: a flood of them cannot fill Redis.
 //!
-//! # Key layout (under the configured prefix)
+//! What the request says is checked again at `POST /login` (the redirect
+//! URI is still registered, the scope still allowed), since the client may
+//! have changed meanwhile.
 //!
-//! | key | type | value | expires |
-//! |---|---|---|---|
-//! | `{prefix}az:{id}` | string | the [`PendingAuthorization`] as JSON | [`PENDING_TTL_SECS`] after `GET /authorize` |
-//!
-//! What the record says is checked again when it is taken (the redirect
-//! URI is still registered, the scope still allowed): someone who can write
-//! to Redis cannot send a code to a URI of their own.
-//!
-//! Owns: pending authorization requests in Redis, their ids and CSRF
-//! tokens. Never imports: `handlers`, `http`, `net`, `state`, `access`,
-//! `cores`, `store` or another service; of the crate it uses the Redis
-//! client.
-
-use std::rc::Rc;
+//! Owns: the pending request's format, its seal and its lifetime. Never
+//! imports: anything of the crate.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::redis::{RedisConn, RedisError};
-
 /// How long a sign-in page stays usable, seconds: 10 minutes to type a
 /// username and password (and find them). Past it the form answers "this
-/// sign-in request has expired" and the user starts again from the app.
+/// sign-in page has expired" and the user starts again from the app.
 pub const PENDING_TTL_SECS: u64 = 600;
 
-/// Key infix of a pending request: `{prefix}az:{id}`.
-pub const PENDING_KEY_INFIX: &str = "az:";
+/// Largest sealed request taken back from a form, bytes: a request comes
+/// from a query string, which the head limit (8 KiB by default) bounds;
+/// base64 adds a third.
+pub const MAX_SEALED_BYTES: usize = 16 * 1024;
 
 /// An authorization request that passed every check of `GET /authorize`,
 /// waiting for the user to sign in.
@@ -56,109 +49,97 @@ pub struct PendingAuthorization {
     pub state: Option<String>,
     /// The OpenID Connect `nonce`.
     pub nonce: Option<String>,
-    /// The CSRF token the page carries (base64url of 32 random bytes).
-    pub csrf: String,
+    /// Unix seconds after which the form is refused.
+    pub expires: u64,
+    /// 128 random bits ([`page_salt`]): each page its own token, even for
+    /// the same request in the same second.
+    pub salt: String,
 }
 
-/// Pending authorization requests on one core's Redis connection.
-pub struct PendingStore {
-    conn: Rc<RedisConn>,
-    prefix: String,
+/// A fresh [`PendingAuthorization::salt`].
+pub fn page_salt() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }
 
-/// A new random identifier: 32 bytes, base64url without padding (43
-/// characters).
-pub fn random_id() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+/// Why a form's request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// Occurs when the CSRF token is missing or is not the request's: the
+    /// form was not made by tokend for this request.
+    Forged,
+    /// Occurs when the page is older than [`PENDING_TTL_SECS`].
+    Expired,
 }
 
-/// Whether `id` has the shape [`random_id`] gives (checked before it goes
-/// into a Redis key).
-pub fn is_well_formed_id(id: &str) -> bool {
-    id.len() == 43
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// The key that seals pending requests (HMAC-SHA256).
+pub struct SigninMac {
+    key: aws_lc_rs::hmac::Key,
 }
 
-/// Whether the presented CSRF token is the expected one, in constant time.
-pub fn csrf_matches(expected: &str, presented: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
-}
+impl SigninMac {
+    /// The HKDF purpose of the key: `Kek::derive(SigninMac::PURPOSE)`.
+    pub const PURPOSE: &'static str = "tokend sign-in form mac v1";
 
-impl PendingStore {
-    /// Pending requests under `prefix` (`redis.prefix`).
-    pub fn new(conn: Rc<RedisConn>, prefix: String) -> PendingStore {
-        PendingStore { conn, prefix }
+    /// Seals under `key` (32 bytes, derived from the KEK).
+    pub fn new(key: &[u8; 32]) -> SigninMac {
+        SigninMac {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key),
+        }
     }
 
-    fn key(&self, id: &str) -> String {
-        [self.prefix.as_str(), PENDING_KEY_INFIX, id].concat()
+    fn input(sealed: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + sealed.len());
+        out.extend_from_slice(b"tokend-signin-v1");
+        out.extend_from_slice(sealed.as_bytes());
+        out
     }
 
-    /// Stores `pending` for [`PENDING_TTL_SECS`]; returns its id. One round
-    /// trip.
-    pub async fn put(&self, pending: &PendingAuthorization) -> Result<String, RedisError> {
-        let id = random_id();
-        let key = self.key(&id);
-        let json = serde_json::to_vec(pending).map_err(|_| RedisError::Protocol)?;
-        self.conn
-            .query_with(|w| {
-                w.command(5)
-                    .arg(b"SET")
-                    .arg(key.as_bytes())
-                    .arg(&json)
-                    .arg(b"EX")
-                    .arg_u64(PENDING_TTL_SECS);
-            })
-            .await?;
-        Ok(id)
+    /// The form fields of `pending`: `(request, csrf_token)`.
+    pub fn seal(&self, pending: &PendingAuthorization) -> (String, String) {
+        // Serialising a struct of strings and integers cannot fail.
+        let json = serde_json::to_vec(pending).unwrap_or_default();
+        let sealed = URL_SAFE_NO_PAD.encode(json);
+        let tag = aws_lc_rs::hmac::sign(&self.key, &Self::input(&sealed));
+        let csrf = URL_SAFE_NO_PAD.encode(tag.as_ref());
+        (sealed, csrf)
     }
 
-    /// The pending request `id`, if it is still there; leaves it in place
-    /// (a failed sign-in shows the form again). One round trip.
-    pub async fn get(&self, id: &str) -> Result<Option<PendingAuthorization>, RedisError> {
-        self.read(b"GET", id).await
-    }
-
-    /// Takes the pending request `id` away (`GETDEL`): of two racing
-    /// sign-ins with the same form, one gets it. One round trip.
-    pub async fn take(&self, id: &str) -> Result<Option<PendingAuthorization>, RedisError> {
-        self.read(b"GETDEL", id).await
-    }
-
-    async fn read(
+    /// The request of a form's `request` and `csrf_token` fields, if the
+    /// token is the request's (checked in constant time, before anything of
+    /// the request is read) and the page has not expired at `now`.
+    pub fn open(
         &self,
-        command: &[u8],
-        id: &str,
-    ) -> Result<Option<PendingAuthorization>, RedisError> {
-        if !is_well_formed_id(id) {
-            return Ok(None);
+        sealed: &str,
+        csrf: Option<&str>,
+        now: u64,
+    ) -> Result<PendingAuthorization, OpenError> {
+        let Some(tag) = csrf.and_then(|c| URL_SAFE_NO_PAD.decode(c).ok()) else {
+            return Err(OpenError::Forged);
+        };
+        if sealed.len() > MAX_SEALED_BYTES
+            || aws_lc_rs::hmac::verify(&self.key, &Self::input(sealed), &tag).is_err()
+        {
+            return Err(OpenError::Forged);
         }
-        let key = self.key(id);
-        let reply = self
-            .conn
-            .query_with(|w| {
-                w.command(2).arg(command).arg(key.as_bytes());
-            })
-            .await?;
-        match reply.as_bytes() {
-            None => Ok(None),
-            // A record tokend did not write is as good as none.
-            Some(json) => Ok(serde_json::from_slice(json).ok()),
+        // Sealed by tokend: it decodes, unless the format changed between
+        // versions, which is as good as forged.
+        let pending: PendingAuthorization = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or(OpenError::Forged)?;
+        if pending.expires <= now {
+            return Err(OpenError::Expired);
         }
+        Ok(pending)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::redis::testutil::*;
 
-    fn pending() -> PendingAuthorization {
+    fn pending(expires: u64) -> PendingAuthorization {
         PendingAuthorization {
             client_id: "web".into(),
             redirect_uri: "https://app.example/cb".into(),
@@ -166,39 +147,51 @@ mod tests {
             scope: "openid".into(),
             state: Some("xyz".into()),
             nonce: None,
-            csrf: random_id(),
+            expires,
+            salt: page_salt(),
         }
     }
 
+    /// A sealed request opens with its own token, until it expires; never
+    /// with another's, an altered one, none, or under another key.
     #[test]
-    fn ids_and_csrf() {
-        let id = random_id();
-        assert!(is_well_formed_id(&id), "{id}");
-        assert!(!is_well_formed_id(&id[1..]));
-        assert!(!is_well_formed_id(&format!("{}:", &id[1..])));
-        assert!(csrf_matches(&id, &id.clone()));
-        assert!(!csrf_matches(&id, &random_id()));
-        assert!(!csrf_matches(&id, ""));
-        assert!(!csrf_matches(&id, &id[1..]));
-    }
-
-    /// Put, read (left in place), take (gone after).
-    #[test]
-    fn put_get_take() {
-        on_both_drivers(|_| async {
-            let prefix = random_prefix();
-            let conn = RedisConn::new(shared_target(), Duration::from_secs(2));
-            assert!(conn.wait_connected(Duration::from_secs(5)).await);
-            let s = PendingStore::new(conn, prefix.clone());
-            let p = pending();
-            let id = s.put(&p).await.unwrap();
-            assert_eq!(s.get(&id).await.unwrap(), Some(p.clone()));
-            assert_eq!(s.get(&id).await.unwrap(), Some(p.clone()));
-            assert_eq!(s.take(&id).await.unwrap(), Some(p));
-            assert_eq!(s.take(&id).await.unwrap(), None);
-            assert_eq!(s.get(&id).await.unwrap(), None);
-            assert_eq!(s.get("not an id").await.unwrap(), None);
-            cleanup(&prefix);
-        });
+    fn seal_and_open() {
+        let mac = SigninMac::new(&[4; 32]);
+        let p = pending(1_000);
+        let (sealed, csrf) = mac.seal(&p);
+        assert_eq!(csrf.len(), 43);
+        // Each page its own token, the same request or not.
+        assert_ne!(mac.seal(&pending(1_000)).1, mac.seal(&pending(1_000)).1);
+        assert_eq!(mac.open(&sealed, Some(&csrf), 999), Ok(p.clone()));
+        assert_eq!(
+            mac.open(&sealed, Some(&csrf), 1_000),
+            Err(OpenError::Expired)
+        );
+        assert_eq!(mac.open(&sealed, None, 999), Err(OpenError::Forged));
+        assert_eq!(mac.open(&sealed, Some(""), 999), Err(OpenError::Forged));
+        assert_eq!(
+            mac.open(&sealed, Some(&csrf[1..]), 999),
+            Err(OpenError::Forged)
+        );
+        let (other, other_csrf) = mac.seal(&pending(1_001));
+        assert_eq!(
+            mac.open(&sealed, Some(&other_csrf), 999),
+            Err(OpenError::Forged)
+        );
+        assert_eq!(mac.open(&other, Some(&csrf), 999), Err(OpenError::Forged));
+        // Another redirect URI, sealed by someone without the key.
+        let mut evil = p.clone();
+        evil.redirect_uri = "https://evil.example/".into();
+        let (evil_sealed, evil_csrf) = SigninMac::new(&[5; 32]).seal(&evil);
+        assert_eq!(
+            mac.open(&evil_sealed, Some(&evil_csrf), 999),
+            Err(OpenError::Forged)
+        );
+        assert_eq!(
+            mac.open(&evil_sealed, Some(&csrf), 999),
+            Err(OpenError::Forged)
+        );
+        let huge = "A".repeat(MAX_SEALED_BYTES + 1);
+        assert_eq!(mac.open(&huge, Some(&csrf), 999), Err(OpenError::Forged));
     }
 }

@@ -25,7 +25,7 @@ use crate::redis::{RedisConn, Writes};
 use crate::refresh::{RecordMac, RefreshStore};
 use crate::revocation::mirror::{self, Mirror, Progress};
 use crate::revocation::RedisRevocations;
-use crate::signin::PendingStore;
+use crate::signin::SigninMac;
 use crate::store::{BlockingPool, PgPool, PgProbe};
 use crate::tokens::{CoreKeys, Expectations, KeyError, KeyMaterial, VerifiedCache, VerifiedToken};
 
@@ -45,8 +45,8 @@ pub struct Core {
     refresh: RefreshStore,
     /// Authorization codes (issue #16).
     codes: CodeStore,
-    /// Authorization requests waiting on the sign-in page (issue #16).
-    pending: PendingStore,
+    /// Seals the authorization requests the sign-in page carries (issue #16).
+    signin: SigninMac,
     /// What a valid token must say (issuer, audience, leeway).
     expect: Expectations,
     /// This core's own parsed keys, and the published version they came from.
@@ -150,7 +150,7 @@ impl Core {
                 CodeMac::new(&shared.kek().derive(CodeMac::PURPOSE)),
             )
             .with_writes(writes),
-            pending: PendingStore::new(redis.clone(), config.redis.prefix.clone()),
+            signin: SigninMac::new(&shared.kek().derive(SigninMac::PURPOSE)),
             expect,
             keys: RefCell::new(Rc::new(keys)),
             keys_version: Cell::new(shared.keys_version()),
@@ -320,10 +320,10 @@ impl Core {
         &self.codes
     }
 
-    /// Authorization requests waiting on the sign-in page.
+    /// The seal of the authorization requests the sign-in page carries.
     #[inline]
-    pub fn pending_authorizations(&self) -> &PendingStore {
-        &self.pending
+    pub fn signin_mac(&self) -> &SigninMac {
+        &self.signin
     }
 
     /// After a revocation write whose stream entry is `seq`: waits until

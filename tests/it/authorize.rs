@@ -390,10 +390,10 @@ fn the_sign_in_page_signs_in_and_sends_a_code() {
     assert!(code.starts_with("tokend_ac_") && code.len() == 53, "{code}");
     assert_eq!(param(&got, "state"), Some("st/ä te&x=1"));
     assert_eq!(param(&got, "iss"), Some(iss.as_str()));
-    // The same form again: the request was used.
+    // The same form again: it carries the request, not a session, so it
+    // signs in again (the password is needed each time), with another code.
     let again = post("alice", PASSWORD);
-    let html = assert_page(&again, 400);
-    assert!(html.contains("expired or was already used"), "{html}");
+    assert_ne!(param(&location_params(&again, WEB_CB), "code"), Some(code));
 
     // A registered URI with a query keeps it; another request gets
     // another code.
@@ -451,7 +451,27 @@ fn a_form_without_its_csrf_token_signs_nobody_in() {
         ],
     );
     assert!(param(&location_params(&r, WEB_CB), "code").is_some());
-    // An unknown request id.
+    // The request altered (another redirect URI), its token kept.
+    {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let json = String::from_utf8(b64.decode(&request).unwrap()).unwrap();
+        assert!(json.contains(WEB_CB), "{json}");
+        let evil = b64.encode(json.replace(WEB_CB, "https://evil.example/cb"));
+        let r = server.post_form(
+            "/login",
+            None,
+            &[
+                ("request", &evil),
+                ("csrf_token", &hidden(&first, "csrf_token")),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        );
+        let html = assert_page(&r, 400);
+        assert!(html.contains("CSRF token is missing or wrong"), "{html}");
+    }
+    // A request tokend never sealed.
     let r = server.post_form(
         "/login",
         None,

@@ -125,8 +125,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Authorization codes: Redis only (the refresh family they revoke is a
     // key name, not an import of `refresh`).
     ("codes", &["redis", "metrics", "config", "clock"]),
-    // Pending authorization requests of the sign-in page: Redis only.
-    ("signin", &["redis", "metrics", "config", "clock"]),
+    // The sealed authorization requests of the sign-in page: a leaf.
+    ("signin", &[]),
     // Browser sessions: Redis only (the not-before mark is a key name).
     ("sessions", &["redis", "metrics", "config", "clock"]),
     ("tokens", &["store", "metrics", "config", "clock"]),
