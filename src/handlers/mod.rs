@@ -117,9 +117,12 @@ pub async fn handle(
                 Route::UsersMePassword => users::change_password(core, req, peer, &ctx, out).await,
                 Route::UsersMeLogoutAll => users::logout_all(core, req, &ctx, out).await,
                 Route::UserDisable => users::disable(core, req, param, &ctx, out).await,
-                Route::Authorize => authorize::authorize(core, req, &ctx, out).await,
-                Route::Login => login::login(core, req, peer, &ctx, out).await,
-                Route::UserInfo => userinfo::userinfo(core, req, &ctx, out).await,
+                // One await point, its future boxed behind `dyn`: the
+                // dispatcher's own state (and its drop, which every request
+                // pays) stays what it was before these routes (issue #16).
+                Route::Authorize | Route::Login | Route::UserInfo => {
+                    sign_in(core, route, req, peer, &ctx, out).await
+                }
                 Route::OpenIdConfiguration => wellknown::openid_configuration(core, &ctx, out),
             };
             if let Some(start) = start {
@@ -137,6 +140,24 @@ pub async fn handle(
         access_log(core, req, peer, status);
     }
     keep_alive && !core.is_shutting_down()
+}
+
+/// The sign-in endpoints (issue #16), each future boxed: see `handle`.
+#[cold]
+#[inline(never)]
+fn sign_in<'a>(
+    core: &'a Rc<Core>,
+    route: Route,
+    req: &'a Request<'_>,
+    peer: SocketAddr,
+    ctx: &'a ResponseCtx<'a>,
+    out: &'a mut Vec<u8>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + 'a>> {
+    match route {
+        Route::Authorize => Box::pin(authorize::authorize(core, req, ctx, out)),
+        Route::Login => Box::pin(login::login(core, req, peer, ctx, out)),
+        _ => Box::pin(userinfo::userinfo(core, req, ctx, out)),
+    }
 }
 
 #[cold]
