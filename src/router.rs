@@ -52,7 +52,7 @@ routes! {
     UsersMeLogoutAll => "users_me_logout_all",
     /// `POST /users/{username}/disable`
     UserDisable => "user_disable",
-    /// `GET /authorize`: the authorization endpoint (issue #16).
+    /// `GET` / `POST /authorize`: the authorization endpoint (issue #16).
     Authorize => "authorize",
     /// `POST /login`: the sign-in page's form.
     Login => "login",
@@ -130,7 +130,14 @@ pub fn route(method: Method, path: &str) -> Routed<'_> {
         "/users/me/logout-all" => (UsersMeLogoutAll, false),
         // The sign-in routes come after every route of the validation
         // path's (issue #16).
-        "/authorize" => (Authorize, true),
+        // OpenID Connect Core §3.1.2.1: GET and POST.
+        "/authorize" => {
+            return if get || post {
+                Routed::Found(Authorize, "")
+            } else {
+                Routed::MethodNotAllowed("GET, HEAD, POST")
+            };
+        }
         "/login" => (Login, false),
         "/.well-known/openid-configuration" => (OpenIdConfiguration, true),
         // OpenID Connect Core §5.3: GET and POST.
@@ -202,7 +209,11 @@ mod tests {
         );
         assert_eq!(
             route(Method::Post, "/authorize"),
-            Routed::MethodNotAllowed("GET, HEAD")
+            Routed::Found(Route::Authorize, "")
+        );
+        assert_eq!(
+            route(Method::Put, "/authorize"),
+            Routed::MethodNotAllowed("GET, HEAD, POST")
         );
         assert_eq!(
             route(Method::Post, "/login"),

@@ -1,4 +1,4 @@
-//! `GET /authorize`: the authorization endpoint of the authorization code
+//! `GET` / `POST /authorize`: the authorization endpoint of the authorization code
 //! flow (RFC 6749 §4.1.1, RFC 7636, RFC 9700 §2.1, OpenID Connect Core
 //! §3.1.2), issue #16.
 //!
@@ -28,7 +28,7 @@ use crate::codes::is_valid_s256_challenge;
 use crate::handlers::oauth::Form;
 use crate::handlers::pages::{self, LoginPage};
 use crate::handlers::token::grant_scope;
-use crate::http::{Request, ResponseCtx};
+use crate::http::{Method, Request, ResponseCtx};
 use crate::identity::{ClientRecord, GrantType};
 use crate::signin::{page_salt, PendingAuthorization, PENDING_TTL_SECS};
 use crate::state::Core;
@@ -93,7 +93,8 @@ pub fn refuse_page(
     )
 }
 
-/// `GET /authorize`.
+/// `GET /authorize` (parameters in the query) or `POST /authorize`
+/// (parameters in a form body; OpenID Connect Core §3.1.2.1).
 pub async fn authorize(
     core: &Rc<Core>,
     req: &Request<'_>,
@@ -102,7 +103,21 @@ pub async fn authorize(
 ) -> u16 {
     // RFC 6749 §3.1: no parameter may be repeated; the query is decoded like
     // a form.
-    let form = match Form::parse(req.query.as_bytes()) {
+    let params = if req.method == Method::Post {
+        if !req.content_type_is("application/x-www-form-urlencoded") {
+            return refuse_page(
+                core,
+                ctx,
+                out,
+                400,
+                "The sign-in request is malformed: a POST must be a form (application/x-www-form-urlencoded).",
+            );
+        }
+        req.body
+    } else {
+        req.query.as_bytes()
+    };
+    let form = match Form::parse(params) {
         Ok(f) => f,
         Err(e) => {
             return refuse_page(

@@ -225,9 +225,21 @@ fn bad_clients_and_redirect_uris_get_an_error_page_never_a_redirect() {
     ));
     let html = assert_page(&r, 400);
     assert!(html.contains("repeated"), "{html}");
-    // GET only.
+    // OpenID Connect Core §3.1.2.1: POST too, the parameters in a form.
     let r = server.post_form("/authorize", None, &params("web", WEB_CB, &challenge));
+    let html = assert_page(&r, 200);
+    assert!(html.contains(r#"action="/login""#), "{html}");
+    let r = server.post_form(
+        "/authorize",
+        None,
+        &params("web", "https://evil.example/cb", &challenge),
+    );
+    assert_page(&r, 400);
+    let r = server.request(
+        "PUT /authorize HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
 }
 
 /// Once the client and the redirect URI are valid, errors go back to the
