@@ -95,6 +95,20 @@ impl Config {
                 "must be between 1s and 10m (RFC 6749 §4.1.2)",
             ));
         }
+        let o = &self.oauth;
+        let minute = Duration::from_secs(60);
+        if !(minute..=Duration::from_secs(30 * 86400)).contains(&o.session_max_lifetime) {
+            return Err(ConfigError::key(
+                "oauth.session_max_lifetime",
+                "must be between 1m and 30d",
+            ));
+        }
+        if !(minute..=o.session_max_lifetime).contains(&o.session_idle_ttl) {
+            return Err(ConfigError::key(
+                "oauth.session_idle_ttl",
+                "must be between 1m and oauth.session_max_lifetime",
+            ));
+        }
         if l.max_head_bytes < 256 {
             return Err(ConfigError::key(
                 "limits.max_head_bytes",

@@ -642,6 +642,37 @@ pub struct OAuthConfig {
     /// Default `60s`.
     #[serde(with = "duration")]
     pub code_ttl: Duration,
+    /// Browser session (single sign-on, the cookie set at sign-in): ended
+    /// after this long without a `GET /authorize` that uses it; each use
+    /// restarts it. Between `1m` and `session_max_lifetime`. Default `30m`.
+    #[serde(with = "duration")]
+    pub session_idle_ttl: Duration,
+    /// Browser session: ended this long after the password was typed,
+    /// however often it is used. Between `1m` and `30d`. A session never
+    /// outlives the longest token lifetime (`max(tokens.access_ttl,
+    /// tokens.refresh_ttl)`, how long the "not before" mark of a logout
+    /// everywhere is kept): a longer setting is cut to it. Default `12h`.
+    #[serde(with = "duration")]
+    pub session_max_lifetime: Duration,
+}
+
+impl Config {
+    /// The lifetimes of browser sessions in seconds: `(idle, absolute)`,
+    /// the absolute one cut to the longest token lifetime (see
+    /// [`OAuthConfig::session_max_lifetime`]), the idle one to the absolute.
+    pub fn session_lifetimes(&self) -> (u64, u64) {
+        let longest = self.tokens.access_ttl.max(self.tokens.refresh_ttl);
+        let absolute = self
+            .oauth
+            .session_max_lifetime
+            .min(longest)
+            .as_secs()
+            .max(1);
+        (
+            self.oauth.session_idle_ttl.as_secs().min(absolute),
+            absolute,
+        )
+    }
 }
 
 impl Default for OAuthConfig {
@@ -650,6 +681,8 @@ impl Default for OAuthConfig {
             password_grant: true,
             display_name: "tokend".into(),
             code_ttl: Duration::from_secs(60),
+            session_idle_ttl: Duration::from_secs(30 * 60),
+            session_max_lifetime: Duration::from_secs(12 * 3600),
         }
     }
 }

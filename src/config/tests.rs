@@ -54,6 +54,44 @@ fn sign_in_keys() {
     }
 }
 
+/// `oauth.session_idle_ttl` and `oauth.session_max_lifetime`: defaults,
+/// and the bad values refused with the key named.
+#[test]
+fn session_lifetimes() {
+    let c = load("", &[]).unwrap();
+    assert_eq!(c.oauth.session_idle_ttl, Duration::from_secs(1800));
+    assert_eq!(c.oauth.session_max_lifetime, Duration::from_secs(12 * 3600));
+    let c = load(
+        "[oauth]\nsession_idle_ttl = \"2h\"\nsession_max_lifetime = \"2h\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.oauth.session_idle_ttl, Duration::from_secs(7200));
+    for (toml, key, words) in [
+        ("session_idle_ttl = \"30s\"", "oauth.session_idle_ttl", "1m"),
+        (
+            "session_idle_ttl = \"13h\"",
+            "oauth.session_idle_ttl",
+            "session_max_lifetime",
+        ),
+        (
+            "session_max_lifetime = \"31d\"",
+            "oauth.session_max_lifetime",
+            "30d",
+        ),
+        (
+            "session_max_lifetime = \"0s\"",
+            "oauth.session_max_lifetime",
+            "1m",
+        ),
+    ] {
+        let e = load(&format!("[oauth]\n{toml}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(words), "{e}");
+    }
+}
+
 /// `oauth.password_grant`: on by default, switched off from the file or
 /// the environment, and nothing but a boolean.
 #[test]
