@@ -7,9 +7,14 @@
 //! never to a URI: a redirect URI is used only when it is registered for
 //! the client, compared as an exact string. Every later failure goes back
 //! to that URI as `error`, `error_description`, `state` (unchanged) and
-//! `iss` (RFC 9207). A request that passes is answered with the sign-in
-//! page, whose form carries it, sealed ([`crate::signin`]), to `POST
-//! /login` ([`super::login`]); nothing is stored.
+//! `iss` (RFC 9207). A request that passes is answered with a code at
+//! once when the browser's session ([`crate::sessions`]) may sign the user
+//! in (single sign-on; `prompt=login` and `max_age` ask for the password
+//! again), else with the sign-in page, whose form carries it, sealed
+//! ([`crate::signin`]) and bound to the browser's pre-session cookie, to
+//! `POST /login` ([`super::login`]); nothing is stored for the page. Redis
+//! or PostgreSQL trouble with a session cookie fails closed:
+//! `temporarily_unavailable` at the redirect URI.
 //!
 //! Decisions where the RFCs leave room (README, "Sign-in for browser
 //! apps"): `redirect_uri` is required (OpenID Connect requires it; an exact
@@ -25,12 +30,19 @@ use std::rc::Rc;
 
 use crate::clock::unix_now;
 use crate::codes::is_valid_s256_challenge;
+use crate::codes::CodeGrant;
+use crate::handlers::login::{granted_scope, issue_code};
 use crate::handlers::oauth::Form;
 use crate::handlers::pages::{self, LoginPage};
 use crate::handlers::token::grant_scope;
 use crate::http::{Method, Request, ResponseCtx};
+use crate::identity::users::{self, User};
 use crate::identity::{ClientRecord, GrantType};
-use crate::signin::{page_salt, PendingAuthorization, PENDING_TTL_SECS};
+use crate::sessions::{self, Lifetimes};
+use crate::signin::{
+    browser_binding, find_cookie, is_login_cookie_value, login_cookie_name, new_login_cookie,
+    page_salt, set_login_cookie, PendingAuthorization, PENDING_TTL_SECS,
+};
 use crate::state::Core;
 
 /// Longest `nonce` taken: it is copied into every id_token of the code.
@@ -157,14 +169,162 @@ pub async fn authorize(
     }
     let state = form.get("state");
     match check(client, &form) {
-        Ok(pending) => sign_in_page(core, ctx, out, client, &pending),
+        Ok((pending, prompt, max_age)) => {
+            answer(core, req, ctx, out, client, pending, prompt, max_age).await
+        }
         Err(err) => redirect_error(core, ctx, out, redirect_uri, state, err),
     }
 }
 
+/// A checked request: a code at once when the browser's session may sign
+/// the user in (single sign-on), else the sign-in page, or `login_required`
+/// for `prompt=none`.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    core: &Rc<Core>,
+    req: &Request<'_>,
+    ctx: &ResponseCtx<'_>,
+    out: &mut Vec<u8>,
+    client: &ClientRecord,
+    mut pending: PendingAuthorization,
+    prompt: Prompt,
+    max_age: Option<u64>,
+) -> u16 {
+    let https = core.https();
+    let now = unix_now();
+    // `prompt=login` asks for the password whatever the session.
+    let session_id = match prompt {
+        Prompt::Login => None,
+        _ => req
+            .cookie
+            .and_then(|h| find_cookie(h, sessions::cookie_name(https))),
+    };
+    if let Some(id) = session_id {
+        match sso(core, client, &pending, id, max_age, now).await {
+            Ok(Some(grant)) => return issue_code(core, ctx, out, &pending, &grant, "").await,
+            Ok(None) => {}
+            // Fails closed: no sign-in without the session's checks, and
+            // no page either (it would ask for a password the user need
+            // not type once the store is back).
+            Err(description) => {
+                return redirect_error(
+                    core,
+                    ctx,
+                    out,
+                    &pending.redirect_uri,
+                    pending.state.as_deref(),
+                    AuthzError {
+                        code: "temporarily_unavailable",
+                        description,
+                    },
+                )
+            }
+        }
+    }
+    if prompt == Prompt::None {
+        // OpenID Connect Core §3.1.2.6: no page may be shown.
+        return redirect_error(
+            core,
+            ctx,
+            out,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            AuthzError {
+                code: "login_required",
+                description: "the user is not signed in",
+            },
+        );
+    }
+    // The pre-session cookie the form is bound to (login CSRF,
+    // `crate::signin`): the browser's own when it has one, else a new one.
+    let browser = req
+        .cookie
+        .and_then(|h| find_cookie(h, login_cookie_name(https)))
+        .filter(|v| is_login_cookie_value(v))
+        .map_or_else(new_login_cookie, str::to_owned);
+    pending.browser = browser_binding(&browser);
+    sign_in_page(
+        core,
+        ctx,
+        out,
+        client,
+        &pending,
+        &set_login_cookie(&browser, https),
+    )
+}
+
+/// The code grant of the browser session `id` when it signs the user in
+/// for `pending`: the session is valid (its idle lifetime restarted), its
+/// sign-in meets `max_age`, and its user is still enabled. `Err` with a
+/// description when Redis or PostgreSQL fails.
+async fn sso(
+    core: &Rc<Core>,
+    client: &ClientRecord,
+    pending: &PendingAuthorization,
+    id: &str,
+    max_age: Option<u64>,
+    now: u64,
+) -> Result<Option<CodeGrant>, &'static str> {
+    let (idle, absolute) = core.config().session_lifetimes();
+    let session = core
+        .sessions()
+        .touch(id, Lifetimes { idle, absolute }, now)
+        .await
+        .map_err(|_| "the session store is unavailable")?;
+    let Some(session) = session else {
+        return Ok(None);
+    };
+    // OpenID Connect Core §3.1.2.1: past max_age the user types the
+    // password again; max_age=0 always.
+    if max_age.is_some_and(|max| max == 0 || now.saturating_sub(session.auth_time) > max) {
+        return Ok(None);
+    }
+    // The user as it is now: its scopes, and not disabled (a disable also
+    // sets the mark that ended the session above; this holds without it).
+    let pg = core.pg().clone();
+    let sub = session.sub.clone();
+    let user = core
+        .pool()
+        .run(move || -> Result<Option<User>, String> {
+            let mut conn = pg.get().map_err(|e| e.to_string())?;
+            users::find_by_id(&mut *conn, &sub).map_err(|e| e.to_string())
+        })
+        .await;
+    let user = match user {
+        Ok(Ok(user)) => user,
+        Ok(Err(e)) => {
+            core.pg()
+                .log_failure("browser session: user lookup failed", &e);
+            return Err("the user store is unavailable");
+        }
+        Err(_) => return Err("the user store is busy"),
+    };
+    let Some(user) = user.filter(|u| {
+        !u.disabled
+            && u.not_before
+                .is_none_or(|nbf| i64::try_from(session.auth_time).is_ok_and(|at| at > nbf))
+    }) else {
+        return Ok(None);
+    };
+    Ok(Some(CodeGrant {
+        client_id: client.client_id.clone(),
+        redirect_uri: pending.redirect_uri.clone(),
+        code_challenge: pending.code_challenge.clone(),
+        scope: granted_scope(client, &pending.scope, &user.scopes),
+        nonce: pending.nonce.clone(),
+        sub: user.id,
+        username: user.username,
+        auth_time: session.auth_time,
+        session: None,
+    }))
+}
+
 /// The checks after the client and the redirect URI: on success the
 /// pending request.
-fn check(client: &ClientRecord, form: &Form) -> Result<PendingAuthorization, AuthzError> {
+fn check(
+    client: &ClientRecord,
+    form: &Form,
+) -> Result<(PendingAuthorization, Prompt, Option<u64>), AuthzError> {
     if !client.allows(GrantType::AuthorizationCode) {
         return Err(AuthzError {
             code: "unauthorized_client",
@@ -218,28 +378,20 @@ fn check(client: &ClientRecord, form: &Form) -> Result<PendingAuthorization, Aut
         description: e.description(),
     })?;
     let prompt = parse_prompt(form.get("prompt"))?;
-    if let Some(max_age) = form.get("max_age") {
-        if max_age.parse::<u64>().is_err() {
-            return Err(AuthzError::invalid_request(
-                "max_age must be a number of seconds",
-            ));
-        }
-    }
+    let max_age = match form.get("max_age") {
+        None => None,
+        Some(m) => Some(
+            m.parse::<u64>()
+                .map_err(|_| AuthzError::invalid_request("max_age must be a number of seconds"))?,
+        ),
+    };
     let nonce = form.get("nonce");
     if nonce.is_some_and(|n| n.chars().count() > MAX_NONCE_CHARS) {
         return Err(AuthzError::invalid_request(
             "nonce is longer than 512 characters",
         ));
     }
-    if prompt == Prompt::None {
-        // No browser sessions yet: a request that must not show the
-        // sign-in page cannot be answered (OpenID Connect Core §3.1.2.6).
-        return Err(AuthzError {
-            code: "login_required",
-            description: "the user is not signed in",
-        });
-    }
-    Ok(PendingAuthorization {
+    let pending = PendingAuthorization {
         client_id: client.client_id.clone(),
         redirect_uri: form.get("redirect_uri").unwrap_or_default().to_owned(),
         code_challenge: challenge.to_owned(),
@@ -248,7 +400,10 @@ fn check(client: &ClientRecord, form: &Form) -> Result<PendingAuthorization, Aut
         nonce: nonce.map(str::to_owned),
         expires: unix_now() + PENDING_TTL_SECS,
         salt: page_salt(),
-    })
+        // Set with the page (`answer`).
+        browser: String::new(),
+    };
+    Ok((pending, prompt, max_age))
 }
 
 /// What `prompt` asks (OpenID Connect Core §3.1.2.1).
@@ -289,6 +444,7 @@ fn sign_in_page(
     out: &mut Vec<u8>,
     client: &ClientRecord,
     pending: &PendingAuthorization,
+    cookies: &str,
 ) -> u16 {
     let (request, csrf) = core.signin_mac().seal(pending);
     let page = LoginPage {
@@ -299,7 +455,7 @@ fn sign_in_page(
         username: "",
         error: None,
     };
-    pages::write_login(out, ctx, 200, &page, &pending.redirect_uri)
+    pages::write_login_with_cookies(out, ctx, 200, &page, &pending.redirect_uri, cookies)
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! `POST /login`: the sign-in page's form (issue #16). Checks the CSRF
 //! token against the pending authorization request before anything else,
-//! then the username and password exactly as the password grant does (the
-//! same brute-force limits, the same argon2 cost on the blocking pool, one
-//! answer for unknown users and wrong passwords), then issues an
-//! authorization code ([`crate::codes`]) and sends the browser back to the
-//! app with `303` (RFC 6749 §4.1.2, RFC 9207 `iss`).
+//! and that the browser sent back the pre-session cookie the request is
+//! bound to (login CSRF, [`crate::signin`]), then the username and
+//! password exactly as the password grant does (the same brute-force
+//! limits, the same argon2 cost on the blocking pool, one answer for
+//! unknown users and wrong passwords), then issues an
+//! authorization code ([`crate::codes`]), starts a browser session
+//! ([`crate::sessions`], replacing the browser's old one) and sends the
+//! browser back to the app with `303` (RFC 6749 §4.1.2, RFC 9207 `iss`)
+//! and the session's cookie.
 //!
 //! Owns: the form's checks and the sign-in page shown again after a failed
 //! attempt. Never imports: `net`, `cores` or a store.
@@ -22,7 +26,8 @@ use crate::handlers::token::check_password;
 use crate::http::{Request, ResponseCtx};
 use crate::identity::passwords::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 use crate::identity::ClientRecord;
-use crate::signin::{OpenError, PendingAuthorization};
+use crate::sessions::{set_cookie, Lifetimes, Session};
+use crate::signin::{find_cookie, login_cookie_name, OpenError, PendingAuthorization};
 use crate::state::Core;
 
 /// The scopes of OpenID Connect itself: granted to every user of a client
@@ -70,6 +75,23 @@ pub async fn login(
             )
         }
     };
+    // Login CSRF (`crate::signin`): the form must come back from the
+    // browser it was shown to, with its pre-session cookie.
+    let https = core.https();
+    let browser = req
+        .cookie
+        .and_then(|h| find_cookie(h, login_cookie_name(https)));
+    if !pending.is_for_browser(browser) {
+        return refuse_page(
+            core,
+            ctx,
+            out,
+            400,
+            "This sign-in form was not opened in this browser, or the browser did not send \
+             back its sign-in cookie (cookies blocked, or the form sent from another site); \
+             nobody was signed in.",
+        );
+    }
     let clients = core.clients();
     // Checked again: the client may have changed, and Redis is not trusted
     // to say where a code goes.
@@ -141,6 +163,7 @@ pub async fn login(
             }
         };
     let scope = granted_scope(client, &pending.scope, &user.scopes);
+    let now = unix_now();
     let grant = CodeGrant {
         client_id: client.client_id.clone(),
         redirect_uri: pending.redirect_uri.clone(),
@@ -149,10 +172,50 @@ pub async fn login(
         nonce: pending.nonce.clone(),
         sub: user.id,
         username: user.username,
-        auth_time: unix_now(),
+        auth_time: now,
         session: None,
     };
-    issue_code(core, ctx, out, &pending, &grant).await
+    // The browser session (single sign-on): a new one replaces the
+    // browser's old one, whoever it was for.
+    let sessions = core.sessions();
+    let old = req
+        .cookie
+        .and_then(|h| find_cookie(h, crate::sessions::cookie_name(https)));
+    let (idle, absolute) = core.config().session_lifetimes();
+    let session = Session {
+        sub: grant.sub.clone(),
+        username: grant.username.clone(),
+        auth_time: now,
+    };
+    let created = match old {
+        Some(old) => sessions.end(old).await,
+        None => Ok(()),
+    };
+    let created = match created {
+        Ok(()) => sessions
+            .create(&session, Lifetimes { idle, absolute }, now)
+            .await
+            .ok(),
+        Err(_) => None,
+    };
+    let Some(id) = created else {
+        // Fails closed, as for the code: Redis holds both.
+        return redirect_error(
+            core,
+            ctx,
+            out,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            AuthzError {
+                code: "temporarily_unavailable",
+                description: "the session store is unavailable",
+            },
+        );
+    };
+    // The cookie lives as long as the session can: the absolute lifetime
+    // (Redis ends it sooner when it is idle).
+    let cookie = set_cookie(&id, https, absolute);
+    issue_code(core, ctx, out, &pending, &grant, &cookie).await
 }
 
 /// What the user gets of what the client asked: the client's scopes
@@ -169,13 +232,15 @@ pub fn granted_scope(client: &ClientRecord, asked: &str, user_scopes: &[String])
         .join(" ")
 }
 
-/// Stores the code and sends the browser back to the app with it.
-async fn issue_code(
+/// Stores the code and sends the browser back to the app with it, and
+/// with `cookies` (`Set-Cookie` lines).
+pub(super) async fn issue_code(
     core: &Core,
     ctx: &ResponseCtx<'_>,
     out: &mut Vec<u8>,
     pending: &PendingAuthorization,
     grant: &CodeGrant,
+    cookies: &str,
 ) -> u16 {
     let ttl = core.config().oauth.code_ttl.as_secs();
     let code = match core.codes().issue(grant, ttl).await {
@@ -202,7 +267,13 @@ async fn issue_code(
             ("iss", Some(core.issuer())),
         ],
     );
-    pages::write_redirect(out, ctx, &location, &core.config().oauth.display_name)
+    pages::write_redirect_with_cookies(
+        out,
+        ctx,
+        &location,
+        &core.config().oauth.display_name,
+        cookies,
+    )
 }
 
 #[cold]

@@ -112,9 +112,11 @@ fn write_page(
     status: u16,
     body: &str,
     also: Option<&str>,
+    cookies: &str,
 ) -> u16 {
     let mut headers = Vec::with_capacity(512);
     page_headers(&mut headers, also);
+    headers.extend_from_slice(cookies.as_bytes());
     crate::http::response::write(out, ctx, status, Some(HTML), &headers, body.as_bytes());
     status
 }
@@ -128,6 +130,19 @@ pub fn write_login(
     page: &LoginPage<'_>,
     redirect_uri: &str,
 ) -> u16 {
+    write_login_with_cookies(out, ctx, status, page, redirect_uri, "")
+}
+
+/// [`write_login`] with `cookies`: `Set-Cookie` header lines, each ending
+/// in CRLF (made by tokend, never of the request).
+pub fn write_login_with_cookies(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    status: u16,
+    page: &LoginPage<'_>,
+    redirect_uri: &str,
+    cookies: &str,
+) -> u16 {
     match page.render() {
         Ok(body) => write_page(
             out,
@@ -135,6 +150,7 @@ pub fn write_login(
             status,
             &body,
             form_action_source(redirect_uri).as_deref(),
+            cookies,
         ),
         Err(e) => {
             tracing::error!("cannot render the sign-in page: {e}");
@@ -165,7 +181,7 @@ pub fn write_error_page(
         hint,
     };
     match page.render() {
-        Ok(body) => write_page(out, ctx, status, &body, None),
+        Ok(body) => write_page(out, ctx, status, &body, None, ""),
         Err(e) => {
             tracing::error!("cannot render the error page: {e}");
             write_plain_500(out, ctx)
@@ -222,6 +238,18 @@ pub fn write_redirect(
     location: &str,
     display_name: &str,
 ) -> u16 {
+    write_redirect_with_cookies(out, ctx, location, display_name, "")
+}
+
+/// [`write_redirect`] with `cookies`: `Set-Cookie` header lines, each
+/// ending in CRLF (made by tokend, never of the request).
+pub fn write_redirect_with_cookies(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    location: &str,
+    display_name: &str,
+    cookies: &str,
+) -> u16 {
     if location.bytes().any(|b| b < 0x21 || b == 0x7f) {
         return write_error_page(
             out,
@@ -238,6 +266,7 @@ pub fn write_redirect(
     if !ctx.keep_alive || ctx.closing.is_some_and(std::cell::Cell::get) {
         out.extend_from_slice(b"Connection: close\r\n");
     }
+    out.extend_from_slice(cookies.as_bytes());
     out.extend_from_slice(b"Location: ");
     out.extend_from_slice(location.as_bytes());
     out.extend_from_slice(

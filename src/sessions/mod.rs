@@ -1,8 +1,7 @@
-//! Browser sessions (issue #16 item 3), the service only: a session is
-//! what lets a second `GET /authorize` sign the user in without a password
-//! (single sign-on). **Not wired yet**: the endpoints need the request's
-//! `Cookie` header, which `http::parse` does not pick out today (see the
-//! README, "Not there yet").
+//! Browser sessions (issue #16 item 3): a session is what lets a second
+//! `GET /authorize` sign the user in without a password (single sign-on).
+//! `POST /login` creates one and sets its cookie; `GET`/`POST /authorize`
+//! touches it (`handlers::authorize`).
 //!
 //! A session is named by an opaque cookie value: 32 random bytes, base64url
 //! (43 characters). Redis sees only its SHA-256, so a dump of Redis gives

@@ -12,6 +12,21 @@
 //! the page rather than in Redis means an anonymous `GET /authorize` writes
 //! nothing anywhere: a flood of them cannot fill Redis.
 //!
+//! # Login CSRF: the pre-session cookie
+//!
+//! The seal alone proves tokend made the form, not that this browser got
+//! it: an attacker could fetch a page himself and make a victim's browser
+//! post it with the attacker's username and password, signing the victim
+//! into the attacker's account (and session). So the page that shows the
+//! form also sets a random cookie ([`LOGIN_COOKIE_SECURE`] over https,
+//! [`LOGIN_COOKIE_PLAIN`] over http; `Path=/; HttpOnly; SameSite=Lax`,
+//! [`PENDING_TTL_SECS`]), kept when the browser already has one, and the
+//! request carries the SHA-256 of its value ([`PendingAuthorization::browser`]).
+//! `POST /login` signs somebody in only when the cookie it gets hashes to
+//! it ([`PendingAuthorization::is_for_browser`]). `SameSite=Lax` keeps the
+//! cookie off a cross-site `POST`, and the attacker cannot set it (a
+//! `__Host-` cookie only comes from this origin).
+//!
 //! What the request says is checked again at `POST /login` (the redirect
 //! URI is still registered, the scope still allowed), since the client may
 //! have changed meanwhile.
@@ -22,6 +37,12 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The pre-session cookie's name over https.
+pub const LOGIN_COOKIE_SECURE: &str = "__Host-tokend_login";
+/// The pre-session cookie's name over plain http (development only).
+pub const LOGIN_COOKIE_PLAIN: &str = "tokend_login";
 
 /// How long a sign-in page stays usable, seconds: 10 minutes to type a
 /// username and password (and find them). Past it the form answers "this
@@ -54,6 +75,76 @@ pub struct PendingAuthorization {
     /// 128 random bits ([`page_salt`]): each page its own token, even for
     /// the same request in the same second.
     pub salt: String,
+    /// SHA-256 (base64url) of the pre-session cookie of the browser the
+    /// page was shown to ([`browser_binding`]).
+    pub browser: String,
+}
+
+impl PendingAuthorization {
+    /// Whether `cookie` (the pre-session cookie `POST /login` got) is the
+    /// one the page was shown with. Compared in constant time.
+    pub fn is_for_browser(&self, cookie: Option<&str>) -> bool {
+        let Some(cookie) = cookie.filter(|c| is_login_cookie_value(c)) else {
+            return false;
+        };
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            browser_binding(cookie).as_bytes(),
+            self.browser.as_bytes(),
+        )
+        .is_ok()
+    }
+}
+
+/// [`PendingAuthorization::browser`] of a pre-session cookie value.
+pub fn browser_binding(cookie: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(cookie.as_bytes()))
+}
+
+/// A fresh pre-session cookie value: 256 random bits, base64url.
+pub fn new_login_cookie() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// Whether `v` has the shape of a pre-session cookie value tokend gives.
+pub fn is_login_cookie_value(v: &str) -> bool {
+    v.len() == 43
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The pre-session cookie's name: [`LOGIN_COOKIE_SECURE`] when the public
+/// URL is https, else [`LOGIN_COOKIE_PLAIN`].
+pub fn login_cookie_name(https: bool) -> &'static str {
+    if https {
+        LOGIN_COOKIE_SECURE
+    } else {
+        LOGIN_COOKIE_PLAIN
+    }
+}
+
+/// The `Set-Cookie` header line (with CRLF) of the pre-session cookie.
+pub fn set_login_cookie(value: &str, https: bool) -> String {
+    format!(
+        "Set-Cookie: {}={value}; Path=/; Max-Age={PENDING_TTL_SECS}; HttpOnly; SameSite=Lax{}\r\n",
+        login_cookie_name(https),
+        if https { "; Secure" } else { "" }
+    )
+}
+
+/// The well-formed value of the cookie `name` in a `Cookie` header (RFC
+/// 6265 §4.2), if any; the last one wins when a name repeats.
+pub fn find_cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a str> {
+    let mut found = None;
+    for pair in header.split(|&b| b == b';') {
+        let pair = pair.trim_ascii();
+        if let Some(value) = pair
+            .strip_prefix(name.as_bytes())
+            .and_then(|r| r.strip_prefix(b"="))
+        {
+            found = std::str::from_utf8(value).ok();
+        }
+    }
+    found
 }
 
 /// A fresh [`PendingAuthorization::salt`].
@@ -149,7 +240,35 @@ mod tests {
             nonce: None,
             expires,
             salt: page_salt(),
+            browser: browser_binding("b"),
         }
+    }
+
+    /// The request is for the browser whose pre-session cookie hashes to
+    /// its binding, and no other.
+    #[test]
+    fn bound_to_one_browser() {
+        let cookie = new_login_cookie();
+        assert!(is_login_cookie_value(&cookie));
+        let mut p = pending(1);
+        p.browser = browser_binding(&cookie);
+        assert!(p.is_for_browser(Some(&cookie)));
+        assert!(!p.is_for_browser(None));
+        assert!(!p.is_for_browser(Some(&new_login_cookie())));
+        assert!(!p.is_for_browser(Some("b")));
+        assert_eq!(
+            set_login_cookie("v", true),
+            "Set-Cookie: __Host-tokend_login=v; Path=/; Max-Age=600; HttpOnly; SameSite=Lax; Secure\r\n"
+        );
+        assert_eq!(
+            set_login_cookie("v", false),
+            "Set-Cookie: tokend_login=v; Path=/; Max-Age=600; HttpOnly; SameSite=Lax\r\n"
+        );
+        assert_eq!(
+            find_cookie(b"a=1; tokend_login=x; b", "tokend_login"),
+            Some("x")
+        );
+        assert_eq!(find_cookie(b"xtokend_login=x", "tokend_login"), None);
     }
 
     /// A sealed request opens with its own token, until it expires; never

@@ -25,6 +25,7 @@ use crate::redis::{RedisConn, Writes};
 use crate::refresh::{RecordMac, RefreshStore};
 use crate::revocation::mirror::{self, Mirror, Progress};
 use crate::revocation::RedisRevocations;
+use crate::sessions::{SessionMac, SessionStore};
 use crate::signin::SigninMac;
 use crate::store::{BlockingPool, PgPool, PgProbe};
 use crate::tokens::{CoreKeys, Expectations, KeyError, KeyMaterial, VerifiedCache, VerifiedToken};
@@ -47,6 +48,8 @@ pub struct Core {
     codes: CodeStore,
     /// Seals the authorization requests the sign-in page carries (issue #16).
     signin: SigninMac,
+    /// Browser sessions (single sign-on, issue #16).
+    sessions: SessionStore,
     /// What a valid token must say (issuer, audience, leeway).
     expect: Expectations,
     /// This core's own parsed keys, and the published version they came from.
@@ -151,6 +154,11 @@ impl Core {
             )
             .with_writes(writes),
             signin: SigninMac::new(&shared.kek().derive(SigninMac::PURPOSE)),
+            sessions: SessionStore::new(
+                redis.clone(),
+                config.redis.prefix.clone(),
+                SessionMac::new(&shared.kek().derive(SessionMac::PURPOSE)),
+            ),
             expect,
             keys: RefCell::new(Rc::new(keys)),
             keys_version: Cell::new(shared.keys_version()),
@@ -324,6 +332,17 @@ impl Core {
     #[inline]
     pub fn signin_mac(&self) -> &SigninMac {
         &self.signin
+    }
+
+    /// Browser sessions (single sign-on).
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    /// Whether the public URL is https: the cookies get `Secure` and the
+    /// `__Host-` prefix.
+    pub fn https(&self) -> bool {
+        self.public_url().starts_with("https://")
     }
 
     /// After a revocation write whose stream entry is `seq`: waits until

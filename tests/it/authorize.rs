@@ -155,22 +155,118 @@ fn assert_page(r: &Response, status: u16) -> String {
     r.text()
 }
 
-/// Signs in on the page of `authorize` with `username`/`password`;
-/// returns the answer to the form.
+/// A browser over raw HTTP: sends its cookies, keeps those the server
+/// sets (`Max-Age=0` removes one).
+#[derive(Debug, Default, Clone)]
+pub struct Browser {
+    pub cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.cookies.retain(|(n, _)| n != name);
+        self.cookies.push((name.to_string(), value.to_string()));
+    }
+
+    fn header(&self) -> String {
+        if self.cookies.is_empty() {
+            return String::new();
+        }
+        let pairs: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        format!("Cookie: {}\r\n", pairs.join("; "))
+    }
+
+    fn keep(&mut self, r: &Response) {
+        for (name, value) in &r.headers {
+            if !name.eq_ignore_ascii_case("set-cookie") {
+                continue;
+            }
+            let pair = value.split(';').next().unwrap();
+            let (n, v) = pair.split_once('=').unwrap();
+            if value.contains("Max-Age=0") {
+                self.cookies.retain(|(c, _)| c != n);
+            } else {
+                self.set(n, v);
+            }
+        }
+    }
+
+    pub fn get(&mut self, server: &TestServer, path: &str) -> Response {
+        let r = server.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n",
+            self.header()
+        ));
+        self.keep(&r);
+        r
+    }
+
+    pub fn post_form(
+        &mut self,
+        server: &TestServer,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Response {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let r = server.request(&format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.header(),
+            body.len()
+        ));
+        self.keep(&r);
+        r
+    }
+
+    /// Signs in on the page of `authorize` with `username`/`password`;
+    /// returns the answer to the form.
+    pub fn sign_in(
+        &mut self,
+        server: &TestServer,
+        authorize: &str,
+        username: &str,
+        password: &str,
+    ) -> Response {
+        let page = self.get(server, authorize);
+        assert_eq!(page.status, 200, "{}", page.text());
+        let html = page.text();
+        self.post_form(
+            server,
+            "/login",
+            &[
+                ("request", &hidden(&html, "request")),
+                ("csrf_token", &hidden(&html, "csrf_token")),
+                ("username", username),
+                ("password", password),
+            ],
+        )
+    }
+}
+
+/// The `Set-Cookie` header of `r` for the cookie `name`.
+pub fn set_cookie<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.as_str())
+        .find(|v| v.starts_with(&format!("{name}=")))
+}
+
+/// Signs in, in a new browser, on the page of `authorize` with
+/// `username`/`password`; returns the answer to the form.
 pub fn sign_in(server: &TestServer, authorize: &str, username: &str, password: &str) -> Response {
-    let page = server.get(authorize);
-    assert_eq!(page.status, 200, "{}", page.text());
-    let html = page.text();
-    server.post_form(
-        "/login",
-        None,
-        &[
-            ("request", &hidden(&html, "request")),
-            ("csrf_token", &hidden(&html, "csrf_token")),
-            ("username", username),
-            ("password", password),
-        ],
-    )
+    Browser::default().sign_in(server, authorize, username, password)
 }
 
 /// RFC 6749 §4.1.2.1, RFC 9700 §4.1: a missing, unknown or unregistered
@@ -347,7 +443,8 @@ fn the_sign_in_page_signs_in_and_sends_a_code() {
     let iss = issuer(&server);
     let (_, challenge) = pkce();
     let authorize = authorize_path(&params("web", WEB_CB, &challenge));
-    let r = server.get(&authorize);
+    let mut browser = Browser::default();
+    let r = browser.get(&server, &authorize);
     let html = assert_page(&r, 200);
     // The form may be answered with a redirect to the app's origin.
     assert!(r
@@ -373,9 +470,9 @@ fn the_sign_in_page_signs_in_and_sends_a_code() {
     assert_eq!(csrf.len(), 43);
 
     let post = |username: &str, password: &str| {
-        server.post_form(
+        browser.clone().post_form(
+            &server,
             "/login",
-            None,
             &[
                 ("request", &request),
                 ("csrf_token", &csrf),
@@ -430,8 +527,9 @@ fn a_form_without_its_csrf_token_signs_nobody_in() {
     let server = start(&db, &[]);
     let (_, challenge) = pkce();
     let authorize = authorize_path(&params("web", WEB_CB, &challenge));
-    let first = server.get(&authorize).text();
-    let other = server.get(&authorize).text();
+    let mut browser = Browser::default();
+    let first = browser.get(&server, &authorize).text();
+    let other = browser.get(&server, &authorize).text();
     let request = hidden(&first, "request");
     for csrf in [
         None,
@@ -447,14 +545,14 @@ fn a_form_without_its_csrf_token_signs_nobody_in() {
         if let Some(c) = &csrf {
             form.push(("csrf_token", c));
         }
-        let r = server.post_form("/login", None, &form);
+        let r = browser.clone().post_form(&server, "/login", &form);
         let html = assert_page(&r, 400);
         assert!(html.contains("CSRF token is missing or wrong"), "{html}");
     }
     // The request is still usable with its own token.
-    let r = server.post_form(
+    let r = browser.clone().post_form(
+        &server,
         "/login",
-        None,
         &[
             ("request", &request),
             ("csrf_token", &hidden(&first, "csrf_token")),
@@ -470,9 +568,9 @@ fn a_form_without_its_csrf_token_signs_nobody_in() {
         let json = String::from_utf8(b64.decode(&request).unwrap()).unwrap();
         assert!(json.contains(WEB_CB), "{json}");
         let evil = b64.encode(json.replace(WEB_CB, "https://evil.example/cb"));
-        let r = server.post_form(
+        let r = browser.clone().post_form(
+            &server,
             "/login",
-            None,
             &[
                 ("request", &evil),
                 ("csrf_token", &hidden(&first, "csrf_token")),
@@ -892,4 +990,249 @@ fn discovery_documents_describe_the_code_flow() {
         .contains(&serde_json::json!("authorization_code")));
     let rfc8414 = server.get("/.well-known/oauth-authorization-server").json();
     assert_eq!(rfc8414, d);
+}
+
+/// `Path=/; HttpOnly; SameSite=Lax`, no `Domain`, `Secure` only when
+/// `secure`; asserted on a `Set-Cookie` value.
+fn assert_cookie_attributes(line: &str, secure: bool) {
+    let attrs: Vec<&str> = line.split("; ").skip(1).collect();
+    for a in ["Path=/", "HttpOnly", "SameSite=Lax"] {
+        assert!(attrs.contains(&a), "{line}");
+    }
+    assert_eq!(attrs.contains(&"Secure"), secure, "{line}");
+    assert!(!line.to_ascii_lowercase().contains("domain"), "{line}");
+}
+
+/// The answer to `authorize` in `browser` when a code comes at once
+/// (single sign-on): its parameters.
+fn sso_code(
+    server: &TestServer,
+    browser: &mut Browser,
+    authorize: &str,
+    redirect_uri: &str,
+) -> Vec<(String, String)> {
+    let r = browser.get(server, authorize);
+    location_params(&r, redirect_uri)
+}
+
+/// Issue #16 item 3: the sign-in sets a session cookie with which a second
+/// app (another client) gets a code without a password, its `auth_time`
+/// the first sign-in's; `prompt=none` gets one too; `prompt=login` and
+/// `max_age=0` (or a `max_age` already past) show the page; a cookie
+/// tokend never gave is ignored.
+#[test]
+fn a_browser_session_signs_a_second_app_in_without_a_password() {
+    let db = TestDb::new();
+    let web = seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let iss = issuer(&server);
+    let mut browser = Browser::default();
+    let (verifier, challenge) = pkce();
+    let authorize = authorize_path(&params("web", WEB_CB, &challenge));
+    let page = browser.get(&server, &authorize);
+    assert_page(&page, 200);
+    assert_cookie_attributes(set_cookie(&page, "tokend_login").unwrap(), false);
+    assert!(set_cookie(&page, "__Host-tokend_login").is_none());
+    let r = browser.sign_in(&server, &authorize, "alice", PASSWORD);
+    let cookie = set_cookie(&r, "tokend_session").expect("a session cookie");
+    assert_cookie_attributes(cookie, false);
+    assert!(cookie.contains("Max-Age=43200"), "{cookie}");
+    let code = param(&location_params(&r, WEB_CB), "code")
+        .unwrap()
+        .to_string();
+    let first = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier)).json();
+    let auth_time = jwt_claims(first["id_token"].as_str().unwrap())["auth_time"].clone();
+    assert!(auth_time.is_u64(), "{first}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // The second app: a code at once, state and iss as always.
+    let (spa_verifier, spa_challenge) = pkce();
+    let spa = authorize_path(&params("spa", SPA_CB, &spa_challenge));
+    let got = sso_code(&server, &mut browser, &spa, SPA_CB);
+    assert_eq!(param(&got, "state"), Some("st/ä te&x=1"));
+    assert_eq!(param(&got, "iss"), Some(iss.as_str()));
+    let r = exchange(
+        &server,
+        None,
+        param(&got, "code").unwrap(),
+        SPA_CB,
+        Some(&spa_verifier),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let claims = jwt_claims(r.json()["id_token"].as_str().unwrap());
+    assert_eq!(claims["auth_time"], auth_time);
+    assert_eq!(claims["aud"], "spa");
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+
+    // prompt=none and a max_age the sign-in meets: a code.
+    let mut p = params("spa", SPA_CB, &spa_challenge);
+    p.push(("prompt", "none"));
+    let got = sso_code(&server, &mut browser, &authorize_path(&p), SPA_CB);
+    assert!(param(&got, "code").is_some());
+    let mut p = params("spa", SPA_CB, &spa_challenge);
+    p.push(("max_age", "3600"));
+    let got = sso_code(&server, &mut browser, &authorize_path(&p), SPA_CB);
+    assert!(param(&got, "code").is_some());
+
+    // prompt=login, max_age=0, a max_age already past: the page.
+    for extra in [("prompt", "login"), ("max_age", "0")] {
+        let mut p = params("spa", SPA_CB, &spa_challenge);
+        p.push(extra);
+        let r = browser.get(&server, &authorize_path(&p));
+        assert_page(&r, 200);
+    }
+    // A fresh sign-in from prompt=login resets auth_time.
+    let mut p = params("web", WEB_CB, &challenge);
+    p.push(("prompt", "login"));
+    let r = browser.sign_in(&server, &authorize_path(&p), "alice", PASSWORD);
+    assert!(set_cookie(&r, "tokend_session").is_some());
+    let mut p = params("spa", SPA_CB, &spa_challenge);
+    p.extend([("prompt", "none"), ("max_age", "0")]);
+    let got = location_params(&browser.get(&server, &authorize_path(&p)), SPA_CB);
+    assert_eq!(param(&got, "error"), Some("login_required"));
+    assert!(param(&got, "code").is_none());
+
+    // A cookie tokend never gave, or one of another shape: the page, and
+    // prompt=none gets login_required.
+    for forged in ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "x", ""] {
+        let mut other = Browser::default();
+        other.set("tokend_session", forged);
+        assert_page(&other.get(&server, &spa), 200);
+        let mut p = params("spa", SPA_CB, &spa_challenge);
+        p.push(("prompt", "none"));
+        let got = location_params(&other.get(&server, &authorize_path(&p)), SPA_CB);
+        assert_eq!(param(&got, "error"), Some("login_required"));
+    }
+}
+
+/// A logout everywhere, a password change and a disable end the browser
+/// session: the page again, and `prompt=none` gets `login_required`.
+#[test]
+fn logout_everywhere_password_change_and_disable_end_the_browser_session() {
+    let db = TestDb::new();
+    let web = seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let (verifier, challenge) = pkce();
+    let authorize = authorize_path(&params("web", WEB_CB, &challenge));
+    let mut none = params("web", WEB_CB, &challenge);
+    none.push(("prompt", "none"));
+    let none = authorize_path(&none);
+    let ended = |browser: &mut Browser| {
+        assert_page(&browser.get(&server, &authorize), 200);
+        let got = location_params(&browser.get(&server, &none), WEB_CB);
+        assert_eq!(param(&got, "error"), Some("login_required"));
+    };
+    // Signs in (in a second after any mark) and returns an access token.
+    let sign_in_for_token = |browser: &mut Browser, password: &str| {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let r = browser.sign_in(&server, &authorize, "alice", password);
+        let code = param(&location_params(&r, WEB_CB), "code")
+            .unwrap()
+            .to_string();
+        let r = exchange(&server, Some(&web), &code, WEB_CB, Some(&verifier));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let got = location_params(&browser.get(&server, &none), WEB_CB);
+        assert!(param(&got, "code").is_some(), "{got:?}");
+        r.json()["access_token"].as_str().unwrap().to_string()
+    };
+
+    let mut browser = Browser::default();
+    let access = sign_in_for_token(&mut browser, PASSWORD);
+    let r = server.post_json("/users/me/logout-all", Some(&access), "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    ended(&mut browser);
+
+    let access = sign_in_for_token(&mut browser, PASSWORD);
+    let r = server.post_json(
+        "/users/me/password",
+        Some(&access),
+        &format!(r#"{{"current_password":"{PASSWORD}","new_password":"a brand new password"}}"#),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    ended(&mut browser);
+
+    // Disabled in the database only (no mark in Redis): the session's user
+    // is looked up and refused all the same.
+    sign_in_for_token(&mut browser, "a brand new password");
+    tokend::identity::users::disable(&mut db.client(), "alice", 0)
+        .unwrap()
+        .unwrap();
+    ended(&mut browser);
+}
+
+/// Login CSRF: a sealed form fetched by another browser (the attacker's),
+/// posted by the victim's without the pre-session cookie it was bound to,
+/// or with its own, signs nobody in and sets no session cookie; the form
+/// in its own browser works.
+#[test]
+fn a_form_from_another_browser_signs_nobody_in() {
+    let db = TestDb::new();
+    seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let (_, challenge) = pkce();
+    let authorize = authorize_path(&params("web", WEB_CB, &challenge));
+    let mut attacker = Browser::default();
+    let html = attacker.get(&server, &authorize).text();
+    let form = [
+        ("request", hidden(&html, "request")),
+        ("csrf_token", hidden(&html, "csrf_token")),
+        ("username", "bob".to_string()),
+        ("password", PASSWORD.to_string()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut victim = Browser::default();
+    let mut victims = vec![victim.clone()];
+    assert_page(&victim.get(&server, &authorize), 200);
+    assert_ne!(
+        victim.cookie("tokend_login"),
+        attacker.cookie("tokend_login")
+    );
+    victims.push(victim);
+    for mut v in victims {
+        let r = v.post_form(&server, "/login", &form);
+        let html = assert_page(&r, 400);
+        assert!(html.contains("not opened in this browser"), "{html}");
+        assert!(html.contains("Go back to the app"), "{html}");
+        assert!(set_cookie(&r, "tokend_session").is_none());
+        assert!(v.cookie("tokend_session").is_none());
+    }
+    // The pre-session cookie is kept across pages (several tabs), and the
+    // form works in the browser it was shown in.
+    let before = attacker.cookie("tokend_login").unwrap().to_string();
+    assert_page(&attacker.get(&server, &authorize), 200);
+    assert_eq!(attacker.cookie("tokend_login"), Some(before.as_str()));
+    let r = attacker.post_form(&server, "/login", &form);
+    assert!(param(&location_params(&r, WEB_CB), "code").is_some());
+    assert!(attacker.cookie("tokend_session").is_some());
+}
+
+/// With an https public URL both cookies take the `__Host-` prefix and
+/// `Secure` (RFC 6265bis §4.1.3.2), and single sign-on works with them.
+#[test]
+fn cookies_are_secure_with_an_https_public_url() {
+    let db = TestDb::new();
+    seed_code_clients(&db);
+    let server = start(
+        &db,
+        &[("TOKEND_SERVER_PUBLIC_URL", "https://auth.example.com")],
+    );
+    let (_, challenge) = pkce();
+    let authorize = authorize_path(&params("web", WEB_CB, &challenge));
+    let mut browser = Browser::default();
+    let page = browser.get(&server, &authorize);
+    assert_cookie_attributes(set_cookie(&page, "__Host-tokend_login").unwrap(), true);
+    assert!(set_cookie(&page, "tokend_login").is_none());
+    let r = browser.sign_in(&server, &authorize, "alice", PASSWORD);
+    assert_cookie_attributes(set_cookie(&r, "__Host-tokend_session").unwrap(), true);
+    assert!(set_cookie(&r, "tokend_session").is_none());
+    let got = sso_code(&server, &mut browser, &authorize, WEB_CB);
+    assert_eq!(param(&got, "iss"), Some("https://auth.example.com"));
+    assert!(param(&got, "code").is_some());
+    // The plain name means nothing over https.
+    let mut other = Browser::default();
+    other.set(
+        "tokend_session",
+        browser.cookie("__Host-tokend_session").unwrap(),
+    );
+    assert_page(&other.get(&server, &authorize), 200);
 }

@@ -22,7 +22,7 @@ use openidconnect::{
     TokenResponse,
 };
 
-use crate::authorize::{hidden, location_params, param, seed_code_clients, WEB_CB};
+use crate::authorize::{location_params, param, seed_code_clients, Browser, WEB_CB};
 use crate::harness::*;
 use crate::tokens::PASSWORD;
 
@@ -104,19 +104,8 @@ fn a_relying_party_signs_a_user_in() {
 
     // The browser: the sign-in page, the form, the redirect.
     let target = &url.as_str()[ISSUER.len()..];
-    let page = server.get(target);
-    assert_eq!(page.status, 200, "{}", page.text());
-    let html = page.text();
-    let r = server.post_form(
-        "/login",
-        None,
-        &[
-            ("request", &hidden(&html, "request")),
-            ("csrf_token", &hidden(&html, "csrf_token")),
-            ("username", "alice"),
-            ("password", PASSWORD),
-        ],
-    );
+    let mut browser = Browser::default();
+    let r = browser.sign_in(&server, target, "alice", PASSWORD);
     let back = location_params(&r, WEB_CB);
     assert_eq!(param(&back, "state"), Some(state.secret().as_str()));
     assert_eq!(param(&back, "iss"), Some(ISSUER));
