@@ -424,7 +424,8 @@ def instructions_text(ins):
          f"that served them), per request; *all threads*: every thread of the process; *checks via Redis*: "
          f"revocation checks of the interval not answered by the mirror (0: every count is of the mirror's "
          f"path, as at full speed; a scenario with some is measured again, up to three times). Instruction "
-         f"counts repeat from run to run whatever else the machine does.", "",
+         f"counts repeat from run to run whatever else the machine does, within a few hundred (how often "
+         f"the event loop parks between two requests depends on the client's timing).", "",
          "| scenario | status | serving thread | all threads | × baseline | checks via Redis |",
          "|---|---:|---:|---:|---:|---:|"]
     base = (ins.get("baseline") or {}).get("serving_thread")
