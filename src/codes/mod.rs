@@ -156,11 +156,11 @@ impl CodeMac {
 
     fn tag(&self, record_key: &str, grant_json: &str) -> String {
         let tag = aws_lc_rs::hmac::sign(&self.key, &Self::input(record_key, grant_json));
-        hex(tag.as_ref())
+        hex::encode(tag.as_ref())
     }
 
     fn verify(&self, record_key: &str, grant_json: &str, tag: &str) -> bool {
-        let Some(bytes) = decode_hex(tag) else {
+        let Ok(bytes) = hex::decode(tag) else {
             return false;
         };
         aws_lc_rs::hmac::verify(&self.key, &Self::input(record_key, grant_json), &bytes).is_ok()
@@ -339,27 +339,7 @@ fn is_well_formed(code: &str) -> bool {
 }
 
 fn sha256_hex(s: &str) -> String {
-    hex(&Sha256::digest(s.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
-    }
-    out
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect()
+    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 /// Whether `s` is 43 to 128 characters of RFC 7636's unreserved alphabet

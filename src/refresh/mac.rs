@@ -64,25 +64,14 @@ impl RecordMac {
     /// The tag of `fields`, lowercase hex.
     pub fn tag(&self, fields: &RecordFields<'_>) -> String {
         let tag = aws_lc_rs::hmac::sign(&self.key, &Self::input(fields));
-        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(tag.as_ref())
     }
 
     /// Whether `tag` (lowercase hex, as stored) is the tag of `fields`.
     pub fn verify(&self, fields: &RecordFields<'_>, tag: &str) -> bool {
-        let Some(bytes) = decode_hex(tag) else {
+        let Ok(bytes) = hex::decode(tag) else {
             return false;
         };
         aws_lc_rs::hmac::verify(&self.key, &Self::input(fields), &bytes).is_ok()
     }
-}
-
-/// Lowercase or uppercase hex to bytes; `None` unless well formed.
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect()
 }

@@ -160,9 +160,7 @@ impl SessionStore {
         let mut key = String::with_capacity(self.prefix.len() + 3 + 64);
         key.push_str(&self.prefix);
         key.push_str(SESSION_KEY_INFIX);
-        for b in digest {
-            key.push_str(&format!("{b:02x}"));
-        }
+        key.push_str(&hex::encode(digest));
         key
     }
 
