@@ -41,12 +41,19 @@ use crate::identity::{ClientRecord, GrantType};
 use crate::sessions::{self, Lifetimes};
 use crate::signin::{
     browser_binding, find_cookie, is_login_cookie_value, login_cookie_name, new_login_cookie,
-    page_salt, set_login_cookie, PendingAuthorization, PENDING_TTL_SECS,
+    page_salt, set_login_cookie, PendingAuthorization, MAX_SEALED_BYTES, PENDING_TTL_SECS,
 };
 use crate::state::Core;
 
 /// Longest `nonce` taken: it is copied into every id_token of the code.
 const MAX_NONCE_CHARS: usize = 512;
+
+/// Longest `state` taken, in bytes. It travels sealed in the sign-in form
+/// (at most `signin::MAX_SEALED_BYTES`) and back in the redirect's URL;
+/// without a cap a long one made a page whose form could never be opened.
+/// Apps put a random value or a short reference here; 4 KiB leaves room
+/// for the ones that carry a signed blob.
+const MAX_STATE_BYTES: usize = 4096;
 
 /// An authorization error sent back to the redirect URI (RFC 6749
 /// §4.1.2.1, OpenID Connect Core §3.1.2.6). The description is static text.
@@ -168,6 +175,17 @@ pub async fn authorize(
         return refuse_page(core, ctx, out, 400, "The redirect_uri of the sign-in request is not registered for this app; for your safety you are not sent there.");
     }
     let state = form.get("state");
+    if state.is_some_and(|s| s.len() > MAX_STATE_BYTES) {
+        // Not echoed: a value this long does not belong in a URL.
+        return redirect_error(
+            core,
+            ctx,
+            out,
+            redirect_uri,
+            None,
+            AuthzError::invalid_request("state is longer than 4096 bytes"),
+        );
+    }
     match check(client, &form) {
         Ok((pending, prompt, max_age)) => {
             answer(core, req, ctx, out, client, pending, prompt, max_age).await
@@ -447,6 +465,18 @@ fn sign_in_page(
     cookies: &str,
 ) -> u16 {
     let (request, csrf) = core.signin_mac().seal(pending);
+    if request.len() > MAX_SEALED_BYTES {
+        // The form could not be opened again (many long scopes on top of a
+        // long state and nonce): refused now rather than after the password.
+        return redirect_error(
+            core,
+            ctx,
+            out,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            AuthzError::invalid_request("the authorization request is too large"),
+        );
+    }
     let page = LoginPage {
         display_name: &core.config().oauth.display_name,
         client_id: &client.client_id,

@@ -312,6 +312,67 @@ fn attacks(core: &Core) -> Vec<(&'static str, Vec<u8>, u16)> {
         400,
     ));
 
+    // The sign-in routes (issue #16), which every browser reaches before
+    // anyone is signed in. The authorization request at its largest, for
+    // the client of this core's table and its registered redirect URI: a
+    // 64 KiB form whose `state` fills it (refused: longer than 4 KiB), the
+    // longest state and nonce, then a query filling the head with escapes;
+    // the last two answered by the sign-in page, one HMAC seal and one
+    // template.
+    let challenge = URL_SAFE_NO_PAD.encode([7u8; 32]);
+    let authz = |state: &str, nonce: &str| {
+        format!(
+            "response_type=code&client_id={BUDGET_CLIENT}&redirect_uri={}&scope=openid&nonce={nonce}\
+             &code_challenge={challenge}&code_challenge_method=S256&state={state}",
+            "http%3A%2F%2F127.0.0.1%2Fcb"
+        )
+    };
+    let big_state = "s".repeat(max_body - authz("", "n").len());
+    v.push((
+        "64 KiB state, POST /authorize",
+        form("/authorize", authz(&big_state, "n").as_bytes()),
+        303,
+    ));
+    // The longest state and nonce taken, every byte of them escaped (the
+    // nonce's characters two bytes each), made into a page.
+    let longest = authz(&"%22".repeat(4096), &"%C3%BC".repeat(512));
+    v.push((
+        "longest state and nonce, POST /authorize",
+        form("/authorize", longest.as_bytes()),
+        200,
+    ));
+    let query = authz(&"%41".repeat(2600), "n");
+    let escaped_query = format!("GET /authorize?{query} HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(escaped_query.len() <= core.limits().max_head);
+    v.push((
+        "8 KB query of escapes, GET /authorize",
+        escaped_query.into_bytes(),
+        200,
+    ));
+    // The sign-in form's POST with the largest seal it opens, forged: one
+    // HMAC over it, refused before any password is looked at.
+    let forged_seal = URL_SAFE_NO_PAD.encode(vec![b'x'; crate::signin::MAX_SEALED_BYTES / 4 * 3]);
+    assert!(forged_seal.len() <= crate::signin::MAX_SEALED_BYTES);
+    v.push((
+        "16 KiB forged seal, POST /login",
+        post(
+            "/login",
+            "application/x-www-form-urlencoded",
+            "Cookie: tokend_login=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n",
+            format!(
+                "request={forged_seal}&csrf_token={}&username=alice&password=p",
+                URL_SAFE_NO_PAD.encode([0u8; 32])
+            )
+            .as_bytes(),
+        ),
+        400,
+    ));
+    v.push((
+        "forged signature, /userinfo",
+        format!("GET /userinfo HTTP/1.1\r\nAuthorization: Bearer {forged}\r\n\r\n").into_bytes(),
+        401,
+    ));
+
     // What needs no authentication at all.
     for (name, path) in [
         ("/metrics", "/metrics"),
@@ -319,6 +380,10 @@ fn attacks(core: &Core) -> Vec<(&'static str, Vec<u8>, u16)> {
         (
             "/.well-known/oauth-authorization-server",
             "/.well-known/oauth-authorization-server",
+        ),
+        (
+            "/.well-known/openid-configuration",
+            "/.well-known/openid-configuration",
         ),
     ] {
         v.push((
@@ -328,6 +393,24 @@ fn attacks(core: &Core) -> Vec<(&'static str, Vec<u8>, u16)> {
         ));
     }
     v
+}
+
+/// The browser app of the core's client table: the sign-in routes need a
+/// client and a registered redirect URI to reach their costliest answers.
+const BUDGET_CLIENT: &str = "web";
+
+fn budget_client() -> crate::identity::ClientRecord {
+    crate::identity::ClientRecord {
+        client_id: BUDGET_CLIENT.into(),
+        secret_sha256: None,
+        grant_types: vec![crate::identity::GrantType::AuthorizationCode],
+        scopes: vec!["openid".into()],
+        access_ttl: None,
+        refresh_ttl: None,
+        refresh_max_lifetime: None,
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        post_logout_redirect_uris: Vec::new(),
+    }
 }
 
 /// A token of this core's key whose signature is wrong in its last byte.
@@ -359,6 +442,7 @@ fn the_slowest_anonymous_requests_cost_under_a_millisecond_of_core_time() {
     let mut config = Config::default();
     config.users.self_registration = true;
     let shared = Arc::new(shared_for_tests(config, 1));
+    shared.publish_clients(crate::identity::ClientTable::new([budget_client()]));
     monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
         .build()

@@ -431,6 +431,60 @@ fn request_errors_go_back_to_the_app_with_state_and_iss() {
     assert_page(&r, 400);
 }
 
+/// A sign-in page is only made for a request its form can carry back
+/// (found by the budget test of the sign-in routes): a `state` of 4 KiB
+/// with the longest `nonce` makes a page whose form signs in and returns
+/// `state` byte for byte; a longer `state` goes back to the app as
+/// `invalid_request`, not echoed (RFC 6749 §4.1.2.1). Before the cap, a
+/// 20 KiB `state` made a page whose form was always refused.
+#[test]
+fn a_long_state_is_carried_or_refused_never_a_dead_form() {
+    let db = TestDb::new();
+    seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let (_, challenge) = pkce();
+    let longest_state: String = (0..4096).map(|i| (b'!' + (i % 90) as u8) as char).collect();
+    let longest_nonce = "ü".repeat(512);
+    let mut p = params("web", WEB_CB, &challenge);
+    p.retain(|(k, _)| *k != "state" && *k != "nonce");
+    p.push(("state", &longest_state));
+    p.push(("nonce", &longest_nonce));
+    // POST /authorize (OpenID Connect Core §3.1.2.1): this request does
+    // not fit in a URL's 8 KiB of head.
+    let mut browser = Browser::default();
+    let page = browser.post_form(&server, "/authorize", &p);
+    let html = assert_page(&page, 200);
+    let r = browser.post_form(
+        &server,
+        "/login",
+        &[
+            ("request", &hidden(&html, "request")),
+            ("csrf_token", &hidden(&html, "csrf_token")),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    );
+    let got = location_params(&r, WEB_CB);
+    assert!(param(&got, "code").is_some(), "{got:?}");
+    assert_eq!(param(&got, "state"), Some(longest_state.as_str()));
+
+    for len in [4097, 20_000] {
+        let state = "s".repeat(len);
+        let mut p = params("web", WEB_CB, &challenge);
+        p.retain(|(k, _)| *k != "state");
+        p.push(("state", &state));
+        let r = server.post_form("/authorize", None, &p);
+        let got = location_params(&r, WEB_CB);
+        assert_eq!(param(&got, "error"), Some("invalid_request"), "{len}");
+        assert_eq!(
+            param(&got, "error_description"),
+            Some("state is longer than 4096 bytes")
+        );
+        assert_eq!(param(&got, "state"), None);
+        assert_eq!(param(&got, "code"), None);
+    }
+}
+
 /// The sign-in page (issue #16 item 2): its headers, accessible labels,
 /// hidden request and CSRF token; a wrong password and an unknown user get
 /// the same words; the right password sends the browser back with a code,
