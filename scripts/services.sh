@@ -16,7 +16,9 @@
 #                where a Redis already answers on 6379: redis-server, and
 #                Sentinel from Debian's redis-sentinel package, for the
 #                failover tests; nginx (Debian's nginx-light) for the test of
-#                the README's auth_request snippet. The sentinel and nginx
+#                the README's auth_request snippet; chromium and
+#                chromium-driver (chromedriver) for the test that signs in
+#                through a real headless browser. The sentinel and nginx
 #                services Debian starts on install are stopped again and
 #                kept from starting at boot (the tests run their own).
 #
@@ -78,7 +80,7 @@ tokend_psql() {
 apt_updated=0
 apt_update() {
     command -v apt-get >/dev/null 2>&1 ||
-        die "apt-get not found: this script installs packages on Debian/Ubuntu only. Install $* yourself (PostgreSQL >= 13 on $PG_HOST:$PG_PORT, Redis on $REDIS_HOST:$REDIS_PORT, and nginx for the tests) and run it again."
+        die "apt-get not found: this script installs packages on Debian/Ubuntu only. Install $* yourself (PostgreSQL >= 13 on $PG_HOST:$PG_PORT, Redis on $REDIS_HOST:$REDIS_PORT, and nginx, chromium and chromedriver for the tests) and run it again."
     if [ "$apt_updated" -eq 0 ]; then
         say "apt-get update"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
@@ -131,6 +133,17 @@ install_missing() {
     # is not on every user's PATH.
     if [ "$FOR_TESTS" = 1 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
         install_nginx
+    fi
+    # tests/it/browser.rs signs a user in through a real headless Chromium,
+    # driven through chromedriver, which it starts itself (neither package
+    # starts a service). chromium-driver depends on the chromium of its own
+    # version, so both come from the same apt-get install.
+    if [ "$FOR_TESTS" = 1 ] && {
+        { ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; } ||
+            { ! command -v chromedriver >/dev/null 2>&1 && [ ! -x /usr/bin/chromedriver ]; }
+    }; then
+        apt_install chromium chromium-driver ||
+            die "could not install chromium and chromium-driver (apt-get install chromium chromium-driver); the browser test needs them"
     fi
 }
 

@@ -4,7 +4,8 @@
 #   1. scripts/services.sh --for-tests
 #                                   PostgreSQL and Redis on loopback, and
 #                                   the programs the tests start themselves
-#                                   (redis-server, redis-sentinel, nginx)
+#                                   (redis-server, redis-sentinel, nginx,
+#                                   chromium and chromedriver)
 #   2. cargo fmt --check            formatting
 #   3. cargo clippy --all-targets -- -D warnings
 #   4. the module layering          tests/it/layers.rs: every top-level module
