@@ -909,7 +909,7 @@ fn logout_everywhere_voids_a_code_not_yet_exchanged() {
 }
 
 /// The claims of a JWT, unverified (the RP test in `oidc.rs` verifies).
-fn jwt_claims(jwt: &str) -> serde_json::Value {
+pub fn jwt_claims(jwt: &str) -> serde_json::Value {
     use base64::Engine;
     let payload = jwt.split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

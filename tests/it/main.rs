@@ -42,3 +42,6 @@ mod authorize;
 // Issue #16 item 7: the flow run by a real OpenID Connect relying party
 // (the `openidconnect` crate).
 mod oidc;
+// Issue #16 item 7: a user signs in through a real headless Chromium
+// (chromedriver, the W3C WebDriver protocol).
+mod browser;
