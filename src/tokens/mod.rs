@@ -18,10 +18,13 @@
 //!   the token) and pre-renders the forward-auth response headers.
 //! - [`cache`]: the per-core verified-token cache, bounded, emptied when the
 //!   key set changes.
+//! - [`id_hint`]: the ID tokens relying parties send back to the logout
+//!   endpoint as `id_token_hint`: ours, expired or not, and whose.
 //!
 //! Owns: access tokens end to end: their keys (the `signing_keys` table),
-//! claims, signatures, verification and the per-core cache of verified ones.
-//! The revocation check, and the order of the steps, are `access`'s.
+//! claims, signatures, verification and the per-core cache of verified ones;
+//! the verification of ID tokens sent back as logout hints. The revocation
+//! check, and the order of the steps, are `access`'s.
 //!
 //! Never imports: `handlers`, `http`, `net`, `router`, `state`, `access`,
 //! `cores`, `redis` or another service; of the crate, only `config`
@@ -30,6 +33,7 @@
 
 pub mod cache;
 pub mod claims;
+pub mod id_hint;
 pub mod keys;
 pub mod verify;
 
@@ -37,5 +41,6 @@ pub use cache::VerifiedCache;
 pub use claims::{
     at_hash, new_jti, sign_access, sign_id_token, AccessClaims, IdTokenClaims, SignError,
 };
+pub use id_hint::{verify_id_token_hint, HintError, IdTokenHint};
 pub use keys::{CoreKeys, Kek, KeyError, KeyInfo, KeyMaterial, KeyState};
 pub use verify::{verify, Expectations, TokenError, VerifiedToken};
