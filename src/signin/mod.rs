@@ -31,11 +31,24 @@
 //! URI is still registered, the scope still allowed), since the client may
 //! have changed meanwhile.
 //!
-//! Owns: the pending request's format, its seal and its lifetime. Never
-//! imports: anything of the crate.
+//! # The sign-out confirmation
+//!
+//! RP-initiated logout asks the user before it ends a session it cannot
+//! tie to the app's request (`handlers::logout`). That page's form is
+//! sealed the same way ([`SigninMac::seal_logout`]): a [`PendingLogout`]
+//! under the same key, with another domain-separation prefix, so that a
+//! sign-in form is never a sign-out form nor the other way round. The
+//! pending logout is bound to the browser's session cookie (its SHA-256,
+//! [`PendingLogout::session`]), the one the page was shown for: a form
+//! fetched by another browser (an attacker's, with his own session) ends
+//! nothing, and a cross-site `POST` carries no `SameSite=Lax` cookie.
+//!
+//! Owns: the pending requests' format, their seal and their lifetime.
+//! Never imports: anything of the crate.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -178,21 +191,53 @@ impl SigninMac {
         }
     }
 
-    fn input(sealed: &str) -> Vec<u8> {
+    /// The MAC's input: a 16-byte prefix naming what is sealed (a sign-in
+    /// form's request, [`SIGNIN_DOMAIN`], or a sign-out confirmation's,
+    /// [`LOGOUT_DOMAIN`]), then the sealed text.
+    fn input(domain: &[u8; 16], sealed: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + sealed.len());
-        out.extend_from_slice(b"tokend-signin-v1");
+        out.extend_from_slice(domain);
         out.extend_from_slice(sealed.as_bytes());
         out
     }
 
-    /// The form fields of `pending`: `(request, csrf_token)`.
-    pub fn seal(&self, pending: &PendingAuthorization) -> (String, String) {
+    fn seal_as<T: Serialize>(&self, domain: &[u8; 16], value: &T) -> (String, String) {
         // Serialising a struct of strings and integers cannot fail.
-        let json = serde_json::to_vec(pending).unwrap_or_default();
+        let json = serde_json::to_vec(value).unwrap_or_default();
         let sealed = URL_SAFE_NO_PAD.encode(json);
-        let tag = aws_lc_rs::hmac::sign(&self.key, &Self::input(&sealed));
+        let tag = aws_lc_rs::hmac::sign(&self.key, &Self::input(domain, &sealed));
         let csrf = URL_SAFE_NO_PAD.encode(tag.as_ref());
         (sealed, csrf)
+    }
+
+    /// The value sealed in `sealed` under `domain`, if `csrf` is its tag
+    /// (checked in constant time, before anything of it is read).
+    fn open_as<T: DeserializeOwned>(
+        &self,
+        domain: &[u8; 16],
+        sealed: &str,
+        csrf: Option<&str>,
+    ) -> Result<T, OpenError> {
+        let Some(tag) = csrf.and_then(|c| URL_SAFE_NO_PAD.decode(c).ok()) else {
+            return Err(OpenError::Forged);
+        };
+        if sealed.len() > MAX_SEALED_BYTES
+            || aws_lc_rs::hmac::verify(&self.key, &Self::input(domain, sealed), &tag).is_err()
+        {
+            return Err(OpenError::Forged);
+        }
+        // Sealed by tokend: it decodes, unless the format changed between
+        // versions, which is as good as forged.
+        URL_SAFE_NO_PAD
+            .decode(sealed)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or(OpenError::Forged)
+    }
+
+    /// The form fields of `pending`: `(request, csrf_token)`.
+    pub fn seal(&self, pending: &PendingAuthorization) -> (String, String) {
+        self.seal_as(SIGNIN_DOMAIN, pending)
     }
 
     /// The request of a form's `request` and `csrf_token` fields, if the
@@ -204,25 +249,76 @@ impl SigninMac {
         csrf: Option<&str>,
         now: u64,
     ) -> Result<PendingAuthorization, OpenError> {
-        let Some(tag) = csrf.and_then(|c| URL_SAFE_NO_PAD.decode(c).ok()) else {
-            return Err(OpenError::Forged);
-        };
-        if sealed.len() > MAX_SEALED_BYTES
-            || aws_lc_rs::hmac::verify(&self.key, &Self::input(sealed), &tag).is_err()
-        {
-            return Err(OpenError::Forged);
-        }
-        // Sealed by tokend: it decodes, unless the format changed between
-        // versions, which is as good as forged.
-        let pending: PendingAuthorization = URL_SAFE_NO_PAD
-            .decode(sealed)
-            .ok()
-            .and_then(|json| serde_json::from_slice(&json).ok())
-            .ok_or(OpenError::Forged)?;
+        let pending: PendingAuthorization = self.open_as(SIGNIN_DOMAIN, sealed, csrf)?;
         if pending.expires <= now {
             return Err(OpenError::Expired);
         }
         Ok(pending)
+    }
+
+    /// The form fields of a sign-out confirmation: `(logout_request,
+    /// csrf_token)`.
+    pub fn seal_logout(&self, pending: &PendingLogout) -> (String, String) {
+        self.seal_as(LOGOUT_DOMAIN, pending)
+    }
+
+    /// The pending logout of a confirmation form's `logout_request` and
+    /// `csrf_token` fields, as [`SigninMac::open`] does for a sign-in form.
+    pub fn open_logout(
+        &self,
+        sealed: &str,
+        csrf: Option<&str>,
+        now: u64,
+    ) -> Result<PendingLogout, OpenError> {
+        let pending: PendingLogout = self.open_as(LOGOUT_DOMAIN, sealed, csrf)?;
+        if pending.expires <= now {
+            return Err(OpenError::Expired);
+        }
+        Ok(pending)
+    }
+}
+
+/// The MAC prefix of sign-in forms (unchanged since the first version:
+/// forms already shown stay valid across an upgrade).
+const SIGNIN_DOMAIN: &[u8; 16] = b"tokend-signin-v1";
+/// The MAC prefix of sign-out confirmations.
+const LOGOUT_DOMAIN: &[u8; 16] = b"tokend-logout-v1";
+
+/// An RP-initiated logout request that passed its checks, waiting for the
+/// user to confirm it (OpenID Connect RP-Initiated Logout 1.0 §2: the OP
+/// asks the user whether to log out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLogout {
+    /// The client the request named (by its hint or its `client_id`).
+    pub client_id: Option<String>,
+    /// Where to send the browser afterwards: registered for `client_id`
+    /// (checked again when the form comes back).
+    pub post_logout_redirect_uri: Option<String>,
+    /// The client's `state`, returned unchanged.
+    pub state: Option<String>,
+    /// Unix seconds after which the form is refused.
+    pub expires: u64,
+    /// 128 random bits ([`page_salt`]): each page its own token.
+    pub salt: String,
+    /// SHA-256 (base64url) of the session cookie of the browser the page
+    /// was shown to ([`browser_binding`]).
+    pub session: String,
+}
+
+impl PendingLogout {
+    /// Whether `cookie` (the session cookie the confirmation came back
+    /// with) is the one the page was shown for. Compared in constant time.
+    pub fn is_for_session(&self, cookie: Option<&str>) -> bool {
+        // A session cookie has the pre-session cookie's shape (32 random
+        // bytes, base64url).
+        let Some(cookie) = cookie.filter(|c| is_login_cookie_value(c)) else {
+            return false;
+        };
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            browser_binding(cookie).as_bytes(),
+            self.session.as_bytes(),
+        )
+        .is_ok()
     }
 }
 
@@ -312,5 +408,55 @@ mod tests {
         );
         let huge = "A".repeat(MAX_SEALED_BYTES + 1);
         assert_eq!(mac.open(&huge, Some(&csrf), 999), Err(OpenError::Forged));
+    }
+
+    fn pending_logout(expires: u64, session: &str) -> PendingLogout {
+        PendingLogout {
+            client_id: Some("web".into()),
+            post_logout_redirect_uri: Some("https://app.example/bye".into()),
+            state: Some("s t".into()),
+            expires,
+            salt: page_salt(),
+            session: browser_binding(session),
+        }
+    }
+
+    /// A sign-out confirmation opens with its own token until it expires,
+    /// for the session it was shown to; a sign-in form's seal is no
+    /// sign-out seal, nor the other way round (another MAC prefix).
+    #[test]
+    fn logout_seals_are_their_own() {
+        let mac = SigninMac::new(&[4; 32]);
+        let session = new_login_cookie();
+        let p = pending_logout(1_000, &session);
+        let (sealed, csrf) = mac.seal_logout(&p);
+        assert_eq!(mac.open_logout(&sealed, Some(&csrf), 999), Ok(p.clone()));
+        assert_eq!(
+            mac.open_logout(&sealed, Some(&csrf), 1_000),
+            Err(OpenError::Expired)
+        );
+        assert_eq!(mac.open_logout(&sealed, None, 999), Err(OpenError::Forged));
+        // Another page's token (another salt), for the same session.
+        let other = mac.seal_logout(&pending_logout(1_000, &session)).1;
+        assert_eq!(
+            mac.open_logout(&sealed, Some(&other), 999),
+            Err(OpenError::Forged)
+        );
+        assert!(p.is_for_session(Some(&session)));
+        assert!(!p.is_for_session(Some(&new_login_cookie())));
+        assert!(!p.is_for_session(None));
+        // Across kinds: the same bytes sealed as the other kind do not open.
+        assert_eq!(mac.open(&sealed, Some(&csrf), 999), Err(OpenError::Forged));
+        let (signin, signin_csrf) = mac.seal(&pending(1_000));
+        assert_eq!(
+            mac.open_logout(&signin, Some(&signin_csrf), 999),
+            Err(OpenError::Forged)
+        );
+        // Under another key.
+        let (evil, evil_csrf) = SigninMac::new(&[5; 32]).seal_logout(&p);
+        assert_eq!(
+            mac.open_logout(&evil, Some(&evil_csrf), 999),
+            Err(OpenError::Forged)
+        );
     }
 }
