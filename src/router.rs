@@ -60,6 +60,9 @@ routes! {
     UserInfo => "userinfo",
     /// `GET /.well-known/openid-configuration`.
     OpenIdConfiguration => "openid_configuration",
+    /// `GET` / `POST /logout`: RP-initiated logout (OpenID Connect
+    /// RP-Initiated Logout 1.0), and its confirmation form.
+    Logout => "logout",
 }
 
 impl Route {
@@ -144,6 +147,14 @@ pub fn route(method: Method, path: &str) -> Routed<'_> {
         "/userinfo" => {
             return if get || post {
                 Routed::Found(UserInfo, "")
+            } else {
+                Routed::MethodNotAllowed("GET, HEAD, POST")
+            };
+        }
+        // OpenID Connect RP-Initiated Logout 1.0 §2: GET and POST.
+        "/logout" => {
+            return if get || post {
+                Routed::Found(Logout, "")
             } else {
                 Routed::MethodNotAllowed("GET, HEAD, POST")
             };
@@ -234,6 +245,14 @@ mod tests {
             route(Method::Get, "/.well-known/openid-configuration"),
             Routed::Found(Route::OpenIdConfiguration, "")
         );
+        for m in [Method::Get, Method::Head, Method::Post] {
+            assert_eq!(route(m, "/logout"), Routed::Found(Route::Logout, ""));
+        }
+        assert_eq!(
+            route(Method::Delete, "/logout"),
+            Routed::MethodNotAllowed("GET, HEAD, POST")
+        );
+        assert_eq!(route(Method::Get, "/logout/"), Routed::NotFound);
     }
 
     #[test]

@@ -262,6 +262,48 @@ fn attacks(core: &Core) -> Vec<(&'static str, Vec<u8>, u16)> {
         401,
     ));
 
+    // RP-initiated logout: an `id_token_hint` is verified (one signature)
+    // before anything else is looked at; the longest the head holds,
+    // shaped as a JWT with a ~5.9 KB header, then a well-formed ID token
+    // with a forged signature (the costliest refusal). Without a session
+    // cookie nothing reaches Redis. The confirmation form: one HMAC over
+    // the longest sealed request taken (16 KiB), refused.
+    let hint_header = format!(
+        r#"{{"typ":"JWT","alg":"EdDSA","kid":"{}"}}"#,
+        "k".repeat(5800)
+    );
+    let huge_hint = format!(
+        "GET /logout?id_token_hint={}.e30.AAAA HTTP/1.1\r\nHost: t\r\n\r\n",
+        URL_SAFE_NO_PAD.encode(hint_header)
+    );
+    assert!(
+        huge_hint.len() <= core.limits().max_head,
+        "{}",
+        huge_hint.len()
+    );
+    v.push(("7.8 KB id_token_hint, /logout", huge_hint.into_bytes(), 400));
+    v.push((
+        "forged id_token_hint, /logout",
+        format!(
+            "GET /logout?id_token_hint={}&post_logout_redirect_uri=https%3A%2F%2Fa.example%2F HTTP/1.1\r\nHost: t\r\n\r\n",
+            forged_id_token(core)
+        )
+        .into_bytes(),
+        400,
+    ));
+    let mut confirmation = b"csrf_token=AAAA&logout_request=".to_vec();
+    confirmation.resize(31 + crate::signin::MAX_SEALED_BYTES, b'A');
+    v.push((
+        "16 KiB sealed confirmation, POST /logout",
+        form("/logout", &confirmation),
+        400,
+    ));
+    v.push((
+        "64 KiB of '&', POST /logout",
+        form("/logout", &vec![b'&'; max_body]),
+        400,
+    ));
+
     // Self-registration (on in this core's configuration): the JSON body is
     // parsed before anything else. Over MAX_JSON_BODY_BYTES it is refused
     // unread; at it, the most values it can hold (4,000 one-letter scopes,
@@ -428,6 +470,29 @@ fn forged_token(core: &Core) -> String {
         username: Some("alice".into()),
     };
     let token = crate::tokens::sign_access(&core.keys(), &claims, now).unwrap();
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    *sig.last_mut().unwrap() ^= 1;
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// An ID token of this core's key whose signature is wrong in its last
+/// byte.
+fn forged_id_token(core: &Core) -> String {
+    let now = crate::clock::unix_now();
+    let claims = crate::tokens::IdTokenClaims {
+        iss: core.issuer().to_owned(),
+        sub: "u1".into(),
+        aud: "web".into(),
+        exp: now + 600,
+        iat: now,
+        auth_time: now,
+        nonce: None,
+        at_hash: String::new(),
+        azp: "web".into(),
+        preferred_username: Some("alice".into()),
+    };
+    let token = crate::tokens::sign_id_token(&core.keys(), &claims, "at", now).unwrap();
     let (signed, signature) = token.rsplit_once('.').unwrap();
     let mut sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
     *sig.last_mut().unwrap() ^= 1;

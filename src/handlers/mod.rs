@@ -38,7 +38,13 @@
 //!   (at most the head), renders the page and computes one HMAC, and
 //!   writes nothing to any store; `POST /login` decodes its form and
 //!   checks one HMAC (over at most 16 KiB) before the login limits and
-//!   argon2. Not yet in `budget`'s measurements.
+//!   argon2. Not yet in `budget`'s measurements;
+//! - RP-initiated logout (`GET`/`POST /logout`): the query or form decoded
+//!   as above, then an `id_token_hint` checked as a bearer token is (at
+//!   most `MAX_TOKEN_LEN`, one signature), or the confirmation form's one
+//!   HMAC (over at most 16 KiB); Redis only for a browser with a session
+//!   cookie. In `budget` (the 7.8 KB hint, the forged hint, the 16 KiB
+//!   confirmation, a 64 KiB form).
 //!
 //! The worst case, measured in an optimised build (`budget`'s test: the
 //! slowest requests we could construct for each step, parse + handle, median
@@ -65,6 +71,7 @@ pub mod client_auth;
 pub mod health;
 pub mod introspect;
 pub mod login;
+pub mod logout;
 pub mod metrics;
 pub mod oauth;
 pub mod pages;
@@ -120,7 +127,7 @@ pub async fn handle(
                 // One await point, its future boxed behind `dyn`: the
                 // dispatcher's own state (and its drop, which every request
                 // pays) stays what it was before these routes (issue #16).
-                Route::Authorize | Route::Login | Route::UserInfo => {
+                Route::Authorize | Route::Login | Route::UserInfo | Route::Logout => {
                     sign_in(core, route, req, peer, &ctx, out).await
                 }
                 Route::OpenIdConfiguration => wellknown::openid_configuration(core, &ctx, out),
@@ -156,6 +163,7 @@ fn sign_in<'a>(
     match route {
         Route::Authorize => Box::pin(authorize::authorize(core, req, ctx, out)),
         Route::Login => Box::pin(login::login(core, req, peer, ctx, out)),
+        Route::Logout => Box::pin(logout::logout(core, req, ctx, out)),
         _ => Box::pin(userinfo::userinfo(core, req, ctx, out)),
     }
 }

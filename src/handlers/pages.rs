@@ -1,6 +1,6 @@
-//! The HTML side of sign-in (issue #16): the sign-in page, the error page,
-//! and the `303` redirects back to an app, with the headers every one of
-//! them carries.
+//! The HTML side of sign-in (issue #16): the sign-in page, the sign-out
+//! confirmation and the "signed out" page, the error page, and the `303`
+//! redirects back to an app, with the headers every one of them carries.
 //!
 //! The pages are `askama` templates (`templates/*.html`), compiled into the
 //! binary and escaped by the template engine: every value that came from a
@@ -57,6 +57,34 @@ pub struct ErrorPage<'a> {
     pub hint: &'a str,
 }
 
+/// The sign-out confirmation (OpenID Connect RP-Initiated Logout 1.0 §2:
+/// the OP asks the user whether to log out when the request does not show
+/// it comes from the user's own app).
+#[derive(Template)]
+#[template(path = "logout.html")]
+pub struct LogoutPage<'a> {
+    pub display_name: &'a str,
+    /// Who is signed in in this browser (the session's username).
+    pub username: &'a str,
+    /// The app that asked, when the request named one.
+    pub client_id: Option<&'a str>,
+    /// Whether the app's `id_token_hint` named another user than the
+    /// session's.
+    pub other_user: bool,
+    /// The sealed pending logout (hidden field).
+    pub request: &'a str,
+    /// The CSRF token (hidden field).
+    pub csrf: &'a str,
+}
+
+/// "You are signed out": the end of a logout without a post-logout
+/// redirect URI.
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+pub struct SignedOutPage<'a> {
+    pub display_name: &'a str,
+}
+
 /// The headers of every page: no framing (clickjacking), no caching, no
 /// script, no external asset, no referrer.
 ///
@@ -105,7 +133,8 @@ pub fn form_action_source(redirect_uri: &str) -> Option<String> {
     ok.then_some(source)
 }
 
-/// Writes a rendered page with its headers. Returns `status`.
+/// Writes a rendered page with its headers and `cookies` (header lines
+/// made by tokend: `Set-Cookie`, `Retry-After`). Returns `status`.
 fn write_page(
     out: &mut Vec<u8>,
     ctx: &ResponseCtx<'_>,
@@ -159,7 +188,7 @@ pub fn write_login_with_cookies(
     }
 }
 
-/// Renders and writes the error page with `status`.
+/// Renders and writes the error page of sign-in with `status`.
 #[cold]
 pub fn write_error_page(
     out: &mut Vec<u8>,
@@ -180,10 +209,71 @@ pub fn write_error_page(
         message,
         hint,
     };
+    render_and_write(out, ctx, status, &page, None, "")
+}
+
+/// The error page of sign-out with `status`; a `503` says when to try
+/// again (`Retry-After`).
+#[cold]
+pub fn write_logout_error_page(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    status: u16,
+    display_name: &str,
+    message: &str,
+    hint: &str,
+) -> u16 {
+    let (title, headers) = match status {
+        500 | 503 => ("Sign-out is unavailable", "Retry-After: 5\r\n"),
+        _ => ("Sign-out request refused", ""),
+    };
+    let page = ErrorPage {
+        display_name,
+        title,
+        message,
+        hint,
+    };
+    render_and_write(out, ctx, status, &page, None, headers)
+}
+
+/// Renders and writes the sign-out confirmation (`200`). Its form's answer
+/// may be a redirect to `post_logout_redirect_uri`, which widens
+/// `form-action` to that URI's origin (see [`page_headers`]).
+pub fn write_logout_confirmation(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    page: &LogoutPage<'_>,
+    post_logout_redirect_uri: Option<&str>,
+) -> u16 {
+    let also = post_logout_redirect_uri.and_then(form_action_source);
+    render_and_write(out, ctx, 200, page, also.as_deref(), "")
+}
+
+/// Renders and writes "You are signed out" (`200`) with `cookies`
+/// (`Set-Cookie` lines, made by tokend).
+pub fn write_signed_out(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    page: &SignedOutPage<'_>,
+    cookies: &str,
+) -> u16 {
+    render_and_write(out, ctx, 200, page, None, cookies)
+}
+
+/// Renders `page` and writes it with the pages' headers and `extra`
+/// header lines (each ending in CRLF, made by tokend).
+fn render_and_write(
+    out: &mut Vec<u8>,
+    ctx: &ResponseCtx<'_>,
+    status: u16,
+    page: &impl Template,
+    also: Option<&str>,
+    extra: &str,
+) -> u16 {
     match page.render() {
-        Ok(body) => write_page(out, ctx, status, &body, None, ""),
+        Ok(body) => write_page(out, ctx, status, &body, also, extra),
         Err(e) => {
-            tracing::error!("cannot render the error page: {e}");
+            tracing::error!("cannot render a page: {e}");
             write_plain_500(out, ctx)
         }
     }
@@ -345,6 +435,34 @@ mod tests {
             hint: "h",
         };
         assert!(!page.render().unwrap().contains("<b>"));
+        for other_user in [false, true] {
+            let page = LogoutPage {
+                display_name: "Example <Corp>",
+                username: "<script>alert(1)</script>",
+                client_id: Some("\"><img src=x onerror=alert(1)>"),
+                other_user,
+                request: "\"><i>",
+                csrf: "c",
+            };
+            let html = page.render().unwrap();
+            assert!(!html.contains("<script"), "{html}");
+            assert!(!html.contains("<img"), "{html}");
+            assert!(!html.contains("<i>"), "{html}");
+            assert!(html.contains(r#"<form method="post" action="/logout">"#));
+            assert!(
+                html.contains("Sign out of Example &#60;Corp&#62;?")
+                    || html.contains("Sign out of Example &lt;Corp&gt;?"),
+                "{html}"
+            );
+            assert_eq!(html.contains("another account"), other_user, "{html}");
+        }
+        let html = SignedOutPage {
+            display_name: "<b>x</b>",
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains("<b>"), "{html}");
+        assert!(html.contains("You are signed out"), "{html}");
     }
 
     #[test]

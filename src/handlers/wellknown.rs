@@ -86,6 +86,8 @@ fn write_discovery(core: &Core, ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -> u16
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        // OpenID Connect RP-Initiated Logout 1.0 §2.1.
+        "end_session_endpoint": format!("{base}/logout"),
         "grant_types_supported": grants,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
