@@ -12,12 +12,18 @@ use crate::tokens::{seed, PASSWORD};
 
 pub const WEB_CB: &str = "https://web.example.com/cb";
 pub const SPA_CB: &str = "com.example.app:/cb";
+/// `web`'s post-logout redirect URI (RP-Initiated Logout 1.0 §3); the
+/// second one it has carries a query.
+pub const WEB_BYE: &str = "https://web.example.com/bye";
+/// `spa`'s post-logout redirect URI.
+pub const SPA_BYE: &str = "com.example.app:/bye";
 
 /// The users and clients of [`crate::tokens::deployment`], plus `web`
 /// (confidential: authorization_code, refresh_token; openid read write;
-/// two redirect URIs, one with a query) and `spa` (public:
-/// authorization_code, refresh_token; openid read). Returns `web`'s
-/// secret.
+/// two redirect URIs, one with a query; post-logout redirect URIs
+/// [`WEB_BYE`] and the same with `?tenant=a`) and `spa` (public:
+/// authorization_code, refresh_token; openid read; [`SPA_BYE`]). Returns
+/// `web`'s secret.
 pub fn seed_code_clients(db: &TestDb) -> String {
     seed(db);
     let mut c = db.client();
@@ -29,6 +35,7 @@ pub fn seed_code_clients(db: &TestDb) -> String {
             grants: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
             scopes: &s(&["openid", "read", "write"]),
             redirect_uris: &s(&[WEB_CB, "https://web.example.com/cb2?tenant=a"]),
+            post_logout_redirect_uris: &s(&[WEB_BYE, "https://web.example.com/bye?tenant=a"]),
             ..NewClient::default()
         },
     )
@@ -41,7 +48,7 @@ pub fn seed_code_clients(db: &TestDb) -> String {
             scopes: &s(&["openid", "read"]),
             public: true,
             redirect_uris: &s(&[SPA_CB]),
-            ..NewClient::default()
+            post_logout_redirect_uris: &s(&[SPA_BYE]),
         },
     )
     .unwrap();
@@ -138,7 +145,7 @@ pub fn issuer(server: &TestServer) -> String {
 }
 
 /// Asserts an HTML page with the sign-in headers and no redirect.
-fn assert_page(r: &Response, status: u16) -> String {
+pub fn assert_page(r: &Response, status: u16) -> String {
     assert_eq!(r.status, status, "{}", r.text());
     assert_eq!(r.header("location"), None);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
@@ -1023,6 +1030,8 @@ fn discovery_documents_describe_the_code_flow() {
     assert_eq!(d["token_endpoint"], format!("{iss}/oauth/token"));
     assert_eq!(d["userinfo_endpoint"], format!("{iss}/userinfo"));
     assert_eq!(d["jwks_uri"], format!("{iss}/.well-known/jwks.json"));
+    // OpenID Connect RP-Initiated Logout 1.0 §2.1.
+    assert_eq!(d["end_session_endpoint"], format!("{iss}/logout"));
     assert_eq!(d["response_types_supported"], serde_json::json!(["code"]));
     assert_eq!(d["subject_types_supported"], serde_json::json!(["public"]));
     assert_eq!(
@@ -1048,7 +1057,7 @@ fn discovery_documents_describe_the_code_flow() {
 
 /// `Path=/; HttpOnly; SameSite=Lax`, no `Domain`, `Secure` only when
 /// `secure`; asserted on a `Set-Cookie` value.
-fn assert_cookie_attributes(line: &str, secure: bool) {
+pub fn assert_cookie_attributes(line: &str, secure: bool) {
     let attrs: Vec<&str> = line.split("; ").skip(1).collect();
     for a in ["Path=/", "HttpOnly", "SameSite=Lax"] {
         assert!(attrs.contains(&a), "{line}");

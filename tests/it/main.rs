@@ -45,3 +45,6 @@ mod oidc;
 // Issue #16 item 7: a user signs in through a real headless Chromium
 // (chromedriver, the W3C WebDriver protocol).
 mod browser;
+// Issue #16 item 5: RP-initiated logout (`/logout`), its confirmation, and
+// the attacks on them.
+mod logout;

@@ -5,24 +5,25 @@
 //! form, the redirect (RFC 9207 `iss`, `state` unchanged), the code
 //! exchange, the library's ID token verification (signature by the JWKS,
 //! `iss`, `aud`, `exp`, nonce; `at_hash`, Core §3.1.3.6), UserInfo (Core
-//! §5.3) and a refresh (RFC 6749 §6). The attacks on the same flow are
-//! `authorize.rs`'s.
+//! §5.3), a refresh (RFC 6749 §6), and RP-initiated logout (RP-Initiated
+//! Logout 1.0: `end_session_endpoint` read from discovery, the library's
+//! logout URL with the ID token as hint). The attacks on the same flow are
+//! `authorize.rs`'s and `logout.rs`'s.
 //!
 //! The library speaks HTTP through a closure: a small synchronous client on
 //! `std::net::TcpStream` that sends every request, whatever its host, to
 //! the test server (whose public URL is `http://tokend.test`).
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
-    CoreUserInfoClaims,
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreUserInfoClaims,
 };
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest,
-    HttpResponse, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope,
-    TokenResponse,
+    HttpResponse, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
 };
 
-use crate::authorize::{location_params, param, seed_code_clients, Browser, WEB_CB};
+use crate::authorize::{location_params, param, seed_code_clients, Browser, WEB_BYE, WEB_CB};
 use crate::harness::*;
 use crate::tokens::PASSWORD;
 
@@ -64,8 +65,8 @@ fn http_client(
 }
 
 /// Discovery, sign-in, code exchange with PKCE, ID token verification
-/// (signature, nonce, at_hash), UserInfo and a refresh, by the
-/// `openidconnect` crate against a running tokend.
+/// (signature, nonce, at_hash), UserInfo, a refresh and RP-initiated
+/// logout, by the `openidconnect` crate against a running tokend.
 #[test]
 fn a_relying_party_signs_a_user_in() {
     let db = TestDb::new();
@@ -78,10 +79,18 @@ fn a_relying_party_signs_a_user_in() {
     });
     let http = http_client(&server);
 
-    // Discovery (and the JWKS it names).
+    // Discovery (and the JWKS it names), with the logout metadata
+    // (RP-Initiated Logout 1.0 §2.1).
     let metadata =
-        CoreProviderMetadata::discover(&IssuerUrl::new(ISSUER.into()).unwrap(), &http).unwrap();
+        ProviderMetadataWithLogout::discover(&IssuerUrl::new(ISSUER.into()).unwrap(), &http)
+            .unwrap();
     assert_eq!(metadata.issuer().as_str(), ISSUER);
+    let end_session = metadata
+        .additional_metadata()
+        .end_session_endpoint
+        .clone()
+        .expect("an end_session_endpoint");
+    assert_eq!(end_session.url().as_str(), format!("{ISSUER}/logout"));
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new("web".into()),
@@ -175,4 +184,47 @@ fn a_relying_party_signs_a_user_in() {
     let v = server.get_auth("/validate", &format!("Bearer {access}"));
     assert_eq!(v.status, 200, "{}", v.text());
     assert_eq!(v.header("x-auth-username"), Some("alice"));
+
+    // The browser's session signs it in without a page (prompt=none)…
+    let prompt_none = |browser: &mut Browser| {
+        let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, _) = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_prompt(CoreAuthPrompt::None)
+            .set_pkce_challenge(challenge)
+            .url();
+        let r = browser.get(&server, &url.as_str()[ISSUER.len()..]);
+        let back = location_params(&r, WEB_CB);
+        assert_eq!(param(&back, "state"), Some(state.secret().as_str()));
+        back
+    };
+    assert!(param(&prompt_none(&mut browser), "code").is_some());
+
+    // …until the app logs the user out: the library's logout URL, with the
+    // ID token as hint, the registered post-logout URI and a state (§2),
+    // back to the app with the state unchanged (§3).
+    let logout_state = CsrfToken::new_random();
+    let url = LogoutRequest::from(end_session)
+        .set_id_token_hint(id_token)
+        .set_client_id(ClientId::new("web".into()))
+        .set_post_logout_redirect_uri(PostLogoutRedirectUrl::new(WEB_BYE.into()).unwrap())
+        .set_state(logout_state.clone())
+        .http_get_url();
+    assert!(url.as_str().starts_with(&format!("{ISSUER}/logout?")));
+    let r = browser.get(&server, &url.as_str()[ISSUER.len()..]);
+    let back = location_params(&r, WEB_BYE);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(param(&back, "state"), Some(logout_state.secret().as_str()));
+    // OpenID Connect Core §3.1.2.6: no session, no page: login_required.
+    let back = prompt_none(&mut browser);
+    assert_eq!(param(&back, "error"), Some("login_required"));
+    assert!(param(&back, "code").is_none());
+    // Logout ends the browser session, not the tokens the app holds (those
+    // are revoked at /oauth/revoke).
+    let v = server.get_auth("/validate", &format!("Bearer {access}"));
+    assert_eq!(v.status, 200, "{}", v.text());
 }
