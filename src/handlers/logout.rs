@@ -344,7 +344,7 @@ async fn finish(
     }
     let https = core.https();
     // The same name and attributes as the cookie that was set, with no
-    // value and Max-Age=0: browsers drop it (RFC 6265 §5.3 step 11).
+    // value and Max-Age=0: browsers drop it (RFC 6265 §5.2.2, §5.3).
     let cookies = if clear {
         sessions::set_cookie("", https, 0)
     } else {

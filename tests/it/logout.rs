@@ -468,6 +468,7 @@ fn a_hint_for_another_user_asks_first() {
         signed_in(&server, &mut browser),
         "ended before confirmation"
     );
+    let mut stolen = browser.clone();
     let r = browser.post_form(
         &server,
         "/logout",
@@ -479,6 +480,10 @@ fn a_hint_for_another_user_asks_first() {
     assert_eq!(param(&location_params(&r, WEB_BYE), "state"), Some(STATE));
     assert_cleared(&r, "tokend_session", false);
     assert!(!signed_in(&server, &mut browser));
+    assert!(
+        !signed_in(&server, &mut stolen),
+        "the session outlived the logout"
+    );
 }
 
 /// §2 without a hint: the user is asked; the confirmation is a form sealed
