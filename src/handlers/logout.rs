@@ -47,6 +47,7 @@ use crate::clock::unix_now;
 use crate::handlers::oauth::Form;
 use crate::handlers::pages::{self, LogoutPage, SignedOutPage};
 use crate::http::{Method, Request, ResponseCtx};
+use crate::identity::ClientRecord;
 use crate::sessions::{self, Lifetimes};
 use crate::signin::{
     browser_binding, find_cookie, page_salt, OpenError, PendingLogout, PENDING_TTL_SECS,
@@ -157,37 +158,10 @@ async fn request(
         (None, Some(h)) => (Some(h.aud.as_str()), clients.get(&h.aud)),
         (None, None) => (None, None),
     };
-    let redirect =
-        match form.get("post_logout_redirect_uri") {
-            None => None,
-            Some(uri) => match (client_id, client) {
-                (None, _) => return refuse(
-                    core,
-                    ctx,
-                    out,
-                    "The sign-out request names a post_logout_redirect_uri but no app (neither \
-                     id_token_hint nor client_id); for your safety you are not sent there.",
-                ),
-                (Some(_), None) => return refuse(
-                    core,
-                    ctx,
-                    out,
-                    "The app of this sign-out request is no longer registered with this server; \
-                     for your safety you are not sent to its post_logout_redirect_uri.",
-                ),
-                (Some(_), Some(c)) if !c.post_logout_redirect_uri_registered(uri) => {
-                    // Never a redirect to it (§3; RFC 9700 §4.1).
-                    return refuse(
-                    core,
-                    ctx,
-                    out,
-                    "The post_logout_redirect_uri of the sign-out request is not registered for \
-                     this app; for your safety you are not sent there.",
-                );
-                }
-                (Some(_), Some(_)) => Some(uri),
-            },
-        };
+    let redirect = match check_redirect(form.get("post_logout_redirect_uri"), client_id, client) {
+        Ok(r) => r,
+        Err(message) => return refuse(core, ctx, out, message),
+    };
     let state = form.get("state");
 
     let https = core.https();
@@ -238,6 +212,36 @@ async fn request(
             };
             pages::write_logout_confirmation(out, ctx, &page, redirect)
         }
+    }
+}
+
+/// The request's post-logout redirect URI, when it names one: it must be
+/// registered, character for character, for the client the request names
+/// (`client_id` as the request gave it or the hint's audience; `client` the
+/// registered client of that id). `Err` with what the page says: no
+/// redirect to it, ever (§3, §4; RFC 9700 §4.1).
+fn check_redirect<'f>(
+    uri: Option<&'f str>,
+    client_id: Option<&str>,
+    client: Option<&ClientRecord>,
+) -> Result<Option<&'f str>, &'static str> {
+    let Some(uri) = uri else {
+        return Ok(None);
+    };
+    match (client_id, client) {
+        (None, _) => Err(
+            "The sign-out request names a post_logout_redirect_uri but no app (neither \
+             id_token_hint nor client_id); for your safety you are not sent there.",
+        ),
+        (Some(_), None) => Err(
+            "The app of this sign-out request is no longer registered with this server; \
+             for your safety you are not sent to its post_logout_redirect_uri.",
+        ),
+        (Some(_), Some(c)) if !c.post_logout_redirect_uri_registered(uri) => Err(
+            "The post_logout_redirect_uri of the sign-out request is not registered for \
+             this app; for your safety you are not sent there.",
+        ),
+        (Some(_), Some(_)) => Ok(Some(uri)),
     }
 }
 
