@@ -35,7 +35,7 @@ use crate::handlers::login::{granted_scope, issue_code};
 use crate::handlers::oauth::Form;
 use crate::handlers::pages::{self, LoginPage};
 use crate::handlers::token::grant_scope;
-use crate::http::{Method, Request, ResponseCtx};
+use crate::http::{Request, ResponseCtx};
 use crate::identity::users::{self, User};
 use crate::identity::{ClientRecord, GrantType};
 use crate::sessions::{self, Lifetimes};
@@ -120,31 +120,15 @@ pub async fn authorize(
     ctx: &ResponseCtx<'_>,
     out: &mut Vec<u8>,
 ) -> u16 {
-    // RFC 6749 §3.1: no parameter may be repeated; the query is decoded like
-    // a form.
-    let params = if req.method == Method::Post {
-        if !req.content_type_is("application/x-www-form-urlencoded") {
-            return refuse_page(
-                core,
-                ctx,
-                out,
-                400,
-                "The sign-in request is malformed: a POST must be a form (application/x-www-form-urlencoded).",
-            );
-        }
-        req.body
-    } else {
-        req.query.as_bytes()
-    };
-    let form = match Form::parse(params) {
+    let form = match pages::query_or_form(req) {
         Ok(f) => f,
-        Err(e) => {
+        Err(why) => {
             return refuse_page(
                 core,
                 ctx,
                 out,
                 400,
-                &format!("The sign-in request is malformed: {}.", e.as_str()),
+                &format!("The sign-in request is malformed: {why}."),
             )
         }
     };

@@ -67,27 +67,14 @@ pub async fn logout(
     ctx: &ResponseCtx<'_>,
     out: &mut Vec<u8>,
 ) -> u16 {
-    let params = if req.method == Method::Post {
-        if !req.content_type_is("application/x-www-form-urlencoded") {
-            return refuse(
-                core,
-                ctx,
-                out,
-                "The sign-out request is malformed: a POST must be a form (application/x-www-form-urlencoded).",
-            );
-        }
-        req.body
-    } else {
-        req.query.as_bytes()
-    };
-    let form = match Form::parse(params) {
+    let form = match pages::query_or_form(req) {
         Ok(f) => f,
-        Err(e) => {
+        Err(why) => {
             return refuse(
                 core,
                 ctx,
                 out,
-                &format!("The sign-out request is malformed: {}.", e.as_str()),
+                &format!("The sign-out request is malformed: {why}."),
             )
         }
     };

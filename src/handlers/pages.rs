@@ -15,7 +15,7 @@
 use askama::Template;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::http::ResponseCtx;
+use crate::http::{Form, Method, Request, ResponseCtx};
 
 /// `Content-Type` of the pages.
 const HTML: &str = "text/html; charset=utf-8";
@@ -290,6 +290,24 @@ fn write_plain_500(out: &mut Vec<u8>, ctx: &ResponseCtx<'_>) -> u16 {
         b"internal error\n",
     );
     500
+}
+
+/// The parameters of a browser request that may come either way (OpenID
+/// Connect Core §3.1.2.1 for `/authorize`, RP-Initiated Logout 1.0 §2 for
+/// `/logout`): the query of a `GET`, the form of a `POST`. `Err` is why the
+/// request is malformed, for "The … request is malformed: {why}."
+pub fn query_or_form(req: &Request<'_>) -> Result<Form, &'static str> {
+    let params = if req.method == Method::Post {
+        if !req.content_type_is("application/x-www-form-urlencoded") {
+            return Err("a POST must be a form (application/x-www-form-urlencoded)");
+        }
+        req.body
+    } else {
+        req.query.as_bytes()
+    };
+    // RFC 6749 §3.1: no parameter may be repeated; the query is decoded like
+    // a form.
+    Form::parse(params).map_err(|e| e.as_str())
 }
 
 /// `redirect_uri` with `params` added to its query (RFC 6749 §4.1.2: the

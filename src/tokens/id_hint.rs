@@ -19,7 +19,6 @@
 //! Owns: what a valid ID token hint is. Never imports: anything of the
 //! crate outside `tokens`: no clock, `state`, `http` or handler.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,7 +28,7 @@ use serde::Deserialize;
 
 use super::claims::ID_TOKEN_TYP;
 use super::keys::CoreKeys;
-use super::verify::{MAX_KID_LEN, MAX_TOKEN_LEN};
+use super::verify::{is_b64url, RawHeader, MAX_KID_LEN, MAX_TOKEN_LEN};
 
 /// Why an `id_token_hint` was refused. `Copy`, no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,16 +101,6 @@ impl IdTokenHint {
     }
 }
 
-#[derive(Deserialize)]
-struct RawHeader<'a> {
-    #[serde(borrow, default)]
-    alg: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    typ: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kid: Option<Cow<'a, str>>,
-}
-
 /// The claims read from a hint. `aud` is one string: tokend's ID tokens
 /// have one audience, so an array is not one of ours.
 #[derive(Deserialize)]
@@ -122,12 +111,6 @@ struct HintClaims {
     #[serde(default)]
     azp: Option<String>,
     exp: u64,
-}
-
-fn is_b64url(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Verifies `token` as an ID token issued by `issuer` with one of `keys`,

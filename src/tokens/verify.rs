@@ -237,13 +237,13 @@ impl fmt::Debug for Memo {
 /// The header members we read before trusting anything; unknown members
 /// are ignored (jsonwebtoken enforces `crit`/`b64`).
 #[derive(Deserialize)]
-struct RawHeader<'a> {
+pub(super) struct RawHeader<'a> {
     #[serde(borrow, default)]
-    alg: Option<Cow<'a, str>>,
+    pub(super) alg: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    typ: Option<Cow<'a, str>>,
+    pub(super) typ: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    kid: Option<Cow<'a, str>>,
+    pub(super) kid: Option<Cow<'a, str>>,
 }
 
 /// The claims `verify` requires (RFC 9068 §2.2): `iat` and `jti` are
@@ -273,7 +273,7 @@ struct TokenClaims {
 /// ~13 instructions a byte, ~6,600 for a 485-byte token on every cache miss
 /// (callgrind, issue #15). Every byte is looked at either way for a token
 /// that goes on to be verified.
-fn is_b64url(s: &str) -> bool {
+pub(super) fn is_b64url(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().fold(true, |ok, b| {
             let alpha = (b | 0x20).wrapping_sub(b'a') < 26;
