@@ -26,12 +26,11 @@
 //! into a synchronous suite for those dozen calls.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -60,36 +59,9 @@ fn find_program(name: &str, also: &[&str]) -> Option<PathBuf> {
 
 /// The app behind the redirect URI: answers `200` with a small page to
 /// every request, and records the request targets it was sent.
-struct App {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
+type App = FakeApp<String>;
 
 impl App {
-    fn start() -> App {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        {
-            let (seen, stop) = (seen.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    // A thread per connection: the browser opens
-                    // connections it may never send a request on.
-                    let seen = seen.clone();
-                    std::thread::spawn(move || Self::serve(conn, &seen));
-                }
-            });
-        }
-        App { addr, seen, stop }
-    }
-
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -131,19 +103,6 @@ impl App {
             .as_bytes(),
         )
         .ok()
-    }
-
-    /// The targets requested so far.
-    fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wakes the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(self.addr);
     }
 }
 
@@ -608,7 +567,7 @@ fn a_user_signs_in_through_a_real_browser() {
     let started = Instant::now();
 
     // The app first: its redirect URI carries the listener's port.
-    let app = App::start();
+    let app = App::start(App::serve);
     let redirect_uri = app.url("/cb");
     let db = TestDb::new();
     seed(&db);

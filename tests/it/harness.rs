@@ -5,8 +5,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 // The database fixture and the TOKEND_TEST_* settings are the library's
@@ -614,5 +616,59 @@ impl PeakRss {
 impl Drop for PeakRss {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A stand-in for an app beside tokend (nginx's upstream, the host of a
+/// redirect URI): a listener on 127.0.0.1 that hands every connection to
+/// `serve` on a thread of its own (a browser opens connections it may never
+/// send a request on), and the records `serve` keeps. Stops when dropped.
+pub struct FakeApp<S> {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<S>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<S: Send + 'static> FakeApp<S> {
+    pub fn start(serve: fn(TcpStream, &Mutex<Vec<S>>) -> Option<()>) -> FakeApp<S> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let seen = seen.clone();
+                    std::thread::spawn(move || serve(conn, &seen));
+                }
+            });
+        }
+        FakeApp { addr, seen, stop }
+    }
+
+    /// What it has recorded so far, and forgets it.
+    pub fn take(&self) -> Vec<S> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+
+    /// What it has recorded so far.
+    pub fn seen(&self) -> Vec<S>
+    where
+        S: Clone,
+    {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl<S> Drop for FakeApp<S> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
     }
 }

@@ -7,10 +7,9 @@
 //! where it fails: `scripts/services.sh --for-tests` installs nginx-light.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,33 +81,9 @@ impl Seen {
 
 /// The application behind nginx: answers `200 app` to everything and
 /// records what it received.
-struct App {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<AtomicBool>,
-}
+type App = FakeApp<Seen>;
 
 impl App {
-    fn start() -> App {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        {
-            let (seen, stop) = (seen.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    Self::serve(conn, &seen);
-                }
-            });
-        }
-        App { addr, seen, stop }
-    }
-
     /// One request per connection (nginx proxies with HTTP/1.0 and closes),
     /// recorded before it is answered: the test reads the record as soon
     /// as nginx passes the answer on.
@@ -142,19 +117,6 @@ impl App {
         let mut conn = reader.into_inner();
         conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\napp")
             .ok()
-    }
-
-    /// What it has received so far, and forgets it.
-    fn take(&self) -> Vec<Seen> {
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wakes the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(self.addr);
     }
 }
 
@@ -405,7 +367,7 @@ fn the_readme_auth_request_snippet_forwards_the_identity_and_requires_scopes() {
     // A Redis of its own, to stop it at the end.
     let mut redis = crate::lifecycle::PrivateRedis::start();
     let (server, _db, app_secret, svc_secret) = deployment(&redis.url());
-    let app = App::start();
+    let app = App::start(App::serve);
 
     let snippet = readme_snippet();
     for (from, what) in [(README_TOKEND, "tokend"), (README_APP, "the application")] {
