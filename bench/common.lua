@@ -8,8 +8,11 @@
 --   TOKEND_BENCH_USERS    "username password" lines   (bench/results/users.txt)
 --   TOKEND_BENCH_CLIENT   client_id, then client_secret on the next line
 --                                                     (bench/results/client.txt)
+--   TOKEND_BENCH_WEB      the browser app and its session (M.web)
+--                                                     (bench/results/web.txt)
+--   TOKEND_BENCH_CODES    authorization codes, one a line (bench/results/codes.txt)
 --   TOKEND_BENCH_THREADS  the -t given to wrk, for scripts that split a pool
---                         of single-use refresh tokens between threads (1)
+--                         of single-use values between threads (1)
 --
 -- wrk2 (giltene/wrk2, based on wrk 4.0's scripting) runs these scripts too,
 -- with two differences they work around:
@@ -87,6 +90,16 @@ function M.client_basic()
   return "Basic " .. M.base64(M.urlencode(c[1]) .. ":" .. M.urlencode(c[2]))
 end
 
+-- The browser app of web.txt (bench/prepare.py web), one value a line:
+-- client_id, client_secret, redirect_uri, PKCE code_verifier, its S256
+-- code_challenge, and the signed-in browser's session cookie (name=value).
+function M.web()
+  local l = M.read_lines(M.path("TOKEND_BENCH_WEB", "web.txt"))
+  if not l[6] then error("web.txt needs six lines (bench/prepare.py web writes it)") end
+  return { client_id = l[1], client_secret = l[2], redirect_uri = l[3],
+           verifier = l[4], challenge = l[5], cookie = l[6] }
+end
+
 -- Precomputed requests for round robin: entry k is `depth` requests of
 -- `one` (from k on, wrapping), concatenated, so that request() only indexes
 -- a table and wrk spends its time on I/O. depth 1 is one request each.
@@ -107,22 +120,27 @@ function M.form_post(path, basic, body)
   }, body)
 end
 
--- A FIFO of single-use refresh tokens, split between wrk threads so no two
--- threads ever hold the same token. Each token is taken once; every new
--- refresh_token seen in a response body is queued. done() writes the unused
--- ones back to the pool file (M.save_pool), so the next run starts from
--- tokens that were never presented.
-function M.pool_init(id)
+-- A FIFO of single-use values (refresh tokens, authorization codes), split
+-- between wrk threads so no two threads ever hold the same value. Each value
+-- is taken once; new ones are queued with M.pool_push (refresh tokens seen in
+-- response bodies: M.pool_feed). done() writes the unused ones back to the
+-- pool file (M.save_pool), so the next run starts from values that were
+-- never presented.
+--   env, default: the pool file (M.path); refresh.txt when not given
+--   empty:        start with an empty pool (the file is only written)
+function M.pool_init(id, env, default, empty)
   local threads = tonumber(os.getenv("TOKEND_BENCH_THREADS") or "1") or 1
   id = id or 0
   if id >= threads then
     error("wrk runs more threads than TOKEND_BENCH_THREADS=" .. threads ..
-          "; set it to wrk's -t so the refresh-token pool is split without overlap")
+          "; set it to wrk's -t so the pool of single-use values is split without overlap")
   end
-  local all = M.read_lines(M.path("TOKEND_BENCH_REFRESH", "refresh.txt"))
   local q = {}
-  for i = 1, #all do
-    if (i - 1) % threads == id then q[#q + 1] = all[i] end
+  if not empty then
+    local all = M.read_lines(M.path(env or "TOKEND_BENCH_REFRESH", default or "refresh.txt"))
+    for i = 1, #all do
+      if (i - 1) % threads == id then q[#q + 1] = all[i] end
+    end
   end
   pool, pool_head, pool_tail = q, 1, #q + 1  -- globals: read by done()
   starved = 0
@@ -136,20 +154,25 @@ function M.pool_take()
   return t
 end
 
+function M.pool_push(t)
+  pool[pool_tail] = t
+  pool_tail = pool_tail + 1
+end
+
+-- Queues the refresh_token of a token response's body, if it has one.
 function M.pool_feed(body)
   if body then
     local t = body:match('"refresh_token"%s*:%s*"([^"]+)"')
-    if t then
-      pool[pool_tail] = t
-      pool_tail = pool_tail + 1
-    end
+    if t then M.pool_push(t) end
   end
 end
 
--- Runs in done(): collects each thread's unused tokens and rewrites the pool
--- file (atomically, through a temporary file).
-function M.save_pool(threads)
-  local path = M.path("TOKEND_BENCH_REFRESH", "refresh.txt")
+-- Runs in done(): collects each thread's unused values and rewrites the pool
+-- file (atomically, through a temporary file). env and default as for
+-- M.pool_init; label names the pool in the line printed on stderr, which
+-- bench/prepare.py reads ("refresh" when not given).
+function M.save_pool(threads, env, default, label)
+  local path = M.path(env or "TOKEND_BENCH_REFRESH", default or "refresh.txt")
   local tmp = path .. ".tmp"
   local f = assert(io.open(tmp, "w"))
   local kept, starved_total = 0, 0
@@ -175,8 +198,8 @@ function M.save_pool(threads)
   end
   f:close()
   assert(os.rename(tmp, path))
-  io.stderr:write(string.format("refresh pool: %d unused tokens kept in %s; %d requests found the pool empty\n",
-    kept, path, starved_total))
+  io.stderr:write(string.format("%s pool: %d unused kept in %s; %d requests found the pool empty\n",
+    label or "refresh", kept, path, starved_total))
 end
 
 -- HTTP status counts, one global number per status in each thread

@@ -5,6 +5,10 @@
       Logs every user of users.txt in once (password grant, concurrent
       http.client connections) and writes tokens.txt (access tokens) and
       refresh.txt (refresh tokens), one a line.
+  prepare.py web     URL RESULTS_DIR CLIENT_ID CLIENT_SECRET REDIRECT_URI
+      Signs the first user of users.txt in through the sign-in page and
+      writes web.txt (the browser app, a PKCE pair, the session cookie) for
+      authorize.lua and authorization_code.lua.
   prepare.py argon2  URL RESULTS_DIR N
       N sequential logins on one connection against a tokend whose blocking
       pool has ONE thread: logins/s approximates argon2id's single-thread
@@ -113,6 +117,56 @@ def cmd_argon2(url, results, n):
     }))
 
 
+def cmd_web(url, results, client_id, client_secret, redirect_uri):
+    """Signs one user of users.txt in through the sign-in page, as a browser
+    would (GET /authorize, then the form's POST /login with its pre-session
+    cookie), and writes web.txt for bench/authorize.lua and
+    bench/authorization_code.lua: the client, its redirect URI, a PKCE
+    verifier and its S256 challenge, and the browser session's cookie."""
+    import hashlib
+    import html
+    import secrets
+    u = urllib.parse.urlsplit(url)
+    user, pw = read_lines(os.path.join(results, "users.txt"))[0].split(None, 1)
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    query = urllib.parse.urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+        "scope": "openid read", "state": "bench", "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }, quote_via=urllib.parse.quote)
+
+    def cookie_of(resp):
+        for name, value in resp.getheaders():
+            if name.lower() == "set-cookie":
+                yield value.split(";", 1)[0]
+
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("GET", "/authorize?" + query)
+    resp = conn.getresponse()
+    page = resp.read().decode()
+    if resp.status != 200:
+        raise SystemExit(f"GET /authorize: {resp.status} {page[:300]!r}")
+    login_cookie = next(cookie_of(resp), None)
+    fields = dict((n, html.unescape(v)) for n, v in
+                  re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+    if not login_cookie or "request" not in fields or "csrf_token" not in fields:
+        raise SystemExit("GET /authorize: no sign-in form or no pre-session cookie")
+    body = urllib.parse.urlencode(dict(fields, username=user, password=pw))
+    conn.request("POST", "/login", body, {
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": login_cookie})
+    resp = conn.getresponse()
+    resp.read()
+    session = next((c for c in cookie_of(resp) if c.split("=", 1)[0].endswith("tokend_session")), None)
+    if resp.status != 303 or not session:
+        raise SystemExit(f"POST /login: {resp.status}, session cookie {'set' if session else 'missing'}")
+    path = os.path.join(results, "web.txt")
+    with open(path, "w") as f:
+        f.write("\n".join([client_id, client_secret, redirect_uri, verifier, challenge, session]) + "\n")
+    os.chmod(path, 0o600)
+    print(f"{user} signed in through the sign-in page: web.txt written", file=sys.stderr)
+
+
 # ---------------------------------------------------------------- report
 
 def parse_duration_ms(s):
@@ -184,7 +238,7 @@ def parse_wrk(text):
                         ("uncorrected_p999_ms", 99.9)):
             if upct.get(p) is not None:
                 r[name] = upct[p]
-    m = re.search(r"refresh pool: (\d+) unused tokens kept in \S+; (\d+) requests found", text)
+    m = re.search(r"\w+ pool: (\d+) unused (?:tokens )?kept in \S+; (\d+) requests found", text)
     if m:
         r["pool_left"], r["starved"] = int(m.group(1)), int(m.group(2))
     return r
@@ -287,6 +341,7 @@ def cmd_report(results):
             "non_2xx": sum(r.get("non_2xx", 0) for r in runs),
             "socket_errors": sum(r.get("socket_errors", 0) for r in runs),
         }
+    starved = {name: sum(r.get("starved", 0) for r in runs) for name, runs in full.items()}
     ceiling = scen.get("baseline", {}).get("rps_median")
     ceiling16 = scen.get("baseline_p16", {}).get("rps_median")
     for name, s in scen.items():
@@ -340,7 +395,7 @@ def cmd_report(results):
     order = ["baseline", "baseline_p16", "healthz", "validate", "validate_p16", "validate_redis",
              "validate_redis_tls",
              "validate_401", "validate_malformed", "introspect", "introspect_p16", "client_credentials",
-             "refresh", "login", "mixed"]
+             "authorize", "authorization_code", "refresh", "login", "mixed"]
     for name in order + sorted(k for k in scen if k not in order):
         if name not in scen:
             continue
@@ -401,7 +456,12 @@ def cmd_report(results):
     L.extend(instructions_text(out.get("instructions")))
     L.extend(profile_text(out.get("profile")))
     L.extend(targets_text(out, st))
-    notes = meta.get("notes") or []
+    notes = list(meta.get("notes") or [])
+    for name, n in sorted(starved.items()):
+        if n:
+            notes.append(f"{name}: {n:,} requests found its pool of single-use values empty and went to "
+                         f"/healthz instead, so its req/s is not the scenario's own (more values are needed: "
+                         f"refresh.txt's tokens, or for authorization_code a larger MINT_FACTOR).")
     if notes:
         L.append("Notes:")
         L.append("")
@@ -687,7 +747,7 @@ def cmd_instructions(path):
 
 
 if __name__ == "__main__":
-    cmds = {"tokens": cmd_tokens, "argon2": cmd_argon2, "report": cmd_report, "brief": cmd_brief,
+    cmds = {"tokens": cmd_tokens, "web": cmd_web, "argon2": cmd_argon2, "report": cmd_report, "brief": cmd_brief,
             "instructions": cmd_instructions}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         raise SystemExit(__doc__)

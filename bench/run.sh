@@ -14,8 +14,11 @@
 #     TLS: a third tokend on a TLS-only redis-server of the run's own, with
 #     certificates openssl makes for the run), introspect, introspect_p16,
 #     validate_401 (no token), validate_malformed (a bearer value that is no
-#     JWT), client_credentials (one token signed a request), refresh, login,
-#     mixed; the measured tokend runs with redis.revocation_mirror = true;
+#     JWT), client_credentials (one token signed a request), authorize (a
+#     signed-in browser gets a code: single sign-on), authorization_code
+#     (each request redeems one of the codes authorize made just before, with
+#     its PKCE verifier: an access token, an ID token and a refresh token),
+#     refresh, login, mixed; the measured tokend runs with redis.revocation_mirror = true;
 #   - instructions per request on the serving core's thread, counted by
 #     callgrind (bench/callgrind.py, CALLGRIND_REQUESTS requests a scenario
 #     after a warm-up) for healthz, validate, the 401 paths, an expired
@@ -35,7 +38,9 @@
 # Env: DURATION (10s), RUNS (3), CONNECTIONS (64), RATES ("5000 10000 20000
 # 40000"), RATE_TOOL (auto: wrk2 when installed, else oha; or wrk2, oha),
 # STORM_RATE (20000), STORM_CONNECTIONS (8), HOLD_CONNECTIONS (10000),
-# CALLGRIND_REQUESTS (2000; 0 skips the counts), ONLY (empty: everything;
+# CALLGRIND_REQUESTS (2000; 0 skips the counts), MINT_FACTOR (4: the codes
+# for authorization_code are made during MINT_FACTOR × DURATION before each
+# of its runs), ONLY (empty: everything;
 # ONLY=callgrind: the instruction counts alone, printed as a table, in about
 # a minute once the builds are done; summary.md is left as it was),
 # PORT (18080),
@@ -59,6 +64,8 @@ RATE_TOOL="${RATE_TOOL:-auto}"
 STORM_RATE="${STORM_RATE-20000}"; STORM_CONNECTIONS="${STORM_CONNECTIONS:-8}"
 HOLD_CONNECTIONS="${HOLD_CONNECTIONS:-10000}"
 CALLGRIND_REQUESTS="${CALLGRIND_REQUESTS:-2000}"
+MINT_FACTOR="${MINT_FACTOR:-4}"
+[[ "$MINT_FACTOR" =~ ^[1-9][0-9]*$ ]] || { echo "MINT_FACTOR must be a positive number (got '$MINT_FACTOR')" >&2; exit 1; }
 ONLY="${ONLY:-}"
 case "$ONLY" in "" | callgrind) ;; *) echo "ONLY must be empty or callgrind (got '$ONLY')" >&2; exit 1 ;; esac
 [ "$ONLY" = callgrind ] && [ "$CALLGRIND_REQUESTS" -eq 0 ] && { echo "ONLY=callgrind needs CALLGRIND_REQUESTS > 0" >&2; exit 1; }
@@ -158,8 +165,10 @@ export TOKEND_KEYS_KEK
 export TOKEND_SERVER_LOG_LEVEL=warn
 export TOKEND_SERVER_LISTEN="127.0.0.1:$PORT"
 export TOKEND_SERVER_PUBLIC_URL="$URL"
-# Long enough that no access token expires during the run.
+# Long enough that no access token expires during the run, and that no
+# code made for authorization_code expires before it is redeemed.
 export TOKEND_TOKENS_ACCESS_TTL=2h
+export TOKEND_OAUTH_CODE_TTL=10m
 
 PIDS=()
 forget_pid() { # pid: a process that has ended is no longer cleanup's to kill
@@ -175,7 +184,8 @@ cleanup() {
   redis-cli --scan --pattern "${PREFIX}*" | xargs -r -n 500 redis-cli DEL >/dev/null 2>&1 || true
   if [ -n "$TLS_DIR" ]; then rm -rf "$TLS_DIR"; fi
   # Secrets and single-use material: never left behind.
-  rm -f "$RES/client.txt" "$RES/users.txt" "$RES/tokens.txt" "$RES/refresh.txt" "$RES/refresh.txt.tmp"
+  rm -f "$RES/client.txt" "$RES/users.txt" "$RES/tokens.txt" "$RES/refresh.txt" "$RES/refresh.txt.tmp" \
+    "$RES/web.txt" "$RES/codes.txt" "$RES/codes.txt.tmp"
   say "cleaned up database $DB and Redis prefix $PREFIX (exit $rc)"
 }
 trap cleanup EXIT
@@ -198,6 +208,12 @@ for i in $(seq -w 1 1000); do printf 'bench%04d %s\n' "$((10#$i))" "$PASSWORD"; 
 "$BIN" client add bench --grant password --grant refresh_token --grant client_credentials --scope read --json |
   python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["client_id"]); print(c["client_secret"])' >"$RES/client.txt"
 chmod 600 "$RES/client.txt" "$RES/users.txt"
+# The browser app of the authorization code flow (authorize,
+# authorization_code): a confidential client with a loopback redirect URI;
+# nothing listens there, wrk only reads the code off the 303.
+WEB_REDIRECT=http://127.0.0.1/bench/callback
+WEB_CLIENT=$("$BIN" client add bench-web --grant authorization_code --grant refresh_token --scope read \
+  --scope openid --redirect-uri "$WEB_REDIRECT" --json)
 
 # Whether the tokend at URL reports its one core's revocation mirror current.
 # The page is read whole first: `curl | grep -q` fails under pipefail when
@@ -234,6 +250,8 @@ wait_idle() {
 say "logging 1,000 users in"
 start_tokend
 python3 bench/prepare.py tokens "$URL" "$RES" 8
+# shellcheck disable=SC2046
+python3 bench/prepare.py web "$URL" "$RES" $(python3 -c 'import json,sys; c=json.loads(sys.argv[1]); print(c["client_id"], c["client_secret"])' "$WEB_CLIENT") "$WEB_REDIRECT"
 stop_tokend
 
 # argon2id single-thread rate: one blocking-pool thread, sequential logins.
@@ -319,6 +337,11 @@ SCENARIOS=(
   "validate_401|$URL|validate_401.lua|"
   "validate_malformed|$URL|validate_401.lua|malformed"
   "client_credentials|$URL|client_credentials.lua|"
+  # authorize: single sign-on, a session cookie and no password. Before
+  # authorization_code, an unmeasured run of authorize.lua (mint_codes)
+  # makes the codes it redeems.
+  "authorize|$URL|authorize.lua|"
+  "authorization_code|$URL|authorization_code.lua|"
   "refresh|$URL|refresh.lua|"
   "login|$URL|login.lua|"
   "mixed|$URL|mixed.lua|"
@@ -327,9 +350,20 @@ export TOKEND_BENCH_THREADS=1
 : >"$RAW/index.tsv"
 # ONLY=callgrind: no full-speed runs (nor the profile of one) before the counts.
 [ "$ONLY" = callgrind ] && RUNS=0
+# Codes for authorization_code, made by the measured tokend just before it
+# redeems them: authorize.lua for MINT_FACTOR × DURATION (each /authorize of
+# a signed-in browser looks its user up in PostgreSQL, so codes are made
+# several times slower than they are redeemed). It writes codes.txt.
+mint_codes() {
+  local out="$RAW/mint.$1.txt"
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"$((DURATION_S * MINT_FACTOR))s" -s bench/authorize.lua "$URL" \
+    >"$out" 2>"$out.err" || say "wrk failed minting codes (see $out.err)"
+  say "run $1/$RUNS: $(wc -l <"$RES/codes.txt") codes made for authorization_code"
+}
 for run in $(seq "$RUNS"); do
   for s in "${SCENARIOS[@]}"; do
     IFS='|' read -r name url script args <<<"$s"
+    [ "$name" = authorization_code ] && mint_codes "$run"
     out="$RAW/full.$name.$run.txt"
     # shellcheck disable=SC2086
     taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "bench/$script" "$url" ${args:+-- $args} >"$out" 2>"$out.err" ||
@@ -510,9 +544,9 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 NOTES+=("Load average (1, 5, 15 min) before the measurements: $LOAD_BEFORE; after: $LOAD_AFTER. With nproc 2 and both CPUs in use by the benchmark, a load well above 2 means other work shared the CPUs and the figures are low and noisy.")
 NOTES+=("All 1,000 users share one password (hashed once, its PHC string copied), so user creation is fast; every login still runs a full argon2id verify.")
 if [ "$MAX_CONNS" -ne 10000 ]; then
-  NOTES+=("Access tokens live 2h in this run (TOKENS_ACCESS_TTL) so none expires mid-run, and server.max_connections_per_core is $MAX_CONNS (default 10000) so that the $HOLD_CONNECTIONS held connections fit beside the others; everything else is tokend's default configuration.")
+  NOTES+=("Access tokens live 2h (TOKENS_ACCESS_TTL) and codes 10m (OAUTH_CODE_TTL) in this run so none expires mid-run, and server.max_connections_per_core is $MAX_CONNS (default 10000) so that the $HOLD_CONNECTIONS held connections fit beside the others; everything else is tokend's default configuration.")
 else
-  NOTES+=("Access tokens live 2h in this run (TOKENS_ACCESS_TTL) so none expires mid-run; everything else is tokend's default configuration.")
+  NOTES+=("Access tokens live 2h (TOKENS_ACCESS_TTL) and codes 10m (OAUTH_CODE_TTL) in this run so none expires mid-run; everything else is tokend's default configuration.")
 fi
 ARGON2_RATE=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["hashes_per_second"]))' "$ARGON2")
 NOTES+=("mixed at full speed is bound by its 1% of logins: one CPU verifies ~$ARGON2_RATE argon2id hashes/s, so the mix cannot go much above 100 × that, and connections waiting on a login stall.")
