@@ -45,8 +45,8 @@ pub(super) async fn write_out(
     let len = buf.len();
     let mut written = 0;
     while written < len {
-        let write = stream.write(buf.slice(written..len));
-        let mut write = std::pin::pin!(write);
+        // Made in place: a future moved into a pin is one memcpy call more.
+        let mut write = std::pin::pin!(stream.write(buf.slice(written..len)));
         // Whether `stall` was armed for this write, and whether the drain
         // has shortened it.
         let (mut armed, mut drain_seen) = (false, false);
