@@ -53,7 +53,7 @@ const MAX_NONCE_CHARS: usize = 512;
 /// without a cap a long one made a page whose form could never be opened.
 /// Apps put a random value or a short reference here; 4 KiB leaves room
 /// for the ones that carry a signed blob.
-const MAX_STATE_BYTES: usize = 4096;
+pub const MAX_STATE_BYTES: usize = 4096;
 
 /// An authorization error sent back to the redirect URI (RFC 6749
 /// §4.1.2.1, OpenID Connect Core §3.1.2.6). The description is static text.

@@ -44,6 +44,7 @@
 use std::rc::Rc;
 
 use crate::clock::unix_now;
+use crate::handlers::authorize::MAX_STATE_BYTES;
 use crate::handlers::oauth::Form;
 use crate::handlers::pages::{self, LogoutPage, SignedOutPage};
 use crate::http::{Method, Request, ResponseCtx};
@@ -150,6 +151,17 @@ async fn request(
         Err(message) => return refuse(core, ctx, out, message),
     };
     let state = form.get("state");
+    if state.is_some_and(|s| s.len() > MAX_STATE_BYTES) {
+        // As at /authorize: it could not travel in the confirmation's
+        // sealed form, nor belongs in a URL.
+        return refuse(
+            core,
+            ctx,
+            out,
+            "The sign-out request is refused (invalid_request): its state is longer than 4096 \
+             bytes; nobody was signed out.",
+        );
+    }
 
     let https = core.https();
     let cookie = req

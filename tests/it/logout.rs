@@ -486,6 +486,55 @@ fn a_hint_for_another_user_asks_first() {
     );
 }
 
+/// A `state` over 4 KiB (as at `/authorize`): refused with the page, the
+/// session kept; the longest taken travels through the confirmation form
+/// and comes back byte for byte.
+#[test]
+fn a_long_state_is_carried_or_refused() {
+    let db = TestDb::new();
+    let web = seed_code_clients(&db);
+    let server = start(&db, &[]);
+    let mut browser = Browser::default();
+    id_token(&server, &mut browser, &web, "alice");
+    let too_long = "s".repeat(4097);
+    let r = browser.post_form(
+        &server,
+        "/logout",
+        &[
+            ("client_id", "web"),
+            ("post_logout_redirect_uri", WEB_BYE),
+            ("state", &too_long),
+        ],
+    );
+    assert!(refused(&r).contains("longer than 4096 bytes"));
+    assert!(signed_in(&server, &mut browser));
+
+    let longest: String = (0..4096).map(|i| (b'!' + (i % 90) as u8) as char).collect();
+    let r = browser.post_form(
+        &server,
+        "/logout",
+        &[
+            ("client_id", "web"),
+            ("post_logout_redirect_uri", WEB_BYE),
+            ("state", &longest),
+        ],
+    );
+    let html = assert_page(&r, 200);
+    let r = browser.post_form(
+        &server,
+        "/logout",
+        &[
+            ("logout_request", &hidden(&html, "logout_request")),
+            ("csrf_token", &hidden(&html, "csrf_token")),
+        ],
+    );
+    assert_eq!(
+        param(&location_params(&r, WEB_BYE), "state"),
+        Some(longest.as_str())
+    );
+    assert!(!signed_in(&server, &mut browser));
+}
+
 /// §2 without a hint: the user is asked; the confirmation is a form sealed
 /// by tokend (CSRF token) and bound to the browser's session. Posted
 /// without its token, with another's, altered, from another browser (the
