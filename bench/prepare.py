@@ -5,10 +5,11 @@
       Logs every user of users.txt in once (password grant, concurrent
       http.client connections) and writes tokens.txt (access tokens) and
       refresh.txt (refresh tokens), one a line.
-  prepare.py web     URL RESULTS_DIR CLIENT_ID CLIENT_SECRET REDIRECT_URI
-      Signs the first user of users.txt in through the sign-in page and
-      writes web.txt (the browser app, a PKCE pair, the session cookie) for
-      authorize.lua and authorization_code.lua.
+  prepare.py web     URL RESULTS_DIR REDIRECT_URI
+      Signs the first user of users.txt in through the sign-in page, as the
+      client of RESULTS_DIR/web-client.json, and writes web.txt (the
+      browser app, a PKCE pair, the session cookie) for authorize.lua and
+      authorization_code.lua.
   prepare.py argon2  URL RESULTS_DIR N
       N sequential logins on one connection against a tokend whose blocking
       pool has ONE thread: logins/s approximates argon2id's single-thread
@@ -117,15 +118,19 @@ def cmd_argon2(url, results, n):
     }))
 
 
-def cmd_web(url, results, client_id, client_secret, redirect_uri):
+def cmd_web(url, results, redirect_uri):
     """Signs one user of users.txt in through the sign-in page, as a browser
     would (GET /authorize, then the form's POST /login with its pre-session
     cookie), and writes web.txt for bench/authorize.lua and
-    bench/authorization_code.lua: the client, its redirect URI, a PKCE
-    verifier and its S256 challenge, and the browser session's cookie."""
+    bench/authorization_code.lua: the client (of web-client.json, `tokend
+    client add --json`'s output), its redirect URI, a PKCE verifier and its
+    S256 challenge, and the browser session's cookie."""
     import hashlib
     import html
     import secrets
+    with open(os.path.join(results, "web-client.json")) as f:
+        client = json.load(f)
+    client_id, client_secret = client["client_id"], client["client_secret"]
     u = urllib.parse.urlsplit(url)
     user, pw = read_lines(os.path.join(results, "users.txt"))[0].split(None, 1)
     verifier = secrets.token_urlsafe(48)

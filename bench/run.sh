@@ -185,7 +185,7 @@ cleanup() {
   if [ -n "$TLS_DIR" ]; then rm -rf "$TLS_DIR"; fi
   # Secrets and single-use material: never left behind.
   rm -f "$RES/client.txt" "$RES/users.txt" "$RES/tokens.txt" "$RES/refresh.txt" "$RES/refresh.txt.tmp" \
-    "$RES/web.txt" "$RES/codes.txt" "$RES/codes.txt.tmp"
+    "$RES/web.txt" "$RES/web-client.json" "$RES/codes.txt" "$RES/codes.txt.tmp"
   say "cleaned up database $DB and Redis prefix $PREFIX (exit $rc)"
 }
 trap cleanup EXIT
@@ -211,9 +211,10 @@ chmod 600 "$RES/client.txt" "$RES/users.txt"
 # The browser app of the authorization code flow (authorize,
 # authorization_code): a confidential client with a loopback redirect URI;
 # nothing listens there, wrk only reads the code off the 303.
+# Its secret goes to a file only the user can read, never to a command line.
 WEB_REDIRECT=http://127.0.0.1/bench/callback
-WEB_CLIENT=$("$BIN" client add bench-web --grant authorization_code --grant refresh_token --scope read \
-  --scope openid --redirect-uri "$WEB_REDIRECT" --json)
+(umask 077; "$BIN" client add bench-web --grant authorization_code --grant refresh_token --scope read \
+  --scope openid --redirect-uri "$WEB_REDIRECT" --json >"$RES/web-client.json")
 
 # Whether the tokend at URL reports its one core's revocation mirror current.
 # The page is read whole first: `curl | grep -q` fails under pipefail when
@@ -250,8 +251,7 @@ wait_idle() {
 say "logging 1,000 users in"
 start_tokend
 python3 bench/prepare.py tokens "$URL" "$RES" 8
-# shellcheck disable=SC2046
-python3 bench/prepare.py web "$URL" "$RES" $(python3 -c 'import json,sys; c=json.loads(sys.argv[1]); print(c["client_id"], c["client_secret"])' "$WEB_CLIENT") "$WEB_REDIRECT"
+python3 bench/prepare.py web "$URL" "$RES" "$WEB_REDIRECT"
 stop_tokend
 
 # argon2id single-thread rate: one blocking-pool thread, sequential logins.
