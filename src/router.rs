@@ -112,53 +112,45 @@ pub enum Routed<'a> {
     NotFound,
 }
 
+/// The methods a route takes.
+#[derive(Clone, Copy)]
+enum Allow {
+    /// `GET` (and `HEAD`).
+    Get,
+    Post,
+    /// Both, as OpenID Connect asks of its browser-facing endpoints.
+    GetPost,
+}
+
 /// Routes a request. `HEAD` is accepted wherever `GET` is.
 pub fn route(method: Method, path: &str) -> Routed<'_> {
     use Route::*;
     let get = matches!(method, Method::Get | Method::Head);
     let post = method == Method::Post;
-    let (route, allowed_get) = match path {
-        "/healthz" => (Healthz, true),
-        "/readyz" => (Readyz, true),
-        "/metrics" => (Metrics, true),
-        "/validate" => (Validate, true),
-        "/.well-known/jwks.json" => (Jwks, true),
-        "/.well-known/oauth-authorization-server" => (Metadata, true),
-        "/users/me" => (UsersMe, true),
-        "/oauth/token" => (Token, false),
-        "/oauth/introspect" => (Introspect, false),
-        "/oauth/revoke" => (Revoke, false),
-        "/users" => (Users, false),
-        "/users/me/password" => (UsersMePassword, false),
-        "/users/me/logout-all" => (UsersMeLogoutAll, false),
+    let (route, allow) = match path {
+        "/healthz" => (Healthz, Allow::Get),
+        "/readyz" => (Readyz, Allow::Get),
+        "/metrics" => (Metrics, Allow::Get),
+        "/validate" => (Validate, Allow::Get),
+        "/.well-known/jwks.json" => (Jwks, Allow::Get),
+        "/.well-known/oauth-authorization-server" => (Metadata, Allow::Get),
+        "/users/me" => (UsersMe, Allow::Get),
+        "/oauth/token" => (Token, Allow::Post),
+        "/oauth/introspect" => (Introspect, Allow::Post),
+        "/oauth/revoke" => (Revoke, Allow::Post),
+        "/users" => (Users, Allow::Post),
+        "/users/me/password" => (UsersMePassword, Allow::Post),
+        "/users/me/logout-all" => (UsersMeLogoutAll, Allow::Post),
         // The sign-in routes come after every route of the validation
         // path's (issue #16).
         // OpenID Connect Core §3.1.2.1: GET and POST.
-        "/authorize" => {
-            return if get || post {
-                Routed::Found(Authorize, "")
-            } else {
-                Routed::MethodNotAllowed("GET, HEAD, POST")
-            };
-        }
-        "/login" => (Login, false),
-        "/.well-known/openid-configuration" => (OpenIdConfiguration, true),
+        "/authorize" => (Authorize, Allow::GetPost),
+        "/login" => (Login, Allow::Post),
+        "/.well-known/openid-configuration" => (OpenIdConfiguration, Allow::Get),
         // OpenID Connect Core §5.3: GET and POST.
-        "/userinfo" => {
-            return if get || post {
-                Routed::Found(UserInfo, "")
-            } else {
-                Routed::MethodNotAllowed("GET, HEAD, POST")
-            };
-        }
+        "/userinfo" => (UserInfo, Allow::GetPost),
         // OpenID Connect RP-Initiated Logout 1.0 §2: GET and POST.
-        "/logout" => {
-            return if get || post {
-                Routed::Found(Logout, "")
-            } else {
-                Routed::MethodNotAllowed("GET, HEAD, POST")
-            };
-        }
+        "/logout" => (Logout, Allow::GetPost),
         _ => {
             if let Some(name) = path
                 .strip_prefix("/users/")
@@ -174,10 +166,13 @@ pub fn route(method: Method, path: &str) -> Routed<'_> {
             return Routed::NotFound;
         }
     };
-    match (allowed_get, get, post) {
-        (true, true, _) | (false, _, true) => Routed::Found(route, ""),
-        (true, false, _) => Routed::MethodNotAllowed("GET, HEAD"),
-        (false, _, false) => Routed::MethodNotAllowed("POST"),
+    match allow {
+        Allow::Get if get => Routed::Found(route, ""),
+        Allow::Post if post => Routed::Found(route, ""),
+        Allow::GetPost if get || post => Routed::Found(route, ""),
+        Allow::Get => Routed::MethodNotAllowed("GET, HEAD"),
+        Allow::Post => Routed::MethodNotAllowed("POST"),
+        Allow::GetPost => Routed::MethodNotAllowed("GET, HEAD, POST"),
     }
 }
 

@@ -172,20 +172,8 @@ pub fn write_login_with_cookies(
     redirect_uri: &str,
     cookies: &str,
 ) -> u16 {
-    match page.render() {
-        Ok(body) => write_page(
-            out,
-            ctx,
-            status,
-            &body,
-            form_action_source(redirect_uri).as_deref(),
-            cookies,
-        ),
-        Err(e) => {
-            tracing::error!("cannot render the sign-in page: {e}");
-            write_plain_500(out, ctx)
-        }
-    }
+    let also = form_action_source(redirect_uri);
+    render_and_write(out, ctx, status, page, also.as_deref(), cookies)
 }
 
 /// Renders and writes the error page of sign-in with `status`.
