@@ -485,7 +485,8 @@ def instructions_text(ins):
     L = ["### Instructions per request (callgrind)", "",
          f"`bench/callgrind.py`: each server under `valgrind --tool=callgrind`, pinned like the runs above "
          f"(tokend: one core, the mirror on); one keep-alive connection, 200 requests of warm-up, then "
-         f"{n:,} requests one at a time. *serving thread*: the busiest thread of that interval (the core "
+         f"{n:,} requests one at a time (a *_p16* scenario: 16 to a write, as the pipelined runs send them, "
+         f"its 16 answers read before the next write; its × baseline is against baseline_p16). *serving thread*: the busiest thread of that interval (the core "
          f"that served them), per request; *all threads*: every thread of the process; *checks via Redis*: "
          f"revocation checks of the interval not answered by the mirror (0: every count is of the mirror's "
          f"path, as at full speed; a scenario with some is measured again, up to three times). Instruction "
@@ -493,13 +494,16 @@ def instructions_text(ins):
          f"the event loop parks between two requests depends on the client's timing).", "",
          "| scenario | status | serving thread | all threads | × baseline | checks via Redis |",
          "|---|---:|---:|---:|---:|---:|"]
-    base = (ins.get("baseline") or {}).get("serving_thread")
     order = ["baseline", "healthz", "validate", "validate_401", "validate_malformed", "introspect",
-             "client_credentials", "validate_forged", "validate_expired"]
+             "client_credentials", "validate_forged", "validate_expired",
+             "baseline_p16", "healthz_p16", "validate_p16", "introspect_p16"]
     for name in order + sorted(k for k in ins if k not in order):
         c = ins.get(name)
         if not c:
             continue
+        # A pipelined scenario is compared with the pipelined baseline.
+        base_name = "baseline_p16" if name.endswith("_p16") else "baseline"
+        base = (ins.get(base_name) or {}).get("serving_thread")
         x = f"{c['serving_thread'] / base:.1f}" if base else "—"
         via = c.get("redis_fallbacks")
         L.append(f"| {name} | {c['status']} | {c['serving_thread']:,} | {c['all_threads']:,} | {x} | "

@@ -23,7 +23,9 @@
 #     callgrind (bench/callgrind.py, CALLGRIND_REQUESTS requests a scenario
 #     after a warm-up) for healthz, validate, the 401 paths, an expired
 #     token (refused before its signature), a forged
-#     signature, introspect, client_credentials and the baseline;
+#     signature, introspect, client_credentials and the baseline, and
+#     pipelined (16 requests to a write) for healthz, validate, introspect
+#     and the baseline;
 #   - argon2id's single-thread rate (sequential logins, one pool thread);
 #   - constant rate at RATES req/s: wrk2 (validate and mixed) when installed,
 #     otherwise oha -q RATE --latency-correction (validate only, one token);
@@ -38,7 +40,9 @@
 # Env: DURATION (10s), RUNS (3), CONNECTIONS (64), RATES ("5000 10000 20000
 # 40000"), RATE_TOOL (auto: wrk2 when installed, else oha; or wrk2, oha),
 # STORM_RATE (20000), STORM_CONNECTIONS (8), HOLD_CONNECTIONS (10000),
-# CALLGRIND_REQUESTS (2000; 0 skips the counts), MINT_FACTOR (4: the codes
+# CALLGRIND_REQUESTS (2000, a multiple of 16; 0 skips the counts),
+# CALLGRIND_KEEP (empty; 1 keeps callgrind's dumps in bench/results/raw/cg/
+# for callgrind_annotate), MINT_FACTOR (4: the codes
 # for authorization_code are made during MINT_FACTOR × DURATION before each
 # of its runs), ONLY (empty: everything;
 # ONLY=callgrind: the instruction counts alone, printed as a table, in about
@@ -64,6 +68,7 @@ RATE_TOOL="${RATE_TOOL:-auto}"
 STORM_RATE="${STORM_RATE-20000}"; STORM_CONNECTIONS="${STORM_CONNECTIONS:-8}"
 HOLD_CONNECTIONS="${HOLD_CONNECTIONS:-10000}"
 CALLGRIND_REQUESTS="${CALLGRIND_REQUESTS:-2000}"
+CALLGRIND_KEEP="${CALLGRIND_KEEP:-}"
 MINT_FACTOR="${MINT_FACTOR:-4}"
 [[ "$MINT_FACTOR" =~ ^[1-9][0-9]*$ ]] || { echo "MINT_FACTOR must be a positive number (got '$MINT_FACTOR')" >&2; exit 1; }
 ONLY="${ONLY:-}"
@@ -192,7 +197,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$RAW"
-rm -f "$RAW"/*
+rm -rf "${RAW:?}"/*
 pg -d postgres -c "CREATE DATABASE $DB"
 "$BIN" migrate >/dev/null
 
@@ -418,7 +423,10 @@ cg_serve() { # port health-path [VAR=value...] command... (sets CG_PID)
   for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port$path" >/dev/null 2>&1 && return; sleep 0.1; done
   die "$* did not start under valgrind; see $RAW/callgrind.log"
 }
-cg_stop() { kill -TERM "$CG_PID"; wait "$CG_PID" || true; forget_pid "$CG_PID"; rm -f "$RAW"/cg.*; }
+cg_stop() {
+  kill -TERM "$CG_PID"; wait "$CG_PID" || true; forget_pid "$CG_PID"
+  if [ -n "$CALLGRIND_KEEP" ]; then mkdir -p "$RAW/cg"; mv "$RAW"/cg.* "$RAW/cg/"; else rm -f "$RAW"/cg.*; fi
+}
 if [ "$CALLGRIND_REQUESTS" -eq 0 ]; then
   NOTES+=("CALLGRIND_REQUESTS=0: no instruction counts.")
 elif ! command -v callgrind_control >/dev/null; then
@@ -442,11 +450,11 @@ else
   done
   taskset -c "$CLIENT_CPU" python3 bench/callgrind.py "$CG_PID" "http://127.0.0.1:$CG_PORT" "$RES" "$RAW" \
     "$CALLGRIND_REQUESTS" healthz validate validate_401 validate_malformed validate_forged validate_expired introspect \
-    client_credentials >>"$RAW/callgrind.jsonl" || say "callgrind.py failed for tokend (see above)"
+    client_credentials healthz_p16 validate_p16 introspect_p16 >>"$RAW/callgrind.jsonl" || say "callgrind.py failed for tokend (see above)"
   cg_stop
   cg_serve "$CG_BASELINE_PORT" / BASELINE_WORKERS=1 "$BASELINE_BIN" "127.0.0.1:$CG_BASELINE_PORT"
   taskset -c "$CLIENT_CPU" python3 bench/callgrind.py "$CG_PID" "http://127.0.0.1:$CG_BASELINE_PORT" "$RES" "$RAW" \
-    "$CALLGRIND_REQUESTS" baseline >>"$RAW/callgrind.jsonl" || say "callgrind.py failed for the baseline (see above)"
+    "$CALLGRIND_REQUESTS" baseline baseline_p16 >>"$RAW/callgrind.jsonl" || say "callgrind.py failed for the baseline (see above)"
   cg_stop
   say "instructions per request: $(python3 bench/prepare.py brief callgrind "$RAW/callgrind.jsonl")"
 fi
