@@ -61,6 +61,10 @@ const BUF_SIZE: usize = 4096;
 ///
 /// While a core drains, a connection answered less than this long ago is
 /// between two requests of a stream, not idle (see `serve_connection`).
+///
+/// Both are measured from the core's once-a-second clock: a busy connection
+/// lingers between this and this plus [`COARSE_CLOCK`] (with epoll; with
+/// io_uring, `linger_read` waits exactly this).
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// Bound of a connection's unwritten answers: once the output buffer holds
@@ -101,8 +105,9 @@ pub const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
 const DRAIN_WRITE_STALL: Duration = Duration::from_secs(1);
 
 /// The precision of [`Core::coarse_now`], the core's clock read once a
-/// second: a write stall's deadline adds it, so that it is never shorter
-/// than `server.write_timeout`.
+/// second: a deadline taken from it adds this, so that it is never shorter
+/// than meant (a write stall's `server.write_timeout`, a keep-alive
+/// connection's `server.idle_timeout` and its linger).
 const COARSE_CLOCK: Duration = Duration::from_secs(1);
 
 /// The longest a graceful close reads and discards what the client still
@@ -262,7 +267,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
     // costs a client nothing to take, and holding it must not either.
     let accepted_at = Instant::now();
     // When the connection last finished writing answers (for a drain: see
-    // above). Read off the clock the read deadline needs anyway.
+    // above), at most COARSE_CLOCK late: taken with the read deadline.
     let mut answered_at = Instant::now();
     // The connection's one timer, for its life: the deadline of a read
     // (see `read_within`), and of a write that does not complete at once
@@ -362,11 +367,27 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
         // request must finish within `head_timeout` of its first byte, and
         // a new connection must send its first request within
         // `head_timeout` of its accept.
-        let mut now = Instant::now();
+        //
+        // Between two requests of a connection (the keep-alive path) `now`
+        // is the core's once-a-second clock pushed ahead by its precision:
+        // the idle and linger deadlines taken from it are never early and
+        // at most COARSE_CLOCK late, and so is `answered_at` (a drain waits
+        // that much longer for a busy connection's next request). Reading
+        // the clock and subtracting it from the deadline cost ~140
+        // instructions a keep-alive request (clock_gettime and
+        // Timespec::sub_timespec, callgrind). A head deadline needs the
+        // clock: it is read then.
+        let head_due = guard.fresh || (request_started.is_some() && !rbuf.is_empty());
+        let mut now = if head_due {
+            Instant::now()
+        } else {
+            core.coarse_now() + COARSE_CLOCK
+        };
         if wrote {
             answered_at = now;
         }
         if core.is_shutting_down() {
+            let now = Instant::now();
             let until = if !rbuf.is_empty() {
                 // Part of a request: the rest is on its way.
                 let head_deadline = request_started.map_or(now, |t| t + head_timeout);
@@ -401,18 +422,24 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                 }
             }
         }
-        let deadline = match request_started {
-            Some(t) if !rbuf.is_empty() => t + head_timeout,
-            _ if guard.fresh => accepted_at + head_timeout.min(idle_timeout),
-            _ => now + idle_timeout,
+        let head_deadline = match request_started {
+            Some(t) if !rbuf.is_empty() => Some(t + head_timeout),
+            _ if guard.fresh => Some(accepted_at + head_timeout.min(idle_timeout)),
+            _ => None,
         };
-        let Some(mut wait) = deadline.checked_duration_since(now) else {
-            // Only a head deadline can have passed, a request's or a new
-            // connection's (the idle one is always ahead): a byte that raced
-            // the timer does not save a slow head, and the cut-off counts
-            // like any other timeout.
-            core.counters().timeouts.inc();
-            return;
+        let (deadline, mut wait) = match head_deadline {
+            None => (now + idle_timeout, idle_timeout),
+            Some(deadline) => match deadline.checked_duration_since(now) {
+                Some(wait) => (deadline, wait),
+                None => {
+                    // A head deadline has passed, a request's or a new
+                    // connection's: a byte that raced the timer does not
+                    // save a slow head, and the cut-off counts like any
+                    // other timeout.
+                    core.counters().timeouts.inc();
+                    return;
+                }
+            },
         };
         // Between requests (see IDLE_RELEASE) a busy connection lingers: it
         // reads with its buffers for up to IDLE_RELEASE. A quiet one frees

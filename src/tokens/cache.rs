@@ -21,17 +21,18 @@ use std::rc::Rc;
 
 use super::verify::VerifiedToken;
 
-/// How many bytes at a token's end its hash covers.
-const HASHED_TAIL: usize = 32;
+/// How many bytes at a token's end its hash covers: one `u128`, about 94
+/// bits of signature (16 base64url characters).
+const HASHED_TAIL: usize = 16;
 
 /// A cached token: its whole bytes, compared whole, but hashed by their
-/// length and last [`HASHED_TAIL`] bytes only. Those are signature bytes
-/// (a JWT ends in its signature), which nobody can choose without the key,
-/// and only tokens that verified are stored: an attacker can neither make
-/// stored tokens collide nor store tokens of their own, so lookups of
-/// anything they send probe honest chains. Hashing 485 bytes with ahash's
-/// portable fallback cost ~420 instructions a lookup (callgrind, issue
-/// #15); the tail costs a tenth of that.
+/// last [`HASHED_TAIL`] bytes only. Those are signature bytes (a JWT ends
+/// in its signature), which nobody can choose without the key, and only
+/// tokens that verified are stored: an attacker can neither make stored
+/// tokens collide nor store tokens of their own, so lookups of anything
+/// they send probe honest chains. Hashing 485 bytes with ahash's portable
+/// fallback cost ~420 instructions a lookup (callgrind, issue #15); the
+/// length and the last 32 bytes ~77; one `u128`, hashed whole, ~30.
 struct Key(Box<[u8]>);
 
 /// A lookup by borrowed bytes, hashed as [`Key`] hashes.
@@ -39,8 +40,16 @@ struct Lookup<'a>(&'a [u8]);
 
 #[inline]
 fn hash_token<H: Hasher>(token: &[u8], state: &mut H) {
-    state.write_usize(token.len());
-    state.write(&token[token.len().saturating_sub(HASHED_TAIL)..]);
+    let tail = match token.last_chunk::<HASHED_TAIL>() {
+        Some(tail) => *tail,
+        // Shorter than any JWT: looked up, never stored.
+        None => {
+            let mut tail = [0; HASHED_TAIL];
+            tail[HASHED_TAIL - token.len()..].copy_from_slice(token);
+            tail
+        }
+    };
+    state.write_u128(u128::from_le_bytes(tail));
 }
 
 impl Hash for Key {
