@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::keys::CoreKeys;
+use super::keys::{CoreKeys, TokenKind};
 
 /// The claims of an access token (RFC 9068 §2.2). Times are unix seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,9 +44,37 @@ pub enum SignError {
     /// refused by `verify` (header injection), so it is never signed.
     #[error("claim `{0}` contains a control character")]
     ControlCharacter(&'static str),
-    /// Occurs when the JWT library fails to serialise or sign.
-    #[error("cannot sign the access token: {0}")]
-    Jwt(#[source] jsonwebtoken::errors::Error),
+    /// Occurs when the claims cannot be serialised.
+    #[error("cannot serialise the token's claims: {0}")]
+    Json(#[source] serde_json::Error),
+    /// Occurs when aws-lc fails to sign (it reports no reason).
+    #[error("cannot sign the token")]
+    Sign,
+}
+
+/// The JWT of `claims`, signed with the key that signs at `now`: what
+/// `jsonwebtoken::encode` makes with that key's header for `kind`, from the
+/// key parsed once (see `keys::snapshot::PreparedSigner`).
+fn sign_jwt<T: Serialize>(
+    keys: &CoreKeys,
+    kind: TokenKind,
+    claims: &T,
+    now: u64,
+) -> Result<String, SignError> {
+    let (signer, _) = keys
+        .prepared_signer_at(now)
+        .ok_or(SignError::NoSigningKey)?;
+    let json = serde_json::to_vec(claims).map_err(SignError::Json)?;
+    let header = signer.header_b64(kind);
+    // header . claims . signature (86 base64url characters for Ed25519).
+    let mut token = String::with_capacity(header.len() + json.len() * 4 / 3 + 96);
+    token.push_str(header);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&json, &mut token);
+    signer
+        .append_signature(&mut token)
+        .map_err(|_| SignError::Sign)?;
+    Ok(token)
 }
 
 /// A fresh `jti`: 128 random bits from the system RNG, base64url without
@@ -85,8 +113,7 @@ pub fn sign_access(keys: &CoreKeys, claims: &AccessClaims, now: u64) -> Result<S
             return Err(SignError::ControlCharacter(name));
         }
     }
-    let (key, header) = keys.signer_at(now).ok_or(SignError::NoSigningKey)?;
-    jsonwebtoken::encode(header, claims, key).map_err(SignError::Jwt)
+    sign_jwt(keys, TokenKind::Access, claims, now)
 }
 
 /// The claims of an OpenID Connect ID token (OpenID Connect Core §2,
@@ -145,14 +172,14 @@ pub fn sign_id_token(
     access_token: &str,
     now: u64,
 ) -> Result<String, SignError> {
-    let (key, header) = keys.signer_at(now).ok_or(SignError::NoSigningKey)?;
-    let mut header = header.clone();
-    header.typ = Some(ID_TOKEN_TYP.to_string());
+    let (_, alg) = keys
+        .prepared_signer_at(now)
+        .ok_or(SignError::NoSigningKey)?;
     let claims = IdTokenClaims {
-        at_hash: at_hash(header.alg, access_token),
+        at_hash: at_hash(alg, access_token),
         ..claims.clone()
     };
-    jsonwebtoken::encode(&header, &claims, key).map_err(SignError::Jwt)
+    sign_jwt(keys, TokenKind::Id, &claims, now)
 }
 
 #[cfg(test)]
@@ -199,6 +226,51 @@ mod tests {
             )
             .unwrap();
             assert!(payload.get("username").is_none());
+        }
+    }
+
+    /// The key parsed once makes the token `jsonwebtoken::encode` makes:
+    /// byte for byte for the deterministic signatures (Ed25519, RSA
+    /// PKCS#1 v1.5), and one that verifies with the key for ECDSA; the ID
+    /// token's header is the access token's with `typ: JWT`.
+    #[test]
+    fn prepared_signing_is_jsonwebtoken_encode() {
+        for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+            let (_, m) = material(alg);
+            let core = CoreKeys::from_material(&m).unwrap();
+            let claims = AccessClaims {
+                iss: "https://issuer".into(),
+                sub: "u1".into(),
+                aud: "tokend".into(),
+                exp: 2_000_000_000,
+                iat: 1_000_000_000,
+                jti: new_jti(),
+                client_id: "c".into(),
+                scope: "a b".into(),
+                username: Some("ada".into()),
+            };
+            let now = 1_000_000_000;
+            let ours = sign_access(&core, &claims, now).unwrap();
+            let (key, header) = core.signer_at(now).unwrap();
+            let theirs = jsonwebtoken::encode(header, &claims, key).unwrap();
+            let mut id_header = header.clone();
+            id_header.typ = Some(ID_TOKEN_TYP.into());
+            let ours_id = sign_jwt(&core, TokenKind::Id, &claims, now).unwrap();
+            let theirs_id = jsonwebtoken::encode(&id_header, &claims, key).unwrap();
+            if alg == Algorithm::ES256 {
+                let signed = |t: &str| t.rsplit_once('.').unwrap().0.to_string();
+                assert_eq!(signed(&ours), signed(&theirs));
+                assert_eq!(signed(&ours_id), signed(&theirs_id));
+                let verifier = core.verifier(header.kid.as_deref().unwrap()).unwrap();
+                let mut v = jsonwebtoken::Validation::new(header.alg);
+                v.set_audience(&["tokend"]);
+                for t in [&ours, &ours_id] {
+                    jsonwebtoken::decode::<AccessClaims>(t, &verifier.key, &v).unwrap();
+                }
+            } else {
+                assert_eq!(ours, theirs, "{alg:?}");
+                assert_eq!(ours_id, theirs_id, "{alg:?}");
+            }
         }
     }
 
