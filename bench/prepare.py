@@ -375,7 +375,7 @@ def cmd_report(results):
         out["argon2"]["login_ratio"] = login_med / cap
     out["login_storm"] = login_storm_section(meta, storm)
     out["memory"] = memory_section(meta, raw)
-    out["profile"] = profile_section(raw)
+    out["profiles"] = profile_section(raw)
     out["instructions"] = {c["scenario"]: c for c in read_callgrind(os.path.join(raw, "callgrind.jsonl"))}
     with open(os.path.join(results, "latest.json"), "w") as f:
         json.dump(out, f, indent=2, sort_keys=False)
@@ -459,7 +459,7 @@ def cmd_report(results):
     L.extend(login_storm_text(out.get("login_storm"), st))
     L.extend(memory_text(out.get("memory")))
     L.extend(instructions_text(out.get("instructions")))
-    L.extend(profile_text(out.get("profile")))
+    L.extend(profile_text(out.get("profiles")))
     L.extend(targets_text(out, st))
     notes = list(meta.get("notes") or [])
     for name, n in sorted(starved.items()):
@@ -512,8 +512,12 @@ def instructions_text(ins):
     return L
 
 
+PROFILES = ["validate", "validate_p16", "introspect_p16", "baseline_p16"]
+
+
 def profile_section(raw):
-    """perf report's top entries for validate, as run.sh saved them."""
+    """perf report's top entries and DSO split for each profiled scenario,
+    as run.sh saved them (profile.NAME.symbols.txt, profile.NAME.dsos.txt)."""
     def rows(name, width):
         out = []
         for line in read_lines(os.path.join(raw, name)):
@@ -521,28 +525,39 @@ def profile_section(raw):
             if len(parts) == width + 1 and parts[0].endswith("%"):
                 out.append(parts)
         return out
-    symbols = [{"percent": float(p[0][:-1]), "dso": p[1], "symbol": p[3] if len(p) > 3 else p[2]}
-               for p in rows("profile.symbols.txt", 3)]
-    dsos = [{"percent": float(p[0][:-1]), "dso": p[1]} for p in rows("profile.dsos.txt", 1)]
-    if not symbols and not dsos:
-        return None
-    return {"scenario": "validate", "event": "cpu-clock", "process": "tokend", "top": symbols, "dsos": dsos}
+    found = []
+    for scenario in PROFILES:
+        symbols = [{"percent": float(p[0][:-1]), "dso": p[1], "symbol": p[3] if len(p) > 3 else p[2]}
+                   for p in rows(f"profile.{scenario}.symbols.txt", 3)]
+        dsos = [{"percent": float(p[0][:-1]), "dso": p[1]}
+                for p in rows(f"profile.{scenario}.dsos.txt", 1)]
+        if symbols or dsos:
+            found.append({"scenario": scenario, "event": "cpu-clock",
+                          "process": "baseline" if scenario.startswith("baseline") else "tokend",
+                          "top": symbols, "dsos": dsos})
+    return found or None
 
 
-def profile_text(prof):
-    if not prof:
+def profile_text(profiles):
+    if not profiles:
         return []
-    L = ["### Profile: validate at full speed (`perf record -e cpu-clock`, tokend only)", ""]
-    if prof.get("dsos"):
-        L.append("Where tokend's CPU time goes: " + ", ".join(
-            f"{d['dso']} {d['percent']:.1f}%" for d in prof["dsos"]) + ".")
-        L.append("")
-    if prof.get("top"):
-        L.append("| % | where | symbol |")
-        L.append("|---:|---|---|")
-        for t in prof["top"]:
-            L.append(f"| {t['percent']:.2f} | {t['dso']} | `{t['symbol']}` |")
-        L.append("")
+    L = ["### Profiles at full speed (`perf record -e cpu-clock`, the server's process only)", ""]
+    L.append("Where the server's CPU time goes:")
+    L.append("")
+    for prof in profiles:
+        if prof.get("dsos"):
+            L.append(f"- {prof['scenario']} ({prof['process']}): " + ", ".join(
+                f"{d['dso']} {d['percent']:.1f}%" for d in prof["dsos"]) + ".")
+    L.append("")
+    for prof in profiles:
+        if prof.get("top") and prof["process"] == "tokend":
+            L.append(f"Top symbols, {prof['scenario']}:")
+            L.append("")
+            L.append("| % | where | symbol |")
+            L.append("|---:|---|---|")
+            for t in prof["top"]:
+                L.append(f"| {t['percent']:.2f} | {t['dso']} | `{t['symbol']}` |")
+            L.append("")
     return L
 
 

@@ -324,7 +324,8 @@ fi
 # limits.blocking_threads default: the CPUs the process may use (taskset's).
 BLOCKING_THREADS=$(taskset -c "$SERVER_CPU" nproc)
 BASELINE_WORKERS=1 taskset -c "$SERVER_CPU" "$BASELINE_BIN" "127.0.0.1:$BASELINE_PORT" 2>"$RAW/baseline.log" &
-PIDS+=("$!")
+BASELINE_PID=$!
+PIDS+=("$BASELINE_PID")
 for _ in $(seq 100); do curl -sf "$BASE_URL/" >/dev/null 2>&1 && break; sleep 0.1; done
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -379,26 +380,41 @@ for run in $(seq "$RUNS"); do
   done
 done
 
-# Profile of validate at full speed: perf with the cpu-clock event (works on
-# VMs where hardware counters don't), tokend's process only, call graphs off.
-# The report's top entries (by DSO and symbol) and the split by DSO go into
-# the summary. Skipped, with a note, where perf is missing or not permitted.
-: >"$RAW/profile.symbols.txt"; : >"$RAW/profile.dsos.txt"
+# Profiles at full speed: perf with the cpu-clock event (works on VMs where
+# hardware counters don't), the server's process only, call graphs off, for
+# validate (the top symbols too), and pipelined for validate, introspect and
+# the ceiling (where the server's time goes between its own code, the libc
+# and the kernel, when 16 requests share each read and write). The
+# reports' top entries and the split by DSO go into the summary. Skipped,
+# with a note, where perf is missing or not permitted.
+rm -f "$RAW"/profile.*.txt
 if [ "$ONLY" != callgrind ] && command -v perf >/dev/null; then
-  say "profile: validate at full speed under perf record -e cpu-clock"
-  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s bench/validate.lua "$URL" >"$RAW/profile.wrk.txt" 2>&1 &
-  PROFILE_WRK=$!
-  sleep 1
-  if perf record -q -e cpu-clock -p "$TOKEND_PID" -o "$RAW/validate.perf.data" -- sleep $((DURATION_S > 3 ? DURATION_S - 2 : 1)) >"$RAW/perf.err" 2>&1; then
-    perf report -i "$RAW/validate.perf.data" --stdio --no-children --sort dso,sym -q --percent-limit 0.7 2>/dev/null |
-      sed '/^$/d' | head -20 >"$RAW/profile.symbols.txt" || true
-    perf report -i "$RAW/validate.perf.data" --stdio --no-children --sort dso -q 2>/dev/null |
-      sed '/^$/d' | head -8 >"$RAW/profile.dsos.txt" || true
-  else
-    say "perf record failed (see $RAW/perf.err); no profile"
-  fi
-  wait "$PROFILE_WRK" || true
-  rm -f "$RAW/validate.perf.data"
+  # name | pid | url | script | script args
+  PROFILES=(
+    "validate|$TOKEND_PID|$URL|validate.lua|"
+    "validate_p16|$TOKEND_PID|$URL|validate.lua|16"
+    "introspect_p16|$TOKEND_PID|$URL|introspect.lua|16"
+    "baseline_p16|$BASELINE_PID|$BASE_URL|healthz.lua|16"
+  )
+  for p in "${PROFILES[@]}"; do
+    IFS='|' read -r name pid url script args <<<"$p"
+    say "profile: $name at full speed under perf record -e cpu-clock"
+    # shellcheck disable=SC2086
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "bench/$script" "$url" ${args:+-- $args} \
+      >"$RAW/profile.$name.wrk.txt" 2>&1 &
+    PROFILE_WRK=$!
+    sleep 1
+    if perf record -q -e cpu-clock -p "$pid" -o "$RAW/profile.perf.data" -- sleep $((DURATION_S > 3 ? DURATION_S - 2 : 1)) >"$RAW/perf.err" 2>&1; then
+      perf report -i "$RAW/profile.perf.data" --stdio --no-children --sort dso,sym -q --percent-limit 0.7 2>/dev/null |
+        sed '/^$/d' | head -20 >"$RAW/profile.$name.symbols.txt" || true
+      perf report -i "$RAW/profile.perf.data" --stdio --no-children --sort dso -q 2>/dev/null |
+        sed '/^$/d' | head -8 >"$RAW/profile.$name.dsos.txt" || true
+    else
+      say "perf record failed for $name (see $RAW/perf.err); no profile"
+    fi
+    wait "$PROFILE_WRK" || true
+    rm -f "$RAW/profile.perf.data"
+  done
 fi
 
 # Instructions per request: callgrind counts the instructions each request
@@ -558,7 +574,7 @@ else
 fi
 ARGON2_RATE=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["hashes_per_second"]))' "$ARGON2")
 NOTES+=("mixed at full speed is bound by its 1% of logins: one CPU verifies ~$ARGON2_RATE argon2id hashes/s, so the mix cannot go much above 100 × that, and connections waiting on a login stall.")
-[ -s "$RAW/profile.symbols.txt" ] || NOTES+=("No profile in this run: perf is missing or not permitted (apt-get install linux-perf; kernel.perf_event_paranoid).")
+[ -s "$RAW/profile.validate.symbols.txt" ] || NOTES+=("No profile in this run: perf is missing or not permitted (apt-get install linux-perf; kernel.perf_event_paranoid).")
 
 export ARGON2 VMRSS VMHWM DURATION RUNS CONNECTIONS SERVER_CPU CLIENT_CPU BLOCKING_THREADS RATE_TOOL
 export STORM_RATE STORM_CONNECTIONS HOLD_CONNECTIONS MAX_CONNS
