@@ -73,7 +73,7 @@ async fn one(core: &Rc<Core>, raw: &[u8], out: &mut Vec<u8>) -> (u16, Duration) 
     let status = match http::parse(raw, &limits) {
         Ok(Parsed::Complete(req, len)) => {
             assert_eq!(len, raw.len(), "one whole request");
-            super::handle(core, &req, peer, out).await;
+            super::handle(core, &req, peer, out, &mut super::BurstClock::default()).await;
             std::str::from_utf8(&out[9..12]).unwrap().parse().unwrap()
         }
         Ok(Parsed::Partial) => panic!("a partial request"),

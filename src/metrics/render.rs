@@ -113,7 +113,7 @@ fn request_latency(out: &mut Vec<u8>, cores: &[Arc<CoreCounters>]) {
         out,
         "tokend_request_duration_seconds",
         "histogram",
-        "Time from a parsed request to its written response, by route.",
+        "Time from a parsed request (in a pipelined burst, from the answer before it) to its response, by route.",
     );
     for route in RequestLatency::ROUTES {
         let mut counts = [0u64; LATENCY_SLOTS];

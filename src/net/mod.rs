@@ -290,6 +290,8 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
         // for them.
         let mut handled = 0;
         let mut wrote = false;
+        // The requests of one read are a burst (see `BurstClock`).
+        let mut burst = handlers::BurstClock::default();
         while consumed < rbuf.len() {
             match http::parse(&rbuf[consumed..], &limits) {
                 Ok(Parsed::Complete(req, len)) => {
@@ -303,7 +305,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                     request_started = None;
                     core.request_started();
                     handled += 1;
-                    let keep = handlers::handle(&core, &req, peer, &mut wbuf).await;
+                    let keep = handlers::handle(&core, &req, peer, &mut wbuf, &mut burst).await;
                     if !keep {
                         close = true;
                         break;
@@ -327,6 +329,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                         // A deep pipeline must not hold the core: the other
                         // connections run before the next batch.
                         yield_to_others().await;
+                        burst.break_burst();
                     }
                 }
                 Ok(Parsed::Partial) => {
