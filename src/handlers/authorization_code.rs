@@ -36,7 +36,7 @@ const REUSED_CODE: &str =
 pub async fn authorization_code_grant(
     core: &Rc<Core>,
     client: &ClientRecord,
-    form: &Form,
+    form: &Form<'_>,
 ) -> Result<(Issued, CodeGrant), OAuthError> {
     let Some(code) = form.get("code") else {
         return Err(OAuthError::InvalidRequest("code is required"));

@@ -325,7 +325,7 @@ async fn sso(
 /// pending request.
 fn check(
     client: &ClientRecord,
-    form: &Form,
+    form: &Form<'_>,
 ) -> Result<(PendingAuthorization, Prompt, Option<u64>), AuthzError> {
     if !client.allows(GrantType::AuthorizationCode) {
         return Err(AuthzError {

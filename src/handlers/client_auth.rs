@@ -29,7 +29,7 @@ pub fn authenticate<'t>(
     core: &Core,
     clients: &'t Rc<ClientTable>,
     req: &Request<'_>,
-    form: &Form,
+    form: &Form<'_>,
 ) -> Result<(&'t ClientRecord, bool), OAuthError> {
     let mut memo = core.secret_memo();
     if req.authorization_count > 1 {
@@ -72,7 +72,7 @@ pub fn authenticate<'t>(
 }
 
 /// Parses a form body, insisting on the form content type.
-pub fn form_body(req: &Request<'_>) -> Result<Form, OAuthError> {
+pub fn form_body<'r>(req: &Request<'r>) -> Result<Form<'r>, OAuthError> {
     if !req.content_type_is("application/x-www-form-urlencoded") {
         return Err(OAuthError::InvalidRequest(
             "Content-Type must be application/x-www-form-urlencoded",

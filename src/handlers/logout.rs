@@ -101,7 +101,7 @@ async fn request(
     req: &Request<'_>,
     ctx: &ResponseCtx<'_>,
     out: &mut Vec<u8>,
-    form: &Form,
+    form: &Form<'_>,
 ) -> u16 {
     let hint = match form.get("id_token_hint").map(|raw| check_hint(core, raw)) {
         None => None,

@@ -284,7 +284,7 @@ fn write_plain_500(out: &mut Vec<u8>, ctx: &ResponseCtx<'_>) -> u16 {
 /// Connect Core §3.1.2.1 for `/authorize`, RP-Initiated Logout 1.0 §2 for
 /// `/logout`): the query of a `GET`, the form of a `POST`. `Err` is why the
 /// request is malformed, for "The … request is malformed: {why}."
-pub fn query_or_form(req: &Request<'_>) -> Result<Form, &'static str> {
+pub fn query_or_form<'r>(req: &Request<'r>) -> Result<Form<'r>, &'static str> {
     let params = if req.method == Method::Post {
         if !req.content_type_is("application/x-www-form-urlencoded") {
             return Err("a POST must be a form (application/x-www-form-urlencoded)");

@@ -86,7 +86,7 @@ pub async fn issue_refresh_family(
 pub async fn refresh_grant(
     core: &Core,
     client: &ClientRecord,
-    form: &Form,
+    form: &Form<'_>,
 ) -> Result<Issued, OAuthError> {
     let Some(token) = form.get("refresh_token") else {
         return Err(OAuthError::InvalidRequest("refresh_token is required"));

@@ -139,7 +139,7 @@ pub(super) async fn admit(limits: &LoginLimits<'_>) -> Result<(), OAuthError> {
 async fn password_grant(
     core: &Rc<Core>,
     client: &ClientRecord,
-    form: &Form,
+    form: &Form<'_>,
     client_ip: IpAddr,
 ) -> Result<Issued, OAuthError> {
     let (Some(username), Some(password)) = (form.get("username"), form.get("password")) else {
@@ -264,7 +264,7 @@ pub(super) async fn check_password(
 fn client_credentials_grant(
     core: &Core,
     client: &ClientRecord,
-    form: &Form,
+    form: &Form<'_>,
 ) -> Result<Issued, OAuthError> {
     if client.is_public() {
         return Err(OAuthError::UnauthorizedClient(

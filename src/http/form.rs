@@ -5,6 +5,7 @@
 //! Pure: bytes in, values out; no socket, no OAuth types. Imports nothing of
 //! the crate; `handlers` maps [`FormError`] to its OAuth answer.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Most `&`-separated parts a form body may have (empty ones count too).
@@ -62,19 +63,21 @@ impl fmt::Display for FormError {
 
 impl std::error::Error for FormError {}
 
-/// A decoded `application/x-www-form-urlencoded` body.
+/// A decoded `application/x-www-form-urlencoded` body. A name or value
+/// with nothing to decode (the usual case: a token is base64url) borrows
+/// the body's bytes: no allocation, no copy.
 #[derive(Debug, Default)]
-pub struct Form {
-    pairs: Vec<(String, String)>,
+pub struct Form<'a> {
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl Form {
+impl<'a> Form<'a> {
     /// Parses strictly: every name and value must decode to UTF-8, no
     /// parameter may appear twice (RFC 6749 §3.1, §3.2), and the body may
     /// have at most [`MAX_FORM_PARAMS`] `&`-separated parts (refused on the
     /// first part over, before it is decoded).
-    pub fn parse(body: &[u8]) -> Result<Form, FormError> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
+    pub fn parse(body: &'a [u8]) -> Result<Form<'a>, FormError> {
+        let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
         // The `&` and `=` are found with `memchr` (SIMD) rather than a byte
         // loop: callgrind put the loop at ~1,900 instructions of an
         // introspection's ~24,000 (its ~500-byte body, issue #15). The parts
@@ -103,8 +106,8 @@ impl Form {
                 Some(i) => (&part[..i], &part[i + 1..]),
                 None => (part, &b""[..]),
             };
-            let name = decode_component(name)?;
-            let value = decode_component(value)?;
+            let name = decode_borrowed(name)?;
+            let value = decode_borrowed(value)?;
             // Linear, but over at most MAX_FORM_PARAMS names (see there).
             if pairs.iter().any(|(n, _)| *n == name) {
                 return Err(FormError::Repeated);
@@ -119,7 +122,7 @@ impl Form {
         self.pairs
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
             .filter(|v| !v.is_empty())
     }
 }
@@ -153,13 +156,21 @@ pub fn query_values<'a>(
 /// `percent_decode`, then UTF-8 — cost 3.2 ns a byte in a release build, a
 /// 64 KiB body of `+` 210 µs of a core before any authentication).
 pub fn decode_component(raw: &[u8]) -> Result<String, FormError> {
+    decode_borrowed(raw).map(Cow::into_owned)
+}
+
+/// [`decode_component`], borrowing `raw` when there is nothing to decode.
+fn decode_borrowed(raw: &[u8]) -> Result<Cow<'_, str>, FormError> {
     // Nothing to decode (the usual case: a JWT or refresh token is
-    // base64url): one copy instead of two byte-by-byte passes and three
-    // allocations (issue #4: the 485-byte `token` of every introspection).
-    // `memchr2` (SIMD): the fold over the bytes it replaced did not
-    // vectorise, ~5.6 instructions a byte in callgrind (issue #15).
+    // base64url): `raw` itself, checked (issue #4: the 485-byte `token` of
+    // every introspection; its copy into a String of its own cost ~250
+    // instructions, callgrind, issue #15). `memchr2` (SIMD): the fold over
+    // the bytes it replaced did not vectorise, ~5.6 instructions a byte in
+    // callgrind (issue #15).
     if memchr::memchr2(b'%', b'+', raw).is_none() {
-        return String::from_utf8(raw.to_vec()).map_err(|_| FormError::NotUtf8);
+        return std::str::from_utf8(raw)
+            .map(Cow::Borrowed)
+            .map_err(|_| FormError::NotUtf8);
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -180,7 +191,9 @@ pub fn decode_component(raw: &[u8]) -> Result<String, FormError> {
             b => b,
         });
     }
-    String::from_utf8(out).map_err(|_| FormError::NotUtf8)
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| FormError::NotUtf8)
 }
 
 /// The value of one hexadecimal digit, either case.
@@ -221,7 +234,8 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("&")
         };
-        let f = Form::parse(params(MAX_FORM_PARAMS).as_bytes()).unwrap();
+        let body = params(MAX_FORM_PARAMS);
+        let f = Form::parse(body.as_bytes()).unwrap();
         assert_eq!(f.get("p63"), Some("1"));
         assert_eq!(
             Form::parse(params(MAX_FORM_PARAMS + 1).as_bytes()).unwrap_err(),
