@@ -547,8 +547,8 @@ impl Lifetimes {
 pub struct ClientTable {
     /// By client id, with ahash randomly seeded, as the secrets memo below:
     /// the ids stored are the operator's and the ids looked up cannot be
-    /// made to collide with them. std's SipHash cost ~120 instructions a
-    /// lookup more, twice an introspection (callgrind, issue #15).
+    /// made to collide with them. std's SipHash and its map were ~240
+    /// instructions of each introspection (callgrind, issue #15).
     clients: hashbrown::HashMap<String, ClientRecord, ahash::RandomState>,
 }
 

@@ -32,7 +32,7 @@ const HASHED_TAIL: usize = 16;
 /// tokens collide nor store tokens of their own, so lookups of anything
 /// they send probe honest chains. Hashing 485 bytes with ahash's portable
 /// fallback cost ~420 instructions a lookup (callgrind, issue #15); the
-/// length and the last 32 bytes ~77; one `u128`, hashed whole, ~30.
+/// length and the last 32 bytes ~77; one `u128` about 20 fewer.
 struct Key(Box<[u8]>);
 
 /// A lookup by borrowed bytes, hashed as [`Key`] hashes.

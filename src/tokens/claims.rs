@@ -142,8 +142,7 @@ pub struct IdTokenClaims {
     pub preferred_username: Option<String>,
 }
 
-/// The `typ` of ID tokens.
-pub const ID_TOKEN_TYP: &str = "JWT";
+pub use super::keys::ID_TOKEN_TYP;
 
 /// `at_hash` of `access_token` for a key of algorithm `alg` (OpenID Connect
 /// Core §3.1.3.6): base64url of the left half of the hash that goes with
@@ -198,22 +197,27 @@ mod tests {
         assert_ne!(a, new_jti());
     }
 
+    /// Claims of a user token (`username` given) or a client's.
+    fn sample_claims(username: Option<&str>) -> AccessClaims {
+        AccessClaims {
+            iss: "https://issuer".into(),
+            sub: "u1".into(),
+            aud: "tokend".into(),
+            exp: 2_000_000_000,
+            iat: 1_000_000_000,
+            jti: new_jti(),
+            client_id: "c".into(),
+            scope: "a b".into(),
+            username: username.map(Into::into),
+        }
+    }
+
     #[test]
     fn header_is_at_jwt_with_kid_and_alg() {
         for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
             let (key, m) = material(alg);
             let core = CoreKeys::from_material(&m).unwrap();
-            let claims = AccessClaims {
-                iss: "https://issuer".into(),
-                sub: "u1".into(),
-                aud: "tokend".into(),
-                exp: 2_000_000_000,
-                iat: 1_000_000_000,
-                jti: new_jti(),
-                client_id: "c".into(),
-                scope: "a b".into(),
-                username: None,
-            };
+            let claims = sample_claims(None);
             let token = sign_access(&core, &claims, 1_000_000_000).unwrap();
             let header = jsonwebtoken::decode_header(&token).unwrap();
             assert_eq!(header.typ.as_deref(), Some("at+jwt"));
@@ -238,17 +242,7 @@ mod tests {
         for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
             let (_, m) = material(alg);
             let core = CoreKeys::from_material(&m).unwrap();
-            let claims = AccessClaims {
-                iss: "https://issuer".into(),
-                sub: "u1".into(),
-                aud: "tokend".into(),
-                exp: 2_000_000_000,
-                iat: 1_000_000_000,
-                jti: new_jti(),
-                client_id: "c".into(),
-                scope: "a b".into(),
-                username: Some("ada".into()),
-            };
+            let claims = sample_claims(Some("ada"));
             let now = 1_000_000_000;
             let ours = sign_access(&core, &claims, now).unwrap();
             let (key, header) = core.signer_at(now).unwrap();

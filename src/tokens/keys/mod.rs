@@ -44,7 +44,7 @@ pub mod store;
 pub use jwk::{alg_name, generate, jwt_alg, parse_alg, GeneratedKey, PublicJwk};
 pub use kek::{Kek, SecretBytes, KEK_LEN};
 pub(crate) use snapshot::TokenKind;
-pub use snapshot::{CoreKeys, KeyEntry, KeyMaterial, ACCESS_TOKEN_TYP};
+pub use snapshot::{CoreKeys, KeyEntry, KeyMaterial, ACCESS_TOKEN_TYP, ID_TOKEN_TYP};
 pub use store::{ensure_initial_key, list, load, prune, rotate, KeyInfo, KeyState};
 
 /// Occurs when a signing key cannot be configured, generated, sealed, stored

@@ -1,8 +1,9 @@
 //! The key set in memory: [`KeyMaterial`], one immutable snapshot per load
 //! (every key that still verifies, the private keys of those that may still
 //! sign, the rendered JWKS), shared by every core through an `Arc`; and
-//! [`CoreKeys`], each core's own parsed `jsonwebtoken` keys, so that no core
-//! touches another core's memory on the hot path (DESIGN rule 2).
+//! [`CoreKeys`], each core's own parsed keys (`jsonwebtoken`'s to verify,
+//! aws-lc-rs key pairs to sign), so that no core touches another core's
+//! memory on the hot path (DESIGN rule 2).
 //!
 //! Pure: no database, no clock (callers pass `now`). Imports only `config`
 //! (algorithms) of the crate; never `http` or `handlers`.
@@ -226,7 +227,7 @@ impl PreparedSigner {
                 .map_err(|_| "its JOSE header cannot be serialised")
         };
         let mut id = header.clone();
-        id.typ = Some(crate::tokens::claims::ID_TOKEN_TYP.to_string());
+        id.typ = Some(ID_TOKEN_TYP.to_string());
         Ok(PreparedSigner {
             key,
             access_header: b64_json(header)?,
@@ -299,6 +300,9 @@ impl fmt::Debug for CoreKeys {
 
 /// The `typ` of access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// The `typ` of ID tokens.
+pub const ID_TOKEN_TYP: &str = "JWT";
 
 impl CoreKeys {
     /// Parses the core's own copies of every key of `material`.
