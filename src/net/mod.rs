@@ -383,8 +383,12 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
         // instructions a keep-alive request (clock_gettime and
         // Timespec::sub_timespec, callgrind). A head deadline needs the
         // clock: it is read then.
-        let head_due = guard.fresh || (request_started.is_some() && !rbuf.is_empty());
-        let mut now = if head_due {
+        let head_deadline = match request_started {
+            Some(t) if !rbuf.is_empty() => Some(t + head_timeout),
+            _ if guard.fresh => Some(accepted_at + head_timeout.min(idle_timeout)),
+            _ => None,
+        };
+        let mut now = if head_deadline.is_some() {
             Instant::now()
         } else {
             core.coarse_now() + COARSE_CLOCK
@@ -428,11 +432,6 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
                 }
             }
         }
-        let head_deadline = match request_started {
-            Some(t) if !rbuf.is_empty() => Some(t + head_timeout),
-            _ if guard.fresh => Some(accepted_at + head_timeout.min(idle_timeout)),
-            _ => None,
-        };
         let (deadline, mut wait) = match head_deadline {
             None => (now + idle_timeout, idle_timeout),
             Some(deadline) => match deadline.checked_duration_since(now) {

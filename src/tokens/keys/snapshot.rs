@@ -251,26 +251,18 @@ impl PreparedSigner {
     ) -> Result<(), aws_lc_rs::error::Unspecified> {
         use aws_lc_rs::rand::SystemRandom;
         let msg = token.as_bytes();
-        let sig: Vec<u8>;
-        let sig: &[u8] = match &self.key {
-            KeyPair::Ed25519(k) => {
-                sig = k.sign(msg).as_ref().to_vec();
-                &sig
-            }
-            KeyPair::EcdsaP256(k) => {
-                sig = k.sign(&SystemRandom::new(), msg)?.as_ref().to_vec();
-                &sig
-            }
+        let sig = match &self.key {
+            KeyPair::Ed25519(k) => k.sign(msg).as_ref().to_vec(),
+            KeyPair::EcdsaP256(k) => k.sign(&SystemRandom::new(), msg)?.as_ref().to_vec(),
             KeyPair::Rsa(k) => {
-                let mut buf = vec![0; k.public_modulus_len()];
+                let mut sig = vec![0; k.public_modulus_len()];
                 k.sign(
                     &aws_lc_rs::signature::RSA_PKCS1_SHA256,
                     &SystemRandom::new(),
                     msg,
-                    &mut buf,
+                    &mut sig,
                 )?;
-                sig = buf;
-                &sig
+                sig
             }
         };
         token.push('.');
